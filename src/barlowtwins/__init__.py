@@ -1,0 +1,20 @@
+"""Barlow Twins: self-supervised learning via redundancy reduction (Zbontar et al., 2021).
+
+The parts work on their own, in any training loop:
+
+    from barlowtwins import BarlowTwinsLoss, Projector, create_backbone, LARS, TwoViewTransform
+"""
+
+__version__ = "0.1.0"
+
+from .augment import AugmentConfig, BatchViews, TwoViewTransform, augment_config  # noqa: E402
+from .losses import BarlowTwinsLoss, BarlowTwinsLossOutput, barlow_twins_loss, cross_correlation  # noqa: E402
+from .models import BarlowTwins, Projector, build_model, create_backbone, parse_projector_spec  # noqa: E402
+from .optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates  # noqa: E402
+
+__all__ = [
+    "AugmentConfig", "BatchViews", "TwoViewTransform", "augment_config",
+    "BarlowTwinsLoss", "BarlowTwinsLossOutput", "barlow_twins_loss", "cross_correlation",
+    "BarlowTwins", "Projector", "build_model", "create_backbone", "parse_projector_spec",
+    "LARS", "WarmupCosine", "lars_param_groups", "set_learning_rates",
+]

@@ -1,0 +1,188 @@
+"""Atomic checkpoints, safe loading, backbone export, and reading backbones from every common format.
+
+Formats `load_backbone_state` understands:
+
+* a run folder of ours (``backbone.pth``, else the ``backbone.*`` part of ``checkpoint.pth``);
+* a plain torchvision state dict (our ``backbone.pth``; the official release ``resnet50.pth``);
+* the official full training checkpoint: ``{"epoch", "model", "optimizer"}`` with DDP-prefixed keys
+  ``module.backbone.*`` / ``module.projector.*`` / ``module.bn.*``;
+* our training checkpoint (``{"model": {"backbone.*", "projector.*"}, "optimizer", "config", ...}``);
+* torchvision's own weights, named ``torchvision:<model>:<weights>`` (e.g. ``torchvision:resnet50:IMAGENET1K_V2``).
+
+Everything is loaded with ``torch.load(..., weights_only=True)``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from .errors import CheckpointError
+
+CHECKPOINT_NAME = "checkpoint.pth"
+BACKBONE_NAME = "backbone.pth"
+FORMAT = "barlowtwins"
+
+
+def save_atomic(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash mid-write leaves the previous file intact: the rename is atomic on POSIX and Windows.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint safely (tensors and plain containers only), with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({first[:200]}); "
+                              "it may be truncated or not a state dict") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
+    return obj
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_backbone(backbone: nn.Module, path: str | os.PathLike) -> None:
+    """Save the backbone as a plain torchvision state dict (no prefixes, no classifier keys)."""
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+    save_atomic(state, path)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading a backbone from any source
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class BackboneSource:
+    """A backbone state dict and what is known of its architecture."""
+
+    state: dict[str, torch.Tensor]
+    origin: str  # human-readable: which file, which format
+    arch: dict = field(default_factory=dict)  # backbone/stem/width/image_size when the source says
+    sha256: str | None = None
+
+
+def _strip(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _arch_from_config(cfg: dict | None) -> dict:
+    if not cfg:
+        return {}
+    keys = ("backbone", "stem", "width", "image_size", "dataset", "data_dir", "mean", "std")
+    return {k: cfg[k] for k in keys if k in cfg}
+
+
+def _from_dict(obj: dict, origin: str) -> BackboneSource:
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else None
+    for key in ("model", "state_dict"):  # training checkpoints (ours, official, torchvision references)
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{origin} holds no tensors; expected a backbone state dict or a training checkpoint")
+    for prefix, fmt in (("module.backbone.", "official training checkpoint"), ("backbone.", "barlowtwins checkpoint"),
+                        ("_orig_mod.backbone.", "barlowtwins checkpoint (compiled)")):
+        part = _strip(tensors, prefix)
+        if part:
+            return BackboneSource(part, f"{origin} ({fmt}, keys {prefix}*)", _arch_from_config(config))
+    return BackboneSource(_strip_module(tensors), f"{origin} (plain state dict)", _arch_from_config(config))
+
+
+def _strip_module(state: dict) -> dict:
+    if state and all(k.startswith("module.") for k in state):
+        return _strip(state, "module.")
+    return state
+
+
+def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
+    """A backbone state dict from a run folder, a file of any supported format, or torchvision weights."""
+    text = str(source)
+    if text.startswith("torchvision:"):
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise CheckpointError(f"'{text}': write torchvision weights as torchvision:<model>:<weights>, "
+                                  "e.g. torchvision:resnet50:IMAGENET1K_V2")
+        from .models import create_backbone
+
+        _, name, weights = parts
+        net = create_backbone(name, weights=weights)
+        return BackboneSource(net.state_dict(), f"torchvision {name} weights {weights}",
+                              {"backbone": name, "stem": "standard"})
+    path = Path(source).expanduser()
+    if path.is_dir():
+        cfg = None
+        if (path / "config.yaml").is_file():
+            cfg = yaml.safe_load((path / "config.yaml").read_text())
+        for name in (BACKBONE_NAME, CHECKPOINT_NAME):
+            if (path / name).is_file():
+                src = load_backbone_state(path / name)
+                src.arch = {**_arch_from_config(cfg), **src.arch}
+                return src
+        raise CheckpointError(f"run folder {path} has neither {BACKBONE_NAME} nor {CHECKPOINT_NAME}; "
+                              "has pretraining started there?")
+    obj = load_checkpoint(path)
+    src = _from_dict(obj, str(path))
+    if not src.arch and (path.parent / "config.yaml").is_file():
+        src.arch = _arch_from_config(yaml.safe_load((path.parent / "config.yaml").read_text()))
+    src.sha256 = file_sha256(path)
+    return src
+
+
+def load_backbone_weights(backbone: nn.Module, src: BackboneSource) -> list[str]:
+    """Load ``src`` into ``backbone`` strictly (the classifier head aside); return the loaded key names.
+
+    Raises a `CheckpointError` naming the missing, unexpected or mis-shaped keys.
+    """
+    own = backbone.state_dict()
+    head = getattr(backbone, "head_name", "fc")
+    state = {k: v for k, v in src.state.items() if not k.startswith(head + ".")}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:2])})")
+        raise CheckpointError(f"{src.origin} does not match backbone {type(backbone).__name__}: "
+                              f"{', '.join(parts)}; pass the matching --backbone/--stem/--width")
+    backbone.load_state_dict(state, strict=True)
+    return list(state)

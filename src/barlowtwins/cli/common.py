@@ -1,0 +1,63 @@
+"""Arguments and set-up shared by the evaluation commands (knn, linear, finetune, transfer)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import ConfigError
+
+def add_backbone_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backbone")
+    g.add_argument("--checkpoint", default=None, metavar="SOURCE",
+                   help="run folder, backbone.pth, official resnet50.pth or full checkpoint, our checkpoint.pth, "
+                        "or torchvision:<model>:<weights>")
+    g.add_argument("--random-init", action="store_true",
+                   help="evaluate the same architecture at random initialisation instead (a baseline)")
+    g.add_argument("--backbone", default=None, help="torchvision model name (default: from the checkpoint, else resnet50)")
+    g.add_argument("--stem", default=None, choices=("standard", "small", "small-pool"))
+    g.add_argument("--width", type=int, default=None, help="ResNet first-stage width (narrow CPU models)")
+    g.add_argument("--image-size", type=int, default=None, help="input size (default: the pretraining size, else 224)")
+    g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the run's)")
+    g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the run's)")
+    h = p.add_argument_group("hardware")
+    h.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    h.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    h.add_argument("--workers", type=int, default=None, help="data-loader processes for image folders")
+    h.add_argument("--output", default=None, metavar="PATH", help="result JSON file or folder")
+    h.add_argument("--cache-dir", default="auto", metavar="DIR",
+                   help="keep extracted features here and reuse them (default: <run>/eval/cache for run folders)")
+    h.add_argument("--no-cache", action="store_true", help="always extract features afresh")
+
+
+def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split") -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help="fashion-mnist, cifar10, cifar100, stl10 or folder (default: the pretraining data set)")
+    g.add_argument("--data-dir", default=None, help="data folder (default: the pretraining one)")
+    g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
+    g.add_argument("--train-split", default="train")
+    g.add_argument("--val-split", default=None, help=f"{val_help} (default: test, or val for folders)")
+
+
+def setup_backbone(args: argparse.Namespace):
+    """The backbone the flags describe, with the checkpoint's weights loaded (or random ones)."""
+    from ..evaluate.backbone import load_eval_backbone
+
+    return load_eval_backbone(args.checkpoint, random_init=args.random_init, backbone=args.backbone,
+                              stem=args.stem, width=args.width, image_size=args.image_size, mean=args.mean,
+                              std=args.std, device=args.device, precision=args.precision,
+                              cache_dir=None if args.no_cache else args.cache_dir)
+
+
+def resolve_data(args: argparse.Namespace, arch: dict | None = None) -> tuple[str, str | None, str]:
+    """(dataset, data_dir, val_split) from the flags, else the pretraining run's."""
+    arch = arch or {}
+    dataset = args.dataset or arch.get("dataset")
+    data_dir = args.data_dir if args.data_dir is not None else (arch.get("data_dir") if not args.dataset else None)
+    if dataset is None or dataset == "images":
+        raise ConfigError("name a labelled data set: --dataset fashion-mnist|cifar10|cifar100|stl10|folder "
+                          "(with --data-dir for folders)")
+    from ..data import default_val_split
+
+    val = args.val_split or default_val_split(dataset)
+    return dataset, data_dir, val

@@ -1,0 +1,112 @@
+"""``barlowtwins finetune``: semi-supervised fine-tuning of the whole network on a labelled subset."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    from .common import add_backbone_args, add_data_args
+
+    p = sub.add_parser(name, allow_abbrev=False, help="semi-supervised fine-tuning on 1%% / 10%% of the labels",
+                       description="Fine-tune backbone + linear head on a labelled subset (the official recipe: "
+                                   "20 epochs, SGD momentum 0.9, batch 256, backbone lr 0.005, head lr 0.5, weight "
+                                   "decay 0, cosine). On ImageNet the standard 1%%/10%% lists are used; on other data "
+                                   "a seeded class-balanced subset, or --subset-file. The subset is saved next to the "
+                                   "result so the run can be repeated.")
+    add_backbone_args(p)
+    add_data_args(p)
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--train-percent", type=float, default=1, help="1 or 10 (standard ImageNet lists), or any %% elsewhere")
+    g.add_argument("--subset", choices=("auto", "standard", "balanced"), default="auto",
+                   help="auto: the standard lists for ImageNet folders, balanced otherwise")
+    g.add_argument("--subset-file", default=None, help="a list of file names or indices to train on instead")
+    g.add_argument("--epochs", type=int, default=20)
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--lr-backbone", type=float, default=0.005)
+    g.add_argument("--lr-head", type=float, default=0.5)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--schedule", choices=("cosine", "step"), default="cosine",
+                   help="step: the paper's x0.2 at --milestones")
+    g.add_argument("--milestones", type=int, nargs="+", default=[12, 16])
+    g.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+
+    try:
+        return _run(args)
+    finally:
+        D.shutdown()
+
+
+def choose_subset(args: argparse.Namespace, train, seed: int):
+    """(indices, description) of the labelled subset the flags ask for."""
+    from ..errors import DataError
+    from ..subsets import STANDARD_PERCENTS, balanced_subset, imagenet_subset, is_imagenet_folder, read_subset_file
+
+    if args.subset_file:
+        return read_subset_file(args.subset_file, train), f"list file {args.subset_file}"
+    standard = args.subset == "standard" or (args.subset == "auto" and is_imagenet_folder(train))
+    if standard:
+        if args.train_percent not in STANDARD_PERCENTS:
+            raise DataError(f"the standard ImageNet subsets are 1% and 10%; got --train-percent {args.train_percent}")
+        pct = int(args.train_percent)
+        return imagenet_subset(train, pct), f"standard ImageNet {pct}% list (google-research/simclr)"
+    return balanced_subset(train.labels, args.train_percent, seed), \
+        f"class-balanced {args.train_percent}% (seed {seed})"
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+    from ..data import build_dataset
+    from ..evaluate.classifier import ClassifierRun, new_linear_head, train_classifier
+    from ..evaluate.results import result_path, write_result
+    from ..subsets import write_subset_file
+    from .common import resolve_data, setup_backbone
+
+    setup = setup_backbone(args)
+    dataset, data_dir, val_split = resolve_data(args, setup.arch)
+    train = build_dataset(dataset, data_dir, args.train_split, args.download)
+    val = build_dataset(dataset, data_dir, val_split, args.download)
+    indices, how = choose_subset(args, train, args.seed)
+    subset = train.subset(indices)
+    pct = f"{args.train_percent:g}"
+    path = result_path("finetune", dataset, args.checkpoint, args.output,
+                       f"{pct}pct" + ("-random" if args.random_init else ""))
+    if D.is_main_process():
+        write_subset_file(Path(str(path).removesuffix(".json") + ".subset.txt"), train, indices)
+        print(f"fine-tuning on {len(subset)} of {len(train)} labelled images: {how}")
+    num_classes = max(train.num_classes, val.num_classes)
+    head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)
+    scale = args.batch_size / 256
+    groups = [{"params": list(head.parameters()), "lr": args.lr_head * scale},
+              {"params": list(setup.backbone.parameters()), "lr": args.lr_backbone * scale}]
+    run_cfg = ClassifierRun(epochs=args.epochs, batch_size=args.batch_size, image_size=setup.image_size,
+                            device=setup.device, amp_dtype=setup.amp_dtype, mean=setup.mean, std=setup.std,
+                            schedule=args.schedule, milestones=tuple(args.milestones), workers=args.workers,
+                            seed=args.seed,
+                            log=lambda r: print(f"epoch {r['epoch']}: top-1 {r['val_top1']:.2f} "
+                                                f"top-5 {r['val_top5']:.2f} loss {r['train_loss']:.3f}"))
+    t0 = time.time()
+    res = train_classifier(setup.backbone, head, subset, val, groups, run_cfg, freeze_backbone=False,
+                           weight_decay=args.weight_decay)
+    record = {"protocol": "finetune", "dataset": dataset, "split": val_split, "train_split": args.train_split,
+              "hyperparameters": {"train_percent": args.train_percent, "subset": how, "num_train": len(subset),
+                                  "epochs": args.epochs, "batch_size": args.batch_size,
+                                  "lr_backbone": args.lr_backbone * scale, "lr_head": args.lr_head * scale,
+                                  "weight_decay": args.weight_decay, "schedule": args.schedule,
+                                  "milestones": args.milestones if args.schedule == "step" else None,
+                                  "history": run_cfg.history},
+              "metrics": {"last": res["last"], "best": res["best"]}, "seconds": time.time() - t0,
+              **setup.describe()}
+    if D.is_main_process():
+        write_result(record, path)
+        last = res["last"]
+        print(f"finetune {pct}% {dataset} {val_split}: top-1 {last['top1']:.2f} top-5 {last['top5']:.2f} "
+              f"(best top-1 {res['best']['top1']:.2f} at epoch {res['best']['epoch']})  [{path}]")
+    return 0

@@ -1,0 +1,69 @@
+"""``barlowtwins knn``: weighted kNN on frozen, L2-normalised features (k = 20 and 200, T = 0.07)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .common import add_backbone_args, add_data_args, resolve_data, setup_backbone
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, allow_abbrev=False, help="weighted kNN evaluation of a backbone",
+                       description="Weighted kNN (Wu et al., 2018) on L2-normalised frozen features: each test image "
+                                   "is classified by its k most similar training images, weighted by exp(sim/T).")
+    add_backbone_args(p)
+    add_data_args(p)
+    g = p.add_argument_group("kNN")
+    g.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts (default: 20 200)")
+    g.add_argument("--temperature", type=float, default=0.07)
+    g.add_argument("--batch-size", type=int, default=256, help="feature extraction batch")
+    g.add_argument("--compare-random", action="store_true",
+                   help="also evaluate the same architecture at random initialisation and print both")
+    return p
+
+
+def evaluate_knn(args: argparse.Namespace, random_init: bool) -> dict:
+    from .. import distributed as D
+    from ..data import build_dataset
+    from ..evaluate.knn import knn_evaluate
+    from ..evaluate.results import result_path, write_result
+
+    args.random_init = random_init
+    setup = setup_backbone(args)
+    dataset, data_dir, val_split = resolve_data(args, setup.arch)
+    train = build_dataset(dataset, data_dir, args.train_split, args.download)
+    val = build_dataset(dataset, data_dir, val_split, args.download)
+    t0 = time.time()
+    kw = dict(batch_size=args.batch_size, workers=args.workers)
+    ftr, ytr = setup.features(train, dataset, args.train_split, **kw)
+    fte, yte = setup.features(val, dataset, val_split, **kw)
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    metrics = knn_evaluate(ftr, ytr, fte, yte, num_classes, tuple(args.k), args.temperature, setup.device)
+    record = {"protocol": "knn", "dataset": dataset, "split": val_split, "train_split": args.train_split,
+              "hyperparameters": {"k": args.k, "temperature": args.temperature}, "metrics": metrics,
+              "num_train": int((ytr >= 0).sum()), "num_test": len(yte), "seconds": time.time() - t0,
+              **setup.describe()}
+    if D.is_main_process():
+        path = result_path("knn", dataset, args.checkpoint, args.output, "random" if random_init else "")
+        write_result(record, path)
+        scores = " | ".join(f"{k}: top-1 {v['top1']:.2f} top-5 {v['top5']:.2f}" for k, v in metrics.items())
+        who = "random init" if random_init else "pretrained"
+        print(f"kNN {dataset} {val_split} ({who}): {scores}  [{path}]")
+    return record
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+
+    try:
+        pretrained = evaluate_knn(args, random_init=args.random_init)
+        if args.compare_random and not args.random_init:
+            random = evaluate_knn(args, random_init=True)
+            if D.is_main_process():
+                for k in pretrained["metrics"]:
+                    a, b = pretrained["metrics"][k]["top1"], random["metrics"][k]["top1"]
+                    print(f"kNN {k} top-1: pretrained {a:.2f} vs random init {b:.2f} ({a - b:+.2f} points)")
+    finally:
+        D.shutdown()
+    return 0

@@ -1,0 +1,75 @@
+"""``barlowtwins linear``: linear evaluation of a frozen backbone, fast (cached features) or the paper's."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .common import add_backbone_args, add_data_args, resolve_data, setup_backbone
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, allow_abbrev=False, help="linear evaluation on a frozen backbone",
+                       description="Linear evaluation. --protocol fast (default): features are extracted once and a "
+                                   "grid of linear classifiers (lr x weight decay) is trained on them at once; the best "
+                                   "on a held-out 10%% of the training set is retrained and tested. --protocol paper: "
+                                   "the official protocol (frozen backbone in eval mode, RandomResizedCrop+flip, SGD "
+                                   "momentum 0.9, lr 0.3 x batch/256, weight decay 1e-6, cosine over 100 epochs, "
+                                   "batch 256).")
+    add_backbone_args(p)
+    add_data_args(p)
+    g = p.add_argument_group("protocol")
+    g.add_argument("--protocol", choices=("fast", "paper"), default="fast")
+    g.add_argument("--epochs", type=int, default=None, help="fast: 50 over cached features; paper: 100")
+    g.add_argument("--batch-size", type=int, default=256, help="paper: training batch (global); fast: extraction batch")
+    g.add_argument("--lr", type=float, default=0.3, help="paper: classifier lr per 256 samples")
+    g.add_argument("--weight-decay", type=float, default=1e-6, help="paper: weight decay")
+    g.add_argument("--lrs", type=float, nargs="+", default=None, help="fast: learning-rate grid")
+    g.add_argument("--wds", type=float, nargs="+", default=None, help="fast: weight-decay grid")
+    g.add_argument("--holdout", type=float, default=0.1, help="fast: held-out fraction of the training set")
+    g.add_argument("--flip", action="store_true", help="fast: also train on the features of mirrored images")
+    g.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+
+    try:
+        return _run(args)
+    finally:
+        D.shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+    from ..data import build_dataset
+    from ..evaluate.results import result_path, write_result
+
+    setup = setup_backbone(args)
+    dataset, data_dir, val_split = resolve_data(args, setup.arch)
+    train = build_dataset(dataset, data_dir, args.train_split, args.download)
+    val = build_dataset(dataset, data_dir, val_split, args.download)
+    t0 = time.time()
+    if args.protocol == "fast":
+        from ..evaluate.protocols import linear_fast
+
+        metrics, hyper = linear_fast(setup, train, val, names=(dataset, args.train_split, val_split),
+                                     epochs=args.epochs or 50, lrs=args.lrs, wds=args.wds,
+                                     holdout=args.holdout, flip=args.flip, seed=args.seed, batch_size=args.batch_size,
+                                     workers=args.workers)
+    else:
+        from ..evaluate.protocols import linear_paper
+
+        metrics, hyper = linear_paper(setup, train, val, epochs=args.epochs or 100, batch_size=args.batch_size,
+                                      lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, workers=args.workers)
+    protocol = f"linear-{args.protocol}"
+    record = {"protocol": protocol, "dataset": dataset, "split": val_split, "train_split": args.train_split,
+              "hyperparameters": hyper, "metrics": metrics, "seconds": time.time() - t0, **setup.describe()}
+    if D.is_main_process():
+        path = result_path(protocol, dataset, args.checkpoint, args.output, "random" if args.random_init else "")
+        write_result(record, path)
+        m = metrics if "top1" in metrics else metrics["last"]
+        extra = f" (best {metrics['best']['top1']:.2f} at epoch {metrics['best']['epoch']})" if "best" in metrics else ""
+        print(f"linear ({args.protocol}) {dataset} {val_split}: top-1 {m['top1']:.2f} top-5 {m['top5']:.2f}{extra}  [{path}]")
+    return 0

@@ -1,0 +1,41 @@
+"""``barlowtwins pretrain``: Barlow Twins pretraining from a preset, a YAML file and flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import PretrainConfig, add_config_flags, available_presets, resolve_config
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, allow_abbrev=False, help="pretrain a backbone with Barlow Twins",
+                       description="Pretrain with Barlow Twins. Settings come from --preset, then --config, then "
+                                   "flags; the resolved config is saved in the run folder. Running the same command "
+                                   "again resumes from <out>/checkpoint.pth.")
+    p.add_argument("--preset", default=None, help=f"one of: {', '.join(available_presets())}")
+    p.add_argument("--config", default=None, metavar="FILE", help="YAML file of config fields")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_flags(p, PretrainConfig, skip=("preset",))
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
+    cfg = resolve_config(args.preset, args.config, flags)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    from .. import distributed as D
+    from ..train import pretrain
+
+    summary = pretrain(cfg)
+    if D.launcher_env() is None or D.launcher_env().get("rank") == 0:
+        if summary["finished"]:
+            print(f"pretrained {summary['step']} steps in {summary['minutes']:.1f} min; "
+                  f"backbone: {summary['run_dir']}/backbone.pth")
+        else:
+            print(f"stopped at step {summary['step']} of {summary['total_steps']} ({summary['stopped_by']}); "
+                  f"run the same command again to resume from {summary['run_dir']}/checkpoint.pth")
+    return 0

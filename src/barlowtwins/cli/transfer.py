@@ -1,0 +1,98 @@
+"""``barlowtwins transfer``: frozen-feature transfer: linear probes on any labelled folder, iNaturalist 2018 and
+Places-205 in their published layouts, and PASCAL VOC07 classification with per-class linear SVMs (mAP)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+DEFAULT_SPLITS = {"folder": ("train", "val"), "inat2018": ("train", "val"), "places205": ("train", "val"),
+                  "voc2007": ("trainval", "test")}
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    from .common import add_backbone_args
+
+    p = sub.add_parser(name, allow_abbrev=False, help="transfer to other data sets on frozen features",
+                       description="Transfer evaluation on frozen features. folder/inat2018/places205: a linear probe "
+                                   "(--protocol fast or paper, as for `barlowtwins linear`); voc2007: per-class linear "
+                                   "SVMs with the cost chosen by 3-fold cross-validation on trainval, mAP on test.")
+    add_backbone_args(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", required=True, choices=tuple(DEFAULT_SPLITS))
+    g.add_argument("--data-dir", required=True, help="root of the data set in its published layout")
+    g.add_argument("--image-root", default=None, help="places205: folder of the images if not under --data-dir")
+    g.add_argument("--train-split", default=None)
+    g.add_argument("--val-split", default=None)
+    g = p.add_argument_group("protocol")
+    g.add_argument("--protocol", choices=("fast", "paper"), default="fast", help="single-label data sets only")
+    g.add_argument("--epochs", type=int, default=None, help="fast: 50 over cached features; paper: 100")
+    g.add_argument("--batch-size", type=int, default=256)
+    g.add_argument("--lr", type=float, default=0.3, help="paper: classifier lr per 256 samples")
+    g.add_argument("--weight-decay", type=float, default=1e-6, help="paper: weight decay")
+    g.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+
+    try:
+        return _run(args)
+    finally:
+        D.shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+    from ..data import labelled_folder
+    from ..evaluate.results import result_path, write_result
+    from ..transfer_data import build_transfer_dataset
+    from .common import setup_backbone
+
+    setup = setup_backbone(args)
+    train_split = args.train_split or DEFAULT_SPLITS[args.dataset][0]
+    val_split = args.val_split or DEFAULT_SPLITS[args.dataset][1]
+    if args.dataset == "folder":
+        train, val = labelled_folder(args.data_dir, train_split), labelled_folder(args.data_dir, val_split)
+    else:
+        train = build_transfer_dataset(args.dataset, args.data_dir, train_split, args.image_root)
+        val = build_transfer_dataset(args.dataset, args.data_dir, val_split, args.image_root)
+    t0 = time.time()
+    if args.dataset == "voc2007":
+        from ..evaluate.svm import voc07_svm_map
+
+        kw = dict(batch_size=args.batch_size, workers=args.workers)
+        ftr, _ = setup.features(train, args.dataset, train_split, **kw)
+        fte, _ = setup.features(val, args.dataset, val_split, **kw)
+        res = voc07_svm_map(ftr, train.targets, fte, val.targets, device=setup.device)
+        metrics = {"mAP": res["mAP"]}
+        hyper = {"classifier": "linear SVM per class (squared hinge, positive weight 2)", "cv_folds": 3,
+                 "chosen_costs": res["costs"], "per_class_AP": res["per_class_AP"], "features": "L2-normalised"}
+        protocol = "transfer-svm"
+    elif args.protocol == "fast":
+        from ..evaluate.protocols import linear_fast
+
+        metrics, hyper = linear_fast(setup, train, val, names=(args.dataset, train_split, val_split),
+                                     epochs=args.epochs or 50, seed=args.seed,
+                                     batch_size=args.batch_size, workers=args.workers)
+        protocol = "transfer-linear-fast"
+    else:
+        from ..evaluate.protocols import linear_paper
+
+        metrics, hyper = linear_paper(setup, train, val, epochs=args.epochs or 100, batch_size=args.batch_size,
+                                      lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, workers=args.workers)
+        protocol = "transfer-linear-paper"
+    record = {"protocol": protocol, "dataset": args.dataset, "split": val_split, "train_split": train_split,
+              "hyperparameters": hyper, "metrics": metrics, "num_train": len(train), "num_test": len(val),
+              "seconds": time.time() - t0, **setup.describe()}
+    if D.is_main_process():
+        path = result_path(protocol, args.dataset, args.checkpoint, args.output, "random" if args.random_init else "")
+        write_result(record, path)
+        if "mAP" in metrics:
+            summary = f"mAP {metrics['mAP']:.2f}"
+        else:
+            m = metrics if "top1" in metrics else metrics["last"]
+            summary = f"top-1 {m['top1']:.2f} top-5 {m['top5']:.2f}"
+        print(f"transfer ({protocol}) {args.dataset} {val_split}: {summary}  [{path}]")
+    return 0

@@ -1,0 +1,248 @@
+"""One code path for one process, torchrun and SLURM.
+
+`init_distributed()` reads the launcher's environment (torchrun's RANK/WORLD_SIZE/LOCAL_RANK, or SLURM's
+SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID when torchrun's are absent) and starts a process group only when the
+world has more than one process. Everything else in the package asks `world_size()` / `rank()` and works the
+same with or without a process group.
+
+`all_reduce_sum` is the autograd-aware collective the loss needs: its backward all-reduces the incoming
+gradient, so that (with DDP averaging gradients over ranks) every parameter gets exactly the gradient one
+process would compute on the global batch. A plain `torch.distributed.all_reduce` would leave the gradient
+1/world too small; `tests/test_distributed.py` shows both.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """First host of a SLURM node list such as ``gpu[012-015,020]`` (falls back to scontrol when present)."""
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                             check=True, timeout=30).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    head, _, rest = nodelist.partition("[")
+    if not rest:
+        return head.split(",")[0]
+    first = rest.split(",")[0].split("-")[0].rstrip("]")
+    return head + first
+
+
+def launcher_env(environ: dict[str, str] | None = None) -> dict[str, int | str] | None:
+    """Rank layout from torchrun's variables, else from SLURM's, else None (a single process)."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return {"rank": int(env["RANK"]), "world_size": int(env["WORLD_SIZE"]),
+                "local_rank": int(env.get("LOCAL_RANK", 0))}
+    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
+        addr = env.get("MASTER_ADDR") or _first_slurm_host(env.get("SLURM_JOB_NODELIST", "localhost"))
+        # A job id-derived port keeps two jobs on one node apart.
+        port = env.get("MASTER_PORT") or str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+        return {"rank": int(env["SLURM_PROCID"]), "world_size": int(env["SLURM_NTASKS"]),
+                "local_rank": int(env.get("SLURM_LOCALID", 0)), "master_addr": addr, "master_port": port}
+    return None
+
+
+def init_distributed(device_type: str | None = None, timeout_minutes: float = 30.0) -> DistInfo:
+    """Start the process group if a launcher asked for more than one process; return this process's place.
+
+    Idempotent: a second call returns the existing layout. NCCL on CUDA, gloo otherwise.
+    """
+    if is_initialized():
+        return DistInfo(dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size(),
+                        dist.get_backend())
+    layout = launcher_env()
+    if layout is None or int(layout["world_size"]) == 1:
+        return DistInfo()
+    os.environ.setdefault("MASTER_ADDR", str(layout.get("master_addr", "127.0.0.1")))
+    os.environ.setdefault("MASTER_PORT", str(layout.get("master_port", "29500")))
+    os.environ["RANK"] = str(layout["rank"])
+    os.environ["WORLD_SIZE"] = str(layout["world_size"])
+    os.environ["LOCAL_RANK"] = str(layout["local_rank"])
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(int(layout["local_rank"]))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    return DistInfo(int(layout["rank"]), int(layout["local_rank"]), int(layout["world_size"]), backend)
+
+
+def shutdown() -> None:
+    """Leave the process group without a barrier (a barrier hangs if another rank already died)."""
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:  # type: ignore[override]
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        # Every rank holds a replica of the sum and back-propagates its own copy of the (identical) loss;
+        # summing those gradients gives world_size * dL/dx, which DDP's gradient averaging divides back out.
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum(tensor: torch.Tensor, group=None) -> torch.Tensor:
+    """Sum over ranks with gradients (identity without a process group)."""
+    if not is_initialized() or dist.get_world_size(group) == 1:
+        return tensor
+    return _AllReduceSum.apply(tensor, group)
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every rank along dim 0 (no gradients; ranks may hold different lengths)."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return tensor
+    world = dist.get_world_size()
+    n = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_int = [int(s.item()) for s in sizes]
+    longest = max(sizes_int)
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_int)])
+
+
+def gather_by_index(values: torch.Tensor, indices: torch.Tensor, total: int) -> torch.Tensor:
+    """Gather per-sample rows computed on different ranks into one tensor ordered by dataset index.
+
+    Each rank passes the rows it computed and their dataset indices. Samples a padded sampler repeated are
+    written once; a missing index raises, so no sample is counted twice and none is dropped.
+    """
+    all_values = all_gather_cat(values)
+    all_indices = all_gather_cat(indices.to(values.device))
+    out = values.new_zeros((total, *values.shape[1:]))
+    seen = torch.zeros(total, dtype=torch.bool, device=values.device)
+    out[all_indices] = all_values
+    seen[all_indices] = True
+    if not bool(seen.all()):
+        missing = int((~seen).sum())
+        raise RuntimeError(f"distributed feature gather: {missing} of {total} samples were computed by no rank")
+    return out
+
+
+def broadcast_object(obj):
+    """Rank 0's Python object on every rank."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch on any device (torch's ``nn.SyncBatchNorm`` only runs on GPUs).
+
+    Batch mean and variance come from one autograd-aware all-reduce of (sum, sum of squares, count), so the
+    backward pass is exact; outside training or without a process group it is plain BatchNorm.
+    """
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        count = x.numel() // c
+        stats = all_reduce_sum(torch.cat([xf.sum(dims), xf.square().sum(dims), xf.new_full((1,), float(count))]))
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c: 2 * c] / n - mean.square()).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self._momentum()
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+    def _momentum(self) -> float:
+        if self.momentum is None:  # cumulative moving average
+            return 1.0 / float(self.num_batches_tracked) if self.num_batches_tracked is not None else 0.0
+        return self.momentum
+
+
+def convert_sync_batchnorm(module: nn.Module, device_type: str = "cpu") -> nn.Module:
+    """Every BatchNorm*d -> a synchronised one: torch's on CUDA (fused kernels), ours elsewhere."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    out = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
+        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats)
+        if module.affine:
+            with torch.no_grad():
+                out.weight = module.weight
+                out.bias = module.bias
+        out.running_mean = module.running_mean
+        out.running_var = module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child, device_type))
+    return out

@@ -1,0 +1,199 @@
+"""Training a classifier on images: the paper's linear protocol (frozen backbone) and semi-supervised
+fine-tuning (whole network) share this loop, as they do in the official ``evaluate.py``.
+
+Train views are RandomResizedCrop + horizontal flip; validation is the centre crop. SGD with momentum 0.9, the
+learning rate follows a per-epoch cosine (or steps x0.2 at given epochs). Under torch.distributed every rank
+trains on its shard with DDP and validation logits are gathered by index.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms import v2 as T
+
+from .. import distributed as D
+from ..augment import resized_crop, sample_crop_boxes, to_float_rgb
+from ..batches import BatchStream
+from ..hardware import autocast
+from .features import eval_transform, normalize, prepare_batch
+from .knn import topk_accuracy
+
+
+@dataclass
+class ClassifierRun:
+    """What the loop needs besides the network and the data."""
+
+    epochs: int
+    batch_size: int  # global
+    image_size: int
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+    schedule: str = "cosine"  # cosine | step
+    milestones: tuple[int, ...] = (12, 16)
+    gamma: float = 0.2
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    workers: int | None = None
+    seed: int = 0
+    progress: bool = True
+    log: Callable[[dict], None] | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+def train_transform(image_size: int, crop_scale=(0.08, 1.0)) -> T.Compose:
+    """RandomResizedCrop + flip of one image file, to a uint8 (3, S, S) tensor."""
+    return T.Compose([T.ToImage(), T.RGB(), T.RandomResizedCrop(image_size, scale=crop_scale, antialias=True),
+                      T.RandomHorizontalFlip()])
+
+
+def _train_batch(images, run: ClassifierRun, in_memory: bool, g: torch.Generator) -> torch.Tensor:
+    if not in_memory:  # already cropped in the workers
+        return prepare_batch(images, run.image_size, run.device, run.mean, run.std)
+    x = to_float_rgb(images.to(run.device, non_blocking=True))  # (B, 3, H, W) in [0, 1]
+    n, _, h, w = x.shape
+    boxes = sample_crop_boxes(n, h, w, run.crop_scale, (3 / 4, 4 / 3), g)
+    flip = torch.rand(n, generator=g) < 0.5
+    x = normalize(resized_crop(x, boxes, run.image_size, flip, mode="bilinear"), run.mean, run.std)
+    return x.contiguous(memory_format=torch.channels_last) if run.device.type != "mps" else x
+
+
+def lr_factor(run: ClassifierRun, epoch: int) -> float:
+    """Per-epoch factor of the base learning rates (CosineAnnealingLR over the epochs, or steps)."""
+    if run.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / run.epochs))
+    if run.schedule == "step":
+        return run.gamma ** sum(epoch >= m for m in run.milestones)
+    raise ValueError(f"unknown schedule '{run.schedule}'; choose cosine or step")
+
+
+@torch.no_grad()
+def evaluate_classifier(backbone: nn.Module, head: nn.Module, dataset, run: ClassifierRun,
+                        batch_size: int = 256) -> dict:
+    """top-1 / top-5 of backbone + head on ``dataset`` (centre crop), every sample counted once."""
+    backbone_mode, head_mode = backbone.training, head.training
+    backbone.eval()
+    head.eval()
+    stream = BatchStream(dataset, batch_size, shuffle=False, drop_last=False, rank=D.rank(),
+                         world_size=D.world_size(), workers=run.workers, pin_memory=run.device.type == "cuda",
+                         transform=None if getattr(dataset, "in_memory", False) else eval_transform(run.image_size))
+    logits, labels, indices = [], [], []
+    for images, y, idx in stream.epoch(0):
+        x = prepare_batch(images, run.image_size, run.device, run.mean, run.std)
+        with autocast(run.device, run.amp_dtype):
+            logits.append(head(backbone(x)).float())
+        labels.append(torch.as_tensor(y).to(run.device))
+        indices.append(torch.as_tensor(idx).to(run.device))
+    out, y, idx = torch.cat(logits), torch.cat(labels), torch.cat(indices)
+    if D.world_size() > 1:
+        out = D.gather_by_index(out, idx, len(dataset))
+        y = D.gather_by_index(y, idx, len(dataset))
+    backbone.train(backbone_mode)
+    head.train(head_mode)
+    return topk_accuracy(out.cpu(), y.cpu())
+
+
+def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, param_groups: list[dict],
+                     run: ClassifierRun, *, freeze_backbone: bool, weight_decay: float) -> dict:
+    """SGD over ``train_set`` for ``run.epochs``; validation every epoch. Returns last/best top-1/top-5."""
+    world = D.world_size()
+    if run.batch_size % world:
+        raise ValueError(f"--batch-size {run.batch_size} must divide evenly over {world} processes")
+    in_memory = bool(getattr(train_set, "in_memory", False))
+    stream = BatchStream(train_set, run.batch_size // world, shuffle=True, drop_last=False, seed=run.seed,
+                         rank=D.rank(), world_size=world, workers=run.workers, pin_memory=run.device.type == "cuda",
+                         transform=None if in_memory else train_transform(run.image_size, run.crop_scale))
+    if len(stream) == 0:
+        raise ValueError("the training set is empty")
+    for group in param_groups:
+        group.setdefault("base_lr", group["lr"])
+    optimizer = torch.optim.SGD(param_groups, lr=0.0, momentum=0.9, weight_decay=weight_decay)
+    trainable = head if freeze_backbone else nn.Sequential(backbone, head)
+    model = trainable
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            trainable, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+
+    def forward(x):
+        if freeze_backbone:
+            with torch.no_grad():
+                with autocast(run.device, run.amp_dtype):
+                    feats = backbone(x)
+            return model(feats.float())
+        with autocast(run.device, run.amp_dtype):
+            return model(x)
+
+    best = {"top1": -1.0, "top5": -1.0, "epoch": -1}
+    bar = None
+    if run.progress and D.is_main_process():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=run.epochs * len(stream), unit="step", desc="classifier", dynamic_ncols=True)
+    step = 0
+    for epoch in range(run.epochs):
+        factor = lr_factor(run, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        if freeze_backbone:
+            backbone.eval()  # BN statistics stay as pretrained
+            head.train()
+        else:
+            backbone.train()
+            head.train()
+        t0, loss_sum, seen = time.time(), torch.zeros((), device=run.device), 0
+        for images, y, _ in stream.epoch(epoch):
+            g = torch.Generator().manual_seed((run.seed * 1_000_003 + step) * 8_191 + D.rank())
+            x = _train_batch(images, run, in_memory, g)
+            y = torch.as_tensor(y).to(run.device, non_blocking=True)
+            logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            seen += len(y)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+        acc = evaluate_classifier(backbone, head, val_set, run)
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1), "lr_factor": factor,
+                  "val_top1": acc["top1"], "val_top5": acc["top5"], "epoch_seconds": time.time() - t0}
+        run.history.append(record)
+        if run.log is not None and D.is_main_process():
+            run.log(record)
+        if bar is not None:
+            bar.set_postfix(top1=f"{acc['top1']:.2f}", loss=f"{record['train_loss']:.3f}")
+        if acc["top1"] > best["top1"]:
+            best = {**acc, "epoch": epoch + 1}
+    if bar is not None:
+        bar.close()
+    last = run.history[-1]
+    return {"last": {"top1": last["val_top1"], "top5": last["val_top5"]}, "best": best}
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer (on the CPU), to prove later that nothing changed."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    """Raise if any parameter or buffer (BN running statistics included) differs from ``before``."""
+    changed = [k for k, v in module.state_dict().items() if not torch.equal(v.detach().cpu(), before[k])]
+    if changed:
+        raise RuntimeError(f"frozen-backbone check failed: {len(changed)} tensors changed during linear evaluation "
+                           f"(e.g. {', '.join(changed[:3])}); the backbone must stay frozen and in eval mode")
+
+
+def new_linear_head(in_features: int, num_classes: int) -> nn.Linear:
+    """The official linear head: weights N(0, 0.01), bias 0."""
+    head = nn.Linear(in_features, num_classes)
+    head.weight.data.normal_(mean=0.0, std=0.01)
+    head.bias.data.zero_()
+    return head

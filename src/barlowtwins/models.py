@@ -1,0 +1,221 @@
+"""Backbones by torchvision name, the projector MLP, and the `BarlowTwins` module that joins them.
+
+    >>> backbone = create_backbone("resnet50")            # torchvision ResNet-50, fc -> Identity
+    >>> backbone.num_features
+    2048
+    >>> model = BarlowTwins(backbone, Projector(backbone.num_features, "8192-8192-8192"))
+    >>> out = model(x1, x2)                                # BarlowTwinsLossOutput(loss, on_diag, off_diag)
+
+The backbone stays a plain torchvision module (only its classifier replaced by ``nn.Identity``), so its
+``state_dict()`` loads into ``torchvision.models.<name>()`` with just the classifier keys missing, exactly like
+the official ``resnet50.pth`` release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from .errors import ConfigError
+from .losses import BarlowTwinsLoss, BarlowTwinsLossOutput
+
+STEMS = ("standard", "small", "small-pool")
+
+
+def available_backbones() -> list[str]:
+    """Every torchvision classification model name (not all of them have a removable linear head)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _head_path(model: nn.Module) -> tuple[str, nn.Linear]:
+    """Name and module of the classifier: the last ``nn.Linear`` registered in the model."""
+    found = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            found = (name, module)
+    if found is None:
+        raise ConfigError(f"backbone {type(model).__name__} has no linear classifier head to replace; "
+                          "choose a model such as resnet50")
+    return found
+
+
+def _set_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_name, _, child = path.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _zero_init_residual(model: ResNet) -> None:
+    # Last BN of each residual branch starts at zero, so every block begins as an identity (Goyal et al.);
+    # the same as torchvision's ResNet(zero_init_residual=True), which the official code uses.
+    for m in model.modules():
+        if isinstance(m, Bottleneck) and m.bn3.weight is not None:
+            nn.init.zeros_(m.bn3.weight)
+        elif isinstance(m, BasicBlock) and m.bn2.weight is not None:
+            nn.init.zeros_(m.bn2.weight)
+
+
+class _WidthResNet(ResNet):
+    """torchvision's ResNet with the first stage's width chosen (later stages double it; 64 = torchvision).
+
+    Keys match torchvision's, so checkpoints stay readable by the same code; shapes follow the width.
+    """
+
+    def __init__(self, block, layers: Sequence[int], width: int, groups: int = 1, width_per_group: int = 64):
+        nn.Module.__init__(self)
+        self._norm_layer = nn.BatchNorm2d
+        self.inplanes = width
+        self.dilation = 1
+        self.groups = groups
+        self.base_width = width_per_group
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(width * 8 * block.expansion, 1000)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+
+def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bool = True,
+                    width: int | None = None, weights: str | None = None) -> nn.Module:
+    """A torchvision classification model by name with its classifier replaced by ``nn.Identity``.
+
+    Args:
+        name: any torchvision classification model name (``resnet18``, ``resnet50``, ``wide_resnet50_2``,
+            ``convnext_tiny``, ``efficientnet_b0``, ...).
+        stem: ResNet family only. ``standard`` (7x7 stride-2 conv + max-pool, ImageNet); ``small`` (3x3
+            stride-1 conv, no max-pool: CIFAR-style for 32-px images); ``small-pool`` (3x3 stride-1 conv
+            followed by the max-pool: a cheaper middle ground for 28-64 px images).
+        zero_init_residual: zero the last BN of every residual branch (ResNet family; ignored elsewhere).
+        width: ResNet family only: channels of the first stage (torchvision's is 64). Narrow ResNets are
+            for CPU-sized runs.
+        weights: torchvision weight name (e.g. ``IMAGENET1K_V2`` or ``DEFAULT``); downloaded by torchvision.
+
+    The returned module has ``num_features`` (the width of its output, read off the removed head).
+    """
+    known = set(available_backbones())
+    if name not in known:
+        close = [k for k in known if k.startswith(name[:5])][:6]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown backbone '{name}'{hint}; any torchvision classification model name works, "
+                          "e.g. resnet18, resnet50, wide_resnet50_2")
+    if stem not in STEMS:
+        raise ConfigError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
+    if width is not None and weights is not None:
+        raise ConfigError("--width changes the architecture and cannot be combined with pretrained weights")
+    kwargs = {}
+    if name.startswith(("googlenet", "inception")):
+        kwargs["aux_logits"] = False  # torchvision drops the auxiliary heads after loading weights
+        if weights is None:
+            kwargs["init_weights"] = True
+    model = torchvision.models.get_model(name, weights=weights, **kwargs)
+    is_resnet = isinstance(model, ResNet)
+    if width is not None:
+        if not is_resnet:
+            raise ConfigError(f"width is only supported for ResNet-family backbones, not '{name}'")
+        if width < 1:
+            raise ConfigError(f"width must be a positive number of channels, got {width}")
+        block = type(model.layer1[0])
+        layers = [len(model.layer1), len(model.layer2), len(model.layer3), len(model.layer4)]
+        model = _WidthResNet(block, layers, width, groups=model.groups, width_per_group=model.base_width)
+    if stem != "standard":
+        if not is_resnet:
+            raise ConfigError(f"stem '{stem}' is only supported for ResNet-family backbones, not '{name}'")
+        width0 = model.conv1.out_channels
+        model.conv1 = nn.Conv2d(3, width0, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if stem == "small":
+            model.maxpool = nn.Identity()
+    if is_resnet and zero_init_residual and weights is None:
+        _zero_init_residual(model)
+    head_name, head = _head_path(model)
+    num_features = head.in_features
+    _set_submodule(model, head_name, nn.Identity())
+    model.num_features = num_features
+    model.head_name = head_name
+    return model
+
+
+def parse_projector_spec(spec: str | Sequence[int]) -> list[int]:
+    """``"8192-8192-8192"`` -> ``[8192, 8192, 8192]`` (layer output sizes; the last is the embedding size)."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        parts = text.split("-") if text else []
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"malformed projector spec '{spec}': expected layer sizes joined by '-', "
+                              "e.g. 8192-8192-8192") from None
+    else:
+        sizes = [int(s) for s in spec]
+    if not sizes:
+        raise ConfigError(f"malformed projector spec '{spec}': give at least one layer size, e.g. 8192-8192-8192")
+    if any(s <= 0 for s in sizes):
+        raise ConfigError(f"malformed projector spec '{spec}': layer sizes must be positive integers")
+    return sizes
+
+
+class Projector(nn.Sequential):
+    """The paper's projector: (Linear no-bias -> BN -> ReLU) for every layer but the last, then Linear.
+
+    Args:
+        in_features: backbone output width.
+        spec: layer sizes, ``"8192-8192-8192"`` (paper) or a list of ints.
+        batch_norm: ``False`` drops the BN layers (an ablation of the paper's Table 5).
+    """
+
+    def __init__(self, in_features: int, spec: str | Sequence[int] = "8192-8192-8192", batch_norm: bool = True):
+        sizes = [in_features, *parse_projector_spec(spec)]
+        layers: list[nn.Module] = []
+        for i in range(len(sizes) - 2):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1], bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(sizes[i + 1]))
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Linear(sizes[-2], sizes[-1], bias=False))
+        super().__init__(*layers)
+        self.out_features = sizes[-1]
+
+
+class BarlowTwins(nn.Module):
+    """Backbone + projector + loss, one module so that DDP wraps the whole step (like the official code).
+
+    ``forward(x1, x2)`` runs the two views through the network separately (BN statistics per view, as in
+    the paper) and returns ``BarlowTwinsLossOutput``.
+    """
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module, loss: BarlowTwinsLoss | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+        self.loss = loss if loss is not None else BarlowTwinsLoss()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, D) projector output."""
+        return self.projector(self.backbone(x))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> BarlowTwinsLossOutput:
+        return self.loss(self.embed(x1), self.embed(x2))
+
+
+def build_model(backbone: str = "resnet50", projector: str = "8192-8192-8192", *, stem: str = "standard",
+                width: int | None = None, zero_init_residual: bool = True, projector_bn: bool = True,
+                lambd: float = 0.0051) -> BarlowTwins:
+    """The whole Barlow Twins network from names: ``build_model("resnet50", "8192-8192-8192")``."""
+    net = create_backbone(backbone, stem=stem, width=width, zero_init_residual=zero_init_residual)
+    return BarlowTwins(net, Projector(net.num_features, projector, batch_norm=projector_bn),
+                       BarlowTwinsLoss(lambd=lambd))

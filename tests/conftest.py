@@ -1,0 +1,67 @@
+"""Shared fixtures: small data the tests write themselves (no downloads)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an IDX file (the MNIST format), gzipped when the name ends in .gz."""
+    codes = {np.dtype(np.uint8): 0x08}
+    header = struct.pack(">HBB", 0, codes[array.dtype], array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    data = header + array.tobytes()
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_fashion_mnist(folder: Path, n_train: int = 64, n_test: int = 32, seed: int = 0) -> Path:
+    """A fake Fashion-MNIST in IDX files: class k is a bright square at a class-specific position."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+        for i, y in enumerate(labels):
+            r, c = 2 + 2 * (y % 5), 2 + 10 * (y // 5)
+            images[i, r: r + 10, c: c + 10] = 220
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 40,
+                      splits=("train", "val"), seed: int = 0) -> Path:
+    """root/<split>/<class>/*.jpg|png: JPEG and PNG files of simple coloured patterns."""
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for ci, cls in enumerate(classes):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                arr = rng.integers(0, 60, size=(size + i % 3, size, 3), dtype=np.uint8)
+                arr[..., ci % 3] += 150
+                ext = "jpg" if i % 2 == 0 else "png"
+                Image.fromarray(arr).save(d / f"{cls}_{i}.{ext}")
+    return root
+
+
+@pytest.fixture
+def fmnist_dir(tmp_path: Path) -> Path:
+    return make_fashion_mnist(tmp_path / "fmnist")
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")

@@ -1,0 +1,94 @@
+"""The command line: a short real run on an image folder the test writes, and one-line errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from barlowtwins.cli import main
+
+TINY = ["--image-size", "16", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
+        "--no-progress", "--workers", "0"]
+
+
+def test_pretrain_then_knn_on_a_folder_of_jpeg_and_png(image_tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["pretrain", "--dataset", "images", "--data-dir", str(image_tree / "train"), "--epochs", "2",
+                 "--batch-size", "4", "--warmup-epochs", "1", "--out", str(out), *TINY])
+    assert code == 0
+    assert (out / "backbone.pth").is_file() and (out / "checkpoint.pth").is_file()
+    assert "pretrained 6 steps" in capsys.readouterr().out  # 12 images / 4 = 3 steps x 2 epochs
+
+    code = main(["knn", "--checkpoint", str(out), "--dataset", "folder", "--data-dir", str(image_tree),
+                 "--k", "3", "--compare-random", "--workers", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "kNN folder val (pretrained)" in printed and "random init" in printed
+    record = json.loads((out / "eval" / "knn-folder.json").read_text())
+    assert record["protocol"] == "knn" and record["split"] == "val" and record["num_test"] == 12
+    assert 0 <= record["metrics"]["k=3"]["top1"] <= 100 and record["backbone"]["width"] == 8
+    assert (out / "eval" / "knn-folder-random.json").is_file()
+
+    # The linear probe reuses the features the kNN run extracted (same checkpoint, data, split, preprocessing).
+    assert main(["linear", "--checkpoint", str(out), "--dataset", "folder", "--data-dir", str(image_tree),
+                 "--epochs", "3", "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reusing features from") == 2 and "linear (fast) folder val" in printed
+
+    assert main(["results", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| checkpoint | protocol |") and table.count("| knn |") == 2
+    assert table.count("| linear-fast |") == 1
+
+
+def test_print_config_resolves_preset_then_flags(capsys, tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("epochs: 5\nbatch_size: 64\n")
+    assert main(["pretrain", "--preset", "imagenet", "--config", str(user), "--batch-size", "32", "--print-config"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["backbone"] == "resnet50" and cfg["projector"] == "8192-8192-8192"
+    assert cfg["epochs"] == 5 and cfg["batch_size"] == 32 and cfg["preset"] == "imagenet"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["pretrain", "--dataset", "images", "--data-dir", "/nonexistent/folder"], "does not exist"),
+    (["pretrain", "--preset", "imagenet-22k"], "unknown preset 'imagenet-22k'"),
+    (["pretrain", "--dataset", "images", "--data-dir", "{tree}/train", "--backbone", "resnet5"], "unknown backbone"),
+    (["pretrain", "--dataset", "images", "--data-dir", "{tree}/train", "--projector", "512-"],
+     "malformed projector spec"),
+    (["pretrain", "--dataset", "images", "--data-dir", "{tree}/train", "--batch-size", "1"], "at least 2 samples"),
+    (["pretrain", "--dataset", "images", "--data-dir", "{empty}"], "no images found"),
+    (["pretrain", "--dataset", "folder", "--data-dir", "{empty}"], "does not exist"),
+    (["pretrain", "--config", "{tree}/missing.yaml"], "cannot read config file"),
+    (["knn", "--checkpoint", "{junk}", "--dataset", "folder", "--data-dir", "{tree}"],
+     "not a readable PyTorch checkpoint"),
+    (["knn", "--checkpoint", "{tree}"], "neither backbone.pth nor checkpoint.pth"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, image_tree, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk.pth").write_bytes(b"\x00" * 100)
+    fill = {"tree": str(image_tree), "empty": str(tmp_path / "empty"), "junk": str(tmp_path / "junk.pth")}
+    args = [a.format(**fill) for a in args]
+    if args[0] == "pretrain":
+        args += ["--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run" / "checkpoint.pth").exists()
+
+
+def test_flags_are_never_abbreviated(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--epoch", "3"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --epoch" in capsys.readouterr().err
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "barlowtwins", "pretrain", "--preset", "nope"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("barlowtwins pretrain: error: unknown preset 'nope'")
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,125 @@
+"""Data sets: IDX files, Fashion-MNIST discovery, folders and their errors, and resumable sharded batches."""
+
+import numpy as np
+import pytest
+import torch
+
+from barlowtwins.batches import BatchStream
+from barlowtwins.data import build_dataset, image_folder, labelled_folder, load_fashion_mnist, read_idx
+from barlowtwins.errors import DataError
+from conftest import make_fashion_mnist, write_idx
+
+
+def test_idx_round_trip_gz_and_plain(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    for name in ("a.idx", "b.idx.gz"):
+        write_idx(tmp_path / name, arr)
+        np.testing.assert_array_equal(read_idx(tmp_path / name), arr)
+
+
+def test_idx_errors(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04\x05")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+    arr = np.zeros((10, 5), dtype=np.uint8)
+    write_idx(tmp_path / "t", arr)
+    (tmp_path / "t").write_bytes((tmp_path / "t").read_bytes()[:-7])
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "t")
+
+
+def test_fashion_mnist_from_a_folder(tmp_path):
+    folder = make_fashion_mnist(tmp_path / "fm", n_train=30, n_test=20)
+    train = load_fashion_mnist(folder, "train")
+    test = build_dataset("fashion-mnist", folder, "test")
+    assert train.images.shape == (30, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert len(test) == 20 and test.labels.tolist() == [i % 10 for i in range(20)]
+    assert train.num_classes == 10 and train.classes[0] == "T-shirt/top"
+    # The torchvision download layout is found too.
+    tv = make_fashion_mnist(tmp_path / "tv" / "FashionMNIST" / "raw")
+    assert len(load_fashion_mnist(tmp_path / "tv")) == 64 and tv.exists()
+
+
+def test_fashion_mnist_missing_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr("barlowtwins.data.FASHION_MNIST_DIRS", ())
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist(tmp_path / "nothing")
+
+
+def test_labelled_and_unlabelled_folders(image_tree):
+    train = labelled_folder(image_tree, "train")
+    assert train.classes == ["cat", "dog"] and len(train) == 12
+    img, label = train[0]
+    assert img.mode == "RGB" and label == 0
+    assert {f.rsplit(".", 1)[1] for f in train.files} == {"jpg", "png"}
+    flat = image_folder(image_tree)  # recursive, no labels
+    assert len(flat) == 24 and (flat.labels == -1).all()
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        labelled_folder(tmp_path / "missing", "train")
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    with pytest.raises(DataError, match="no class sub-folders"):
+        labelled_folder(tmp_path / "empty", "train")
+    (tmp_path / "empty" / "train" / "cls").mkdir()
+    (tmp_path / "empty" / "train" / "cls" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no images"):
+        labelled_folder(tmp_path / "empty", "train")
+    with pytest.raises(DataError, match="no images found"):
+        image_folder(tmp_path / "empty")
+    with pytest.raises(DataError, match="needs --data-dir"):
+        build_dataset("images", None)
+    with pytest.raises(DataError, match="unknown data set"):
+        build_dataset("mnist2")
+
+
+def test_corrupt_image_names_the_file(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    ds = image_folder(d)
+    with pytest.raises(DataError, match="broken.jpg.*remove or replace"):
+        ds[0]
+
+
+def test_batch_stream_shards_cover_the_data_once(fmnist_dir):
+    ds = load_fashion_mnist(fmnist_dir)  # 64 images
+    seen = []
+    for rank in range(2):
+        stream = BatchStream(ds, 8, shuffle=True, drop_last=True, seed=3, rank=rank, world_size=2)
+        assert len(stream) == 4
+        for _, _, idx in stream.epoch(1):
+            seen += idx.tolist()
+    assert sorted(seen) == list(range(64))
+
+
+def test_batch_stream_resumes_mid_epoch_with_the_same_batches(fmnist_dir):
+    ds = load_fashion_mnist(fmnist_dir)
+    stream = BatchStream(ds, 8, shuffle=True, drop_last=True, seed=0)
+    full = [idx.tolist() for _, _, idx in stream.epoch(2)]
+    resumed = [idx.tolist() for _, _, idx in stream.epoch(2, start=3)]
+    assert resumed == full[3:]
+    assert full != [idx.tolist() for _, _, idx in stream.epoch(3)]  # a new order each epoch
+
+
+def test_batch_stream_over_files_with_workers(image_tree):
+    from barlowtwins.evaluate.features import eval_transform
+
+    ds = labelled_folder(image_tree, "val")
+    stream = BatchStream(ds, 5, shuffle=False, drop_last=False, transform=eval_transform(16), workers=1)
+    batches = list(stream.epoch(0))
+    assert [len(b[2]) for b in batches] == [5, 5, 2]
+    assert batches[0][0].shape == (5, 3, 16, 16) and batches[0][0].dtype == torch.uint8
+    assert torch.cat([b[2] for b in batches]).tolist() == list(range(12))
+
+
+def test_global_batches_are_split_into_contiguous_rank_slices(fmnist_dir):
+    ds = load_fashion_mnist(fmnist_dir)
+    one = [idx.tolist() for _, _, idx in BatchStream(ds, 16, shuffle=True, drop_last=True, seed=5).epoch(0)]
+    shards = [[idx.tolist() for _, _, idx in BatchStream(ds, 8, shuffle=True, drop_last=True, seed=5, rank=r,
+                                                          world_size=2).epoch(0)] for r in range(2)]
+    assert len(one) == len(shards[0]) == 4
+    for b in range(4):
+        assert shards[0][b] + shards[1][b] == one[b]  # rank 0 then rank 1: the one-process batch

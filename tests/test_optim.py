@@ -1,0 +1,118 @@
+"""LARS and the schedule against hand-computed steps."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from barlowtwins.models import create_backbone
+from barlowtwins.optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates
+
+
+def hand_lars(w, grads, lr, wd, momentum, eta, adapt):
+    """LARS by hand in float64: d = g + wd w; d *= eta ||w|| / ||d||; mu = m mu + d; w -= lr mu."""
+    w = np.array(w, dtype=np.float64)
+    mu = np.zeros_like(w)
+    for g in grads:
+        d = np.array(g, dtype=np.float64)
+        if adapt:
+            d = d + wd * w
+            pn, dn = np.linalg.norm(w), np.linalg.norm(d)
+            q = eta * pn / dn if pn > 0 and dn > 0 else 1.0
+            d = d * q
+        mu = momentum * mu + d
+        w = w - lr * mu
+    return w
+
+
+def test_lars_matches_hand_computed_steps():
+    rng = np.random.default_rng(0)
+    w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=(3,))
+    wgrads = [rng.normal(size=(4, 3)) for _ in range(3)]
+    bgrads = [rng.normal(size=(3,)) for _ in range(3)]
+    w = nn.Parameter(torch.tensor(w0, dtype=torch.float64))
+    b = nn.Parameter(torch.tensor(b0, dtype=torch.float64))
+    opt = LARS([{"params": [w], "lars": True}, {"params": [b], "lars": False, "weight_decay": 0.0}],
+               lr=0.7, weight_decay=0.01, momentum=0.9, eta=0.02)
+    for gw, gb in zip(wgrads, bgrads):
+        w.grad = torch.tensor(gw)
+        b.grad = torch.tensor(gb)
+        opt.step()
+    np.testing.assert_allclose(w.detach().numpy(), hand_lars(w0, wgrads, 0.7, 0.01, 0.9, 0.02, True), rtol=1e-12)
+    np.testing.assert_allclose(b.detach().numpy(), hand_lars(b0, bgrads, 0.7, 0.0, 0.9, 0.02, False), rtol=1e-12)
+
+
+def test_trust_ratio_is_one_for_zero_weights():
+    w = nn.Parameter(torch.zeros(3, 3, dtype=torch.float64))
+    opt = LARS([w], lr=0.5, weight_decay=0.0, momentum=0.0, eta=0.001)
+    w.grad = torch.ones(3, 3, dtype=torch.float64)
+    opt.step()
+    torch.testing.assert_close(w.detach(), torch.full((3, 3), -0.5, dtype=torch.float64))
+
+
+def test_param_groups_split_weights_from_biases_and_norms():
+    net = create_backbone("resnet18")
+    groups = lars_param_groups(net, weight_lr=0.2, bias_lr=0.0048)
+    weights, others = groups
+    assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in others["params"])
+    n_conv = sum(1 for m in net.modules() if isinstance(m, nn.Conv2d))
+    n_bn = sum(1 for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    assert len(weights["params"]) == n_conv and len(others["params"]) == 2 * n_bn
+    assert weights["lars"] and not others["lars"] and others["weight_decay"] == 0.0
+    assert (weights["base_lr"], others["base_lr"]) == (0.2, 0.0048)
+
+
+def test_excluded_group_gets_no_weight_decay():
+    opt = LARS(lars_param_groups(nn.Sequential(nn.BatchNorm1d(4)))[1:], lr=0.1, weight_decay=0.5, momentum=0.0)
+    for p in opt.param_groups[0]["params"]:
+        p.grad = torch.zeros_like(p)
+    before = [p.detach().clone() for p in opt.param_groups[0]["params"]]
+    opt.step()
+    for p, q in zip(opt.param_groups[0]["params"], before):
+        torch.testing.assert_close(p.detach(), q)  # zero gradient, no decay: unchanged
+
+
+def test_schedule_by_hand():
+    s = WarmupCosine(total_steps=100, warmup_steps=10, final_ratio=0.001)
+    assert s(0) == 0.0
+    assert s(5) == pytest.approx(0.5)
+    assert s(10) == pytest.approx(1.0)
+    # Half way through the decay: q = 0.5, lr = 0.5 + 0.001 * 0.5
+    assert s(55) == pytest.approx(0.5005)
+    assert s(100) == pytest.approx(0.001)
+    q = 0.5 * (1 + math.cos(math.pi * 30 / 90))
+    assert s(40) == pytest.approx(q + 0.001 * (1 - q))
+    assert all(s(i) >= s(i + 1) for i in range(10, 100))
+
+
+def test_schedule_edge_cases():
+    assert WarmupCosine(total_steps=5, warmup_steps=50)(4) == pytest.approx(0.8)  # warm-up capped at the run
+    assert WarmupCosine(total_steps=1, warmup_steps=0)(0) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        WarmupCosine(total_steps=0, warmup_steps=0)
+
+
+def test_set_learning_rates_scales_each_group_base():
+    net = nn.Linear(3, 2)
+    opt = LARS(lars_param_groups(net, 0.2, 0.0048))
+    set_learning_rates(opt, 0.5 * 2048 / 256)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 * 4)
+    assert opt.param_groups[1]["lr"] == pytest.approx(0.0048 * 4)
+    sgd = torch.optim.SGD(net.parameters(), lr=0.1)
+    set_learning_rates(sgd, 0.5)
+    set_learning_rates(sgd, 0.5)  # a base, not a compounding factor
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+def test_lars_state_dict_round_trip_is_safe_to_load(tmp_path):
+    net = nn.Linear(3, 2)
+    opt = LARS(lars_param_groups(net))
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "opt.pth")
+    state = torch.load(tmp_path / "opt.pth", weights_only=True)
+    opt2 = LARS(lars_param_groups(net))
+    opt2.load_state_dict(state)
+    assert torch.equal(opt2.state[net.weight]["momentum_buffer"], opt.state[net.weight]["momentum_buffer"])
