@@ -91,7 +91,8 @@ def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float, work:
     from barlowtwins.hardware import select_device
     from barlowtwins.train import build_pretrain_model, pretrain
 
-    values = {**preset_values("fashion-mnist"), **overrides, "seed": seed, "time_budget_minutes": budget,
+    # The budget alone sets the length: the preset's epoch count would otherwise cap the schedule.
+    values = {**preset_values("fashion-mnist"), "epochs": 1000, **overrides, "seed": seed, "time_budget_minutes": budget,
               "out": str(work / f"{name.replace(' ', '_').replace('=', '')}-seed{seed}"), "device": device_name,
               "progress": False}
     cfg = config_from_dict(values)

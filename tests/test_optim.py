@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from barlowtwins.models import create_backbone
-from barlowtwins.optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates
+from barlowtwins.optim import LARS, WarmupCosine, build_optimizer, lars_param_groups, set_learning_rates
 
 
 def hand_lars(w, grads, lr, wd, momentum, eta, adapt):
@@ -116,3 +116,40 @@ def test_lars_state_dict_round_trip_is_safe_to_load(tmp_path):
     opt2 = LARS(lars_param_groups(net))
     opt2.load_state_dict(state)
     assert torch.equal(opt2.state[net.weight]["momentum_buffer"], opt.state[net.weight]["momentum_buffer"])
+
+
+def hand_adamw(w, grads, lr, wd, beta1, beta2=0.999, eps=1e-8):
+    """AdamW by hand in float64 (decoupled decay: w <- w (1 - lr wd), then the bias-corrected Adam step)."""
+    w, m, v = w.copy(), np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        w *= 1 - lr * wd
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        w -= lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+    return w
+
+
+def test_adamw_option_decays_weights_only_and_matches_hand_computed_steps():
+    torch.manual_seed(0)
+    net = nn.Linear(4, 3).double()
+    w0, b0 = net.weight.detach().numpy().copy(), net.bias.detach().numpy().copy()
+    opt = build_optimizer("adamw", net, weight_lr=0.02, bias_lr=0.01, weight_decay=0.1, momentum=0.8)
+    assert isinstance(opt, torch.optim.AdamW)
+    wgrads, bgrads = [], []
+    for _ in range(3):
+        set_learning_rates(opt, 0.5)
+        opt.zero_grad()
+        net(torch.randn(5, 4, dtype=torch.float64)).square().sum().backward()
+        wgrads.append(net.weight.grad.numpy().copy())
+        bgrads.append(net.bias.grad.numpy().copy())
+        opt.step()
+    np.testing.assert_allclose(net.weight.detach().numpy(), hand_adamw(w0, wgrads, 0.01, 0.1, 0.8), rtol=1e-10)
+    np.testing.assert_allclose(net.bias.detach().numpy(), hand_adamw(b0, bgrads, 0.005, 0.0, 0.8), rtol=1e-10)
+
+
+def test_build_optimizer_defaults_to_lars_and_names_unknown_ones():
+    net = nn.Linear(3, 2)
+    opt = build_optimizer("lars", net, 0.2, 0.0048, 1.5e-6, eta=0.02)
+    assert isinstance(opt, LARS) and opt.param_groups[0]["eta"] == 0.02
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        build_optimizer("adam", net, 0.2, 0.0048, 0.0)

@@ -38,13 +38,14 @@ class PretrainConfig:
     lambd: float = 0.0051
     loss_terms: str = "both"  # both | on-diagonal | off-diagonal (ablations)
     # Optimisation (paper: LARS, lr x batch/256, 10 warm-up epochs, cosine to 1/1000)
+    optimizer: str = "lars"  # lars (the paper) | adamw
     epochs: int = 1000
     batch_size: int = 2048  # global: divided over ranks
     lr_weights: float = 0.2
     lr_biases: float = 0.0048
     weight_decay: float = 1.5e-6
-    momentum: float = 0.9
-    eta: float = 0.001
+    momentum: float = 0.9  # LARS momentum; AdamW's beta1
+    eta: float = 0.001  # LARS trust coefficient
     warmup_epochs: float = 10
     final_lr_ratio: float = 0.001
     # Augmentation: None = the paper's value adapted to image size and channels (augment.augment_config)

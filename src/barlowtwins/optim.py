@@ -113,6 +113,25 @@ class WarmupCosine:
         return q + self.final_ratio * (1 - q)
 
 
+OPTIMIZERS = ("lars", "adamw")
+
+
+def build_optimizer(name: str, model: nn.Module, weight_lr: float, bias_lr: float, weight_decay: float,
+                    momentum: float = 0.9, eta: float = 0.001) -> torch.optim.Optimizer:
+    """The pretraining optimiser with the paper's parameter split (weights vs biases and norms).
+
+    ``lars`` is the paper's. ``adamw`` (betas (``momentum``, 0.999)) is an option for short runs and small data;
+    its weight decay, like LARS's, applies to the weights only. Base learning rates are per 256 samples.
+    """
+    groups = lars_param_groups(model, weight_lr, bias_lr)
+    if name == "lars":
+        return LARS(groups, weight_decay=weight_decay, momentum=momentum, eta=eta)
+    if name == "adamw":
+        groups[0]["weight_decay"] = weight_decay
+        return torch.optim.AdamW(groups, lr=0.0, betas=(momentum, 0.999), weight_decay=0.0)
+    raise ValueError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZERS)}")
+
+
 def set_learning_rates(optimizer: torch.optim.Optimizer, scale: float) -> None:
     """``lr = base_lr * scale`` for every group (scale = schedule multiplier x batch / 256).
 

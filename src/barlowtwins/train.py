@@ -30,10 +30,11 @@ from .errors import CheckpointError, ConfigError, DataError
 from .hardware import autocast, autocast_dtype, select_device
 from .losses import TERMS, BarlowTwinsLoss
 from .models import BarlowTwins, Projector, create_backbone
-from .optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates
+from .optim import OPTIMIZERS, WarmupCosine, build_optimizer, set_learning_rates
 
 # Fields that must not change when a run is resumed: they define the network or the meaning of a step.
-RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size")
+RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size",
+               "optimizer")
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
@@ -83,7 +84,9 @@ class StopSignal:
 
 
 def _check_resume(saved: dict, cfg: PretrainConfig, path: Path) -> None:
-    diffs = [f"{k}={saved.get(k)!r} (now {getattr(cfg, k)!r})" for k in RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+    defaults = PretrainConfig()  # a field the saving version did not have yet held its default
+    was = {k: saved.get(k, getattr(defaults, k)) for k in RESUME_KEYS}
+    diffs = [f"{k}={was[k]!r} (now {getattr(cfg, k)!r})" for k in RESUME_KEYS if was[k] != getattr(cfg, k)]
     if diffs:
         raise ConfigError(f"run folder {path.parent} was started with {', '.join(diffs)}; "
                           "resume with the same settings or choose a new --out")
@@ -135,8 +138,8 @@ class Trainer:
                             "lower --batch-size or add images")
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.optimizer = LARS(lars_param_groups(model, cfg.lr_weights, cfg.lr_biases),
-                              weight_decay=cfg.weight_decay, momentum=cfg.momentum, eta=cfg.eta)
+        self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
+                                         cfg.momentum, cfg.eta)
         self.step = 0
         budget_total = self._resume(model)
         self.schedule = WarmupCosine(self.total_steps, self.warmup_steps, cfg.final_lr_ratio)
@@ -155,6 +158,8 @@ class Trainer:
                               f"{self.world} processes")
         if cfg.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}")
+        if cfg.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
         if cfg.grad_compression not in ("none", "bf16"):
             raise ConfigError(f"unknown grad_compression '{cfg.grad_compression}'; choose none or bf16")
         if cfg.knn_every and (cfg.knn_dataset or cfg.dataset) == "images":

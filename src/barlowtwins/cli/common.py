@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import functools
 
 from ..errors import ConfigError
+
+
+def leaves_process_group(run):
+    """Wrap a command's handler so the process group it may have started is left on every exit path."""
+    @functools.wraps(run)
+    def wrapper(args: argparse.Namespace) -> int:
+        from .. import distributed as D
+
+        try:
+            return run(args)
+        finally:
+            D.shutdown()
+    return wrapper
+
+
+def add_linear_protocol_args(g: argparse._ArgumentGroup, batch_help: str | None = None) -> None:
+    """The flags of the linear protocols (`linear` and `transfer`)."""
+    g.add_argument("--epochs", type=int, default=None, help="fast: 50 over cached features; paper: 100")
+    g.add_argument("--batch-size", type=int, default=256, help=batch_help)
+    g.add_argument("--lr", type=float, default=0.3, help="paper: classifier lr per 256 samples")
+    g.add_argument("--weight-decay", type=float, default=1e-6, help="paper: weight decay")
+    g.add_argument("--seed", type=int, default=0)
+
 
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backbone")

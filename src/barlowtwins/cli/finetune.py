@@ -6,10 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
+from .common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
+
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
-    from .common import add_backbone_args, add_data_args
-
     p = sub.add_parser(name, allow_abbrev=False, help="semi-supervised fine-tuning on 1%% / 10%% of the labels",
                        description="Fine-tune backbone + linear head on a labelled subset (the official recipe: "
                                    "20 epochs, SGD momentum 0.9, batch 256, backbone lr 0.005, head lr 0.5, weight "
@@ -35,15 +35,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import distributed as D
-
-    try:
-        return _run(args)
-    finally:
-        D.shutdown()
-
-
 def choose_subset(args: argparse.Namespace, train, seed: int):
     """(indices, description) of the labelled subset the flags ask for."""
     from ..errors import DataError
@@ -61,13 +52,13 @@ def choose_subset(args: argparse.Namespace, train, seed: int):
         f"class-balanced {args.train_percent}% (seed {seed})"
 
 
-def _run(args: argparse.Namespace) -> int:
+@leaves_process_group
+def run(args: argparse.Namespace) -> int:
     from .. import distributed as D
     from ..data import build_dataset
     from ..evaluate.classifier import ClassifierRun, new_linear_head, train_classifier
     from ..evaluate.results import result_path, write_result
     from ..subsets import write_subset_file
-    from .common import resolve_data, setup_backbone
 
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_backbone_args, add_data_args, resolve_data, setup_backbone
+from .common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -53,17 +53,15 @@ def evaluate_knn(args: argparse.Namespace, random_init: bool) -> dict:
     return record
 
 
+@leaves_process_group
 def run(args: argparse.Namespace) -> int:
     from .. import distributed as D
 
-    try:
-        pretrained = evaluate_knn(args, random_init=args.random_init)
-        if args.compare_random and not args.random_init:
-            random = evaluate_knn(args, random_init=True)
-            if D.is_main_process():
-                for k in pretrained["metrics"]:
-                    a, b = pretrained["metrics"][k]["top1"], random["metrics"][k]["top1"]
-                    print(f"kNN {k} top-1: pretrained {a:.2f} vs random init {b:.2f} ({a - b:+.2f} points)")
-    finally:
-        D.shutdown()
+    pretrained = evaluate_knn(args, random_init=args.random_init)
+    if args.compare_random and not args.random_init:
+        random = evaluate_knn(args, random_init=True)
+        if D.is_main_process():
+            for k in pretrained["metrics"]:
+                a, b = pretrained["metrics"][k]["top1"], random["metrics"][k]["top1"]
+                print(f"kNN {k} top-1: pretrained {a:.2f} vs random init {b:.2f} ({a - b:+.2f} points)")
     return 0

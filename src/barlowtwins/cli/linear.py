@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import add_backbone_args, add_data_args, resolve_data, setup_backbone
+from .common import (add_backbone_args, add_data_args, add_linear_protocol_args, leaves_process_group,
+                     resolve_data, setup_backbone)
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -20,28 +21,16 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     add_data_args(p)
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=("fast", "paper"), default="fast")
-    g.add_argument("--epochs", type=int, default=None, help="fast: 50 over cached features; paper: 100")
-    g.add_argument("--batch-size", type=int, default=256, help="paper: training batch (global); fast: extraction batch")
-    g.add_argument("--lr", type=float, default=0.3, help="paper: classifier lr per 256 samples")
-    g.add_argument("--weight-decay", type=float, default=1e-6, help="paper: weight decay")
+    add_linear_protocol_args(g, "paper: training batch (global); fast: extraction batch")
     g.add_argument("--lrs", type=float, nargs="+", default=None, help="fast: learning-rate grid")
     g.add_argument("--wds", type=float, nargs="+", default=None, help="fast: weight-decay grid")
     g.add_argument("--holdout", type=float, default=0.1, help="fast: held-out fraction of the training set")
     g.add_argument("--flip", action="store_true", help="fast: also train on the features of mirrored images")
-    g.add_argument("--seed", type=int, default=0)
     return p
 
 
+@leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as D
-
-    try:
-        return _run(args)
-    finally:
-        D.shutdown()
-
-
-def _run(args: argparse.Namespace) -> int:
     from .. import distributed as D
     from ..data import build_dataset
     from ..evaluate.results import result_path, write_result

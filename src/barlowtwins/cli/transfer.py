@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import time
 
+from .common import add_backbone_args, add_linear_protocol_args, leaves_process_group, setup_backbone
+
 DEFAULT_SPLITS = {"folder": ("train", "val"), "inat2018": ("train", "val"), "places205": ("train", "val"),
                   "voc2007": ("trainval", "test")}
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
-    from .common import add_backbone_args
-
     p = sub.add_parser(name, allow_abbrev=False, help="transfer to other data sets on frozen features",
                        description="Transfer evaluation on frozen features. folder/inat2018/places205: a linear probe "
                                    "(--protocol fast or paper, as for `barlowtwins linear`); voc2007: per-class linear "
@@ -26,29 +26,16 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     g.add_argument("--val-split", default=None)
     g = p.add_argument_group("protocol")
     g.add_argument("--protocol", choices=("fast", "paper"), default="fast", help="single-label data sets only")
-    g.add_argument("--epochs", type=int, default=None, help="fast: 50 over cached features; paper: 100")
-    g.add_argument("--batch-size", type=int, default=256)
-    g.add_argument("--lr", type=float, default=0.3, help="paper: classifier lr per 256 samples")
-    g.add_argument("--weight-decay", type=float, default=1e-6, help="paper: weight decay")
-    g.add_argument("--seed", type=int, default=0)
+    add_linear_protocol_args(g)
     return p
 
 
+@leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as D
-
-    try:
-        return _run(args)
-    finally:
-        D.shutdown()
-
-
-def _run(args: argparse.Namespace) -> int:
     from .. import distributed as D
     from ..data import labelled_folder
     from ..evaluate.results import result_path, write_result
     from ..transfer_data import build_transfer_dataset
-    from .common import setup_backbone
 
     setup = setup_backbone(args)
     train_split = args.train_split or DEFAULT_SPLITS[args.dataset][0]

@@ -17,15 +17,23 @@ import torch.nn.functional as F
 DEFAULT_COSTS = tuple([10.0 ** e for e in range(-7, 3)] + [0.5 ** k for k in range(4, 20)])
 
 
-def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the precision-recall curve with precision made monotone (VOC 2010+ / the benchmark's AP)."""
+def _ranked(scores: torch.Tensor, positive: torch.Tensor):
+    """Positives in score order (ties kept in input order), precision at every rank and recall; None if no positive."""
     order = torch.argsort(scores, descending=True, stable=True)
     tp = positive[order].double()
     if tp.sum() == 0:
-        return 0.0
+        return None
     ctp = torch.cumsum(tp, 0)
     precision = ctp / torch.arange(1, len(tp) + 1, dtype=torch.float64)
-    recall = ctp / tp.sum()
+    return tp, precision, ctp / tp.sum()
+
+
+def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the precision-recall curve with precision made monotone (VOC 2010+ / the benchmark's AP)."""
+    ranked = _ranked(scores, positive)
+    if ranked is None:
+        return 0.0
+    _, precision, recall = ranked
     mrec = torch.cat([torch.zeros(1, dtype=torch.float64), recall, torch.ones(1, dtype=torch.float64)])
     mpre = torch.cat([torch.zeros(1, dtype=torch.float64), precision, torch.zeros(1, dtype=torch.float64)])
     mpre = torch.flip(torch.cummax(torch.flip(mpre, [0]), 0).values, [0])  # precision envelope
@@ -35,13 +43,10 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
 
 def average_precision_11point(scores: torch.Tensor, positive: torch.Tensor) -> float:
     """The original VOC 2007 AP: mean of the interpolated precision at recall 0, 0.1, ..., 1."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    tp = positive[order].double()
-    if tp.sum() == 0:
+    ranked = _ranked(scores, positive)
+    if ranked is None:
         return 0.0
-    ctp = torch.cumsum(tp, 0)
-    precision = ctp / torch.arange(1, len(tp) + 1, dtype=torch.float64)
-    recall = ctp / tp.sum()
+    _, precision, recall = ranked
     points = []
     for t in torch.linspace(0, 1, 11, dtype=torch.float64):
         mask = recall >= t - 1e-12
@@ -51,12 +56,10 @@ def average_precision_11point(scores: torch.Tensor, positive: torch.Tensor) -> f
 
 def average_precision_stepwise(scores: torch.Tensor, positive: torch.Tensor) -> float:
     """Non-interpolated AP, sum_n (R_n - R_{n-1}) P_n (what the benchmark's cross-validation scores)."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    tp = positive[order].double()
-    if tp.sum() == 0:
+    ranked = _ranked(scores, positive)
+    if ranked is None:
         return 0.0
-    ctp = torch.cumsum(tp, 0)
-    precision = ctp / torch.arange(1, len(tp) + 1, dtype=torch.float64)
+    tp, precision, _ = ranked
     return float((precision * tp).sum() / tp.sum())
 
 
