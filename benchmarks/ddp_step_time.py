@@ -22,7 +22,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, append_block, machine  # noqa: E402
 
 
 def _free_port() -> int:
@@ -102,27 +103,19 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=128, help="global batch")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args(argv)
     if args.width is not None and args.width <= 0:
         args.width = None
 
     rows = [("1 process", measure(1, args)), ("2 processes", measure(2, args)),
             ("2 processes, bf16 gradient compression", measure(2, args, compress=True))]
-    sys.path.insert(0, str(HERE))
-    from fashion_mnist import machine
-
     header = (f"DDP step time, {args.backbone} (stem {args.stem}, width {args.width}), projector {args.projector}, "
               f"{args.image_size} px, global batch {args.batch_size}, {args.device} — {machine()}; "
               f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    lines = [f"\n## {header}\n", "| setup | median step (ms) | images/s |", "|---|---|---|"]
-    for name, t in rows:
-        lines.append(f"| {name} | {t * 1000:.0f} | {args.batch_size / t:.0f} |")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    path = Path(args.results)
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nRows are appended by the scripts in this folder.\n"
-    path.write_text(text + table)
+    block = append_block(args.results, header, ["setup", "median step (ms)", "images/s"],
+                         [[name, f"{t * 1000:.0f}", f"{args.batch_size / t:.0f}"] for name, t in rows])
+    print(block)
     return 0
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import statistics
 import sys
 import time
@@ -27,31 +26,16 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import HERE, RESULTS, append_block, machine  # noqa: E402
 
 ABLATIONS = {
     "loss-terms": [("on-diagonal only", {"loss_terms": "on-diagonal"}),
                    ("off-diagonal only", {"loss_terms": "off-diagonal"})],
     "projector-bn": [("no BN in projector", {"projector_bn": False})],
-    "lambda": [(f"lambda={v}", {"lambd": v}) for v in (0.0005, 0.002, 0.02, 0.1)],
-    "width": [(f"projector {w}-{w}-{w}", {"projector": f"{w}-{w}-{w}"}) for w in (256, 512, 2048, 4096)],
+    "lambda": [(f"lambda={v}", {"lambd": v}) for v in (0.0005, 0.02, 0.1)],
+    "width": [(f"projector {w}-{w}-{w}", {"projector": f"{w}-{w}-{w}"}) for w in (256, 4096)],
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {cores} cores{gpu}"
 
 
 def parse_set(items: list[str]) -> dict:
@@ -92,9 +76,9 @@ def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float, work:
     from barlowtwins.train import build_pretrain_model, pretrain
 
     # The budget alone sets the length: the preset's epoch count would otherwise cap the schedule.
-    values = {**preset_values("fashion-mnist"), "epochs": 1000, **overrides, "seed": seed, "time_budget_minutes": budget,
-              "out": str(work / f"{name.replace(' ', '_').replace('=', '')}-seed{seed}"), "device": device_name,
-              "progress": False}
+    values = {**preset_values("fashion-mnist"), "epochs": 1000, **overrides, "seed": seed,
+              "time_budget_minutes": budget, "out": str(work / f"{name.replace(' ', '_').replace('=', '')}-seed{seed}"),
+              "device": device_name, "progress": False}
     cfg = config_from_dict(values)
     t0 = time.time()
     summary = pretrain(cfg)
@@ -190,11 +174,7 @@ def append_results(path: Path, header: str, rows: list[dict]) -> None:
             "pretrain_minutes", "epochs", "images_per_sec"]
     titles = ["run", "seeds", "linear top-1", "kNN k=20", "kNN k=200", "erank backbone", "erank projector",
               "minutes", "epochs", "img/s"]
-    lines = [f"\n## {header}\n", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt(r.get(c)) for c in cols) + " |")
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nRows are appended by the scripts in this folder.\n"
-    path.write_text(text + "\n".join(lines) + "\n")
+    append_block(path, header, titles, [[fmt(r.get(c)) for c in cols] for r in rows])
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -227,7 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-main", action="store_true", help="skip the plain Barlow Twins run (ablations only)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: found automatically)")
     p.add_argument("--work-dir", default=str(HERE / "runs"))
-    p.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--label", default="Fashion-MNIST", help="heading of the results block")
     args = p.parse_args(argv)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: set up, pretrain Barlow Twins on Fashion-MNIST on the CPU, then evaluate the backbone
 # (weighted kNN and the fast linear probe) against the same network at random initialisation.
-# Extra arguments go to `barlowtwins pretrain` (e.g. --epochs 1 for a quicker look).
+# Extra arguments go to `barlowtwins pretrain` (e.g. --time-budget-minutes 2 for a quicker look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh --with-data

@@ -104,3 +104,9 @@ def test_time_budget_fixes_the_schedule_and_resumes_with_it(fmnist_dir, tmp_path
     budgets = [r for r in records if r.get("event") == "budget"]
     assert budgets and budgets[-1]["total_steps"] == s["step"]
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pth")["budget_total_steps"] == s["step"]
+
+
+def test_a_zero_time_budget_is_off(fmnist_dir, tmp_path):
+    # A preset may carry a budget; --time-budget-minutes 0 goes back to the epoch count.
+    s = pretrain(tiny_config(fmnist_dir, tmp_path / "r", epochs=2, time_budget_minutes=0))
+    assert s["finished"] and s["step"] == s["total_steps"] == 2 * 4

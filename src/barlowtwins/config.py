@@ -76,7 +76,7 @@ class PretrainConfig:
     log_every: int = 20
     max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
     time_limit_minutes: float | None = None  # stop (with a checkpoint) after this much wall-clock time
-    time_budget_minutes: float | None = None  # fit the whole schedule (warm-up + cosine) into this time
+    time_budget_minutes: float | None = None  # fit the whole schedule (warm-up + cosine) into this time; 0: off
     progress: bool = True
     # Online kNN monitor (0 = off): labelled data for it, evaluated every N epochs
     knn_every: int = 0

@@ -372,7 +372,7 @@ class _Budget:
     CHECKPOINTS = (0.10, 0.25, 0.50)
 
     def __init__(self, minutes: float | None, start_step: int, upper_bound: int):
-        self.minutes = minutes
+        self.minutes = minutes or None  # 0 turns a preset's budget off from the command line
         self.start_step = start_step
         self.upper_bound = upper_bound
         self.fixed = False  # True once no further estimate will be made
