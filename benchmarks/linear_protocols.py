@@ -55,7 +55,7 @@ def main(argv=None) -> int:
             rows.append([f"paper (crop + flip, SGD, cosine; {args.paper_epochs} of 100 epochs)",
                          str(args.paper_epochs), f"{m['last']['top1']:.2f}", f"{m['last']['top5']:.2f}",
                          f"{m['best']['top1']:.2f} (epoch {m['best']['epoch']})", f"{minutes:.1f}"])
-    header = (f"Linear protocols on one backbone ({args.checkpoint} {' '.join(args.extra)}), "
+    header = (f"Linear protocols on one backbone ({' '.join([args.checkpoint, *args.extra])}), "
               f"{time.strftime('%Y-%m-%d')} — {machine()}; torch {torch.__version__}, barlowtwins {__version__}")
     print(append_block(args.results, header, ["protocol", "epochs", "top-1 (last)", "top-5", "best top-1", "minutes"],
                        rows))
