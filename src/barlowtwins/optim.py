@@ -127,7 +127,8 @@ def build_optimizer(name: str, model: nn.Module, weight_lr: float, bias_lr: floa
     if name == "lars":
         return LARS(groups, weight_decay=weight_decay, momentum=momentum, eta=eta)
     if name == "adamw":
-        groups[0]["weight_decay"] = weight_decay
+        for g in groups:  # the weights decay; biases and norms keep their 0
+            g.setdefault("weight_decay", weight_decay)
         return torch.optim.AdamW(groups, lr=0.0, betas=(momentum, 0.999), weight_decay=0.0)
     raise ValueError(f"unknown optimizer '{name}'; choose one of {', '.join(OPTIMIZERS)}")
 

@@ -158,6 +158,9 @@ class Trainer:
                               f"{self.world} processes")
         if cfg.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}")
+        if cfg.time_budget_minutes is not None and cfg.time_budget_minutes < 0:
+            raise ConfigError(f"--time-budget-minutes must be positive (or 0 for no budget), got "
+                              f"{cfg.time_budget_minutes}")
         if cfg.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
         if cfg.grad_compression not in ("none", "bf16"):
