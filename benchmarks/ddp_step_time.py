@@ -108,8 +108,13 @@ def main(argv=None) -> int:
     if args.width is not None and args.width <= 0:
         args.width = None
 
-    rows = [("1 process", measure(1, args)), ("2 processes", measure(2, args)),
-            ("2 processes, bf16 gradient compression", measure(2, args, compress=True))]
+    rows = [("1 process", measure(1, args))]
+    if args.device.startswith("cuda") and torch.cuda.device_count() < 2:
+        # NCCL needs one GPU per process: on a one-GPU machine only the single-process figure is measured.
+        print(f"{torch.cuda.device_count()} GPU visible: measuring 1 process only (2 processes need 2 GPUs)")
+    else:
+        rows += [("2 processes", measure(2, args)),
+                 ("2 processes, bf16 gradient compression", measure(2, args, compress=True))]
     header = (f"DDP step time, {args.backbone} (stem {args.stem}, width {args.width}), projector {args.projector}, "
               f"{args.image_size} px, global batch {args.batch_size}, {args.device} — {machine()}; "
               f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
