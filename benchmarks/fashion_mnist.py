@@ -226,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(RESULTS))
     p.add_argument("--label", default="Fashion-MNIST", help="heading of the results block")
     args = p.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs must be at least 1, got {args.epochs}")
 
     from barlowtwins import __version__
     from barlowtwins.config import config_from_dict, preset_values
@@ -250,8 +252,8 @@ def main(argv=None) -> int:
     for name, extra in variants:
         runs = []
         for seed in args.seeds:
-            r = run_barlow_twins(name, {**overrides, **extra}, seed, args.budget_minutes, work, args.device, train, test,
-                                 epochs=args.epochs)
+            r = run_barlow_twins(name, {**overrides, **extra}, seed, args.budget_minutes, work, args.device,
+                                 train, test, epochs=args.epochs)
             print(json.dumps({k: v for k, v in r.items() if k != "config"}), flush=True)
             runs.append(r)
         groups.append(runs)
@@ -265,8 +267,8 @@ def main(argv=None) -> int:
         print(json.dumps(g[0]), flush=True)
 
     info = {"machine": machine(), "date": stamp, "python": sys.version.split()[0], "torch": torch.__version__,
-            "barlowtwins": __version__, "budget_minutes": args.budget_minutes, "epochs": args.epochs, "seeds": args.seeds,
-            "overrides": overrides, "device": str(device)}
+            "barlowtwins": __version__, "budget_minutes": args.budget_minutes, "epochs": args.epochs,
+            "seeds": args.seeds, "overrides": overrides, "device": str(device)}
     out_json = HERE / "results" / f"{stamp}-{args.label.lower().replace(' ', '-')}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps({"info": info, "runs": groups}, indent=2) + "\n")
