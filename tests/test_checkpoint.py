@@ -31,6 +31,9 @@ def test_load_errors_are_one_line(tmp_path):
     (tmp_path / "junk.pth").write_bytes(os.urandom(256))
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "junk.pth")
+    (tmp_path / "bad-pickle.pth").write_bytes(b"\x80\x02e")  # a pickle that fails inside the unpickler
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "bad-pickle.pth")
     torch.save({"x": NotATensor()}, tmp_path / "code.pth")  # arbitrary objects are refused (weights_only)
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "code.pth")
