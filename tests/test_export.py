@@ -139,7 +139,7 @@ def test_export_onnx_round_trip_with_a_dynamic_batch(run_dir, tmp_path, capsys):
 
 
 def test_detectron2_layout(tmp_path):
-    net = _trained_like("resnet50")
+    net = _trained_like("resnet50", width=8)  # bottleneck blocks (conv3, shortcut) at a CPU-test size
     state = net.state_dict()
     d2 = torchvision_to_detectron2(state)
     # detectron2's names (tools/convert-torchvision-to-d2.py)
@@ -158,7 +158,7 @@ def test_detectron2_layout(tmp_path):
         raw = pickle.load(f)
     assert raw["matching_heuristics"] is True and raw["__author__"] and "res4.5.conv3.weight" in raw["model"]
     back = read_detectron2(out)  # numpy-only unpickler
-    restored = create_backbone("resnet50").eval()
+    restored = create_backbone("resnet50", width=8).eval()
     restored.load_state_dict(back)
     with torch.no_grad():
         torch.testing.assert_close(restored(_x(2, 64)), net(_x(2, 64)), rtol=0, atol=0)
@@ -194,3 +194,25 @@ def test_torch_hub_load_local(run_dir):
     assert all(callable(getattr(hub, n)) for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"))
     plain = torch.hub.load(str(REPO), "resnet50", source="local", num_classes=1000)
     assert plain.fc.out_features == 1000  # no weights: torchvision's random init, with a head when asked
+
+
+def test_timm_backbone_pretrains_evaluates_and_exports(image_tree, tmp_path, capsys):
+    pytest.importorskip("timm")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "images", "--data-dir", str(image_tree / "train"), "--backbone",
+                 "timm:test_resnet", "--image-size", "32", "--projector", "32-32", "--epochs", "1",
+                 "--batch-size", "4", "--warmup-epochs", "0", "--out", str(out), "--no-progress",
+                 "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "pretrained 3 steps" in printed and "barlowtwins.load_backbone(" in printed
+    net = load_backbone(out)
+    assert type(net).__module__.startswith("timm") and net.arch["backbone"] == "timm:test_resnet"
+    assert main(["knn", "--checkpoint", str(out), "--dataset", "folder", "--data-dir", str(image_tree),
+                 "--k", "3", "--workers", "0"]) == 0
+    x = _x(2, 32)
+    with torch.no_grad():
+        want = net(x)
+        ts = torch.jit.load(str(_export(out, "torchscript", tmp_path / "t.pt")))
+        torch.testing.assert_close(ts(x), want, rtol=1e-5, atol=1e-5)
+        st = load_backbone(_export(out, "safetensors", tmp_path / "t.safetensors"))  # arch from the metadata
+        torch.testing.assert_close(st(x), want, rtol=0, atol=0)
