@@ -133,3 +133,17 @@ def test_embed_in_memory_data_set(run_dir, fmnist_dir, tmp_path, capsys):
 
     path = contact_sheet([emb.entries[0]], [[(emb.entries[1], 0.5)]], tmp_path / "s.png", emb.meta, thumb=32)
     assert Image.open(path).size == (2 * 36 + 4, 36 + 14 + 4)
+
+
+def test_embed_under_two_processes_matches_one(run_dir, tmp_path):
+    import dist_workers
+    from test_distributed import spawn
+
+    images = make_image_folder(tmp_path / "imgs", per_class=3, splits=("train",), classes=("a", "b", "c"))
+    args = ["embed", "--checkpoint", str(run_dir), "--data-dir", str(images), "--batch-size", "2", "--workers", "0",
+            "--device", "cpu", "--index-format", "csv", "--precision", "fp32"]
+    assert main([*args, "--output", str(tmp_path / "one.npy")]) == 0
+    spawn(dist_workers.cli_worker, [*args, "--output", str(tmp_path / "two.npy")])  # 9 images over 2 ranks
+    one, two = read_embeddings(tmp_path / "one.npy"), read_embeddings(tmp_path / "two.npy")
+    assert two.features.shape == (9, 64) and two.entries == one.entries
+    np.testing.assert_allclose(two.features, one.features, rtol=1e-5, atol=1e-6)
