@@ -140,7 +140,19 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
         from .models import create_backbone
 
         _, name, weights = parts
-        net = create_backbone(name, weights=weights)
+        import torchvision
+
+        if name in torchvision.models.list_models():
+            enum = torchvision.models.get_model_weights(name)
+            if weights != "DEFAULT" and weights not in enum.__members__:
+                raise CheckpointError(f"torchvision has no weights '{weights}' for {name}; choose one of "
+                                      f"{', '.join(dict.fromkeys(['DEFAULT', *enum.__members__]))}")
+        try:
+            net = create_backbone(name, weights=weights)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"could not get torchvision weights {name}:{weights} ({first[:150]}); offline, "
+                                  "put the file in ~/.cache/torch/hub/checkpoints/ or pass a weights file") from None
         return BackboneSource(net.state_dict(), f"torchvision {name} weights {weights}",
                               {"backbone": name, "stem": "standard"})
     path = Path(source).expanduser()
