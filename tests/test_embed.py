@@ -106,6 +106,10 @@ def test_neighbors_refuses_a_backbone_that_changed(run_dir, tmp_path, capsys):
     q = str(next((images / "train" / "cat").iterdir()))
     assert main(["neighbors", "--embeddings", str(out), "--query", q, "--device", "cpu"]) == 2
     assert "changed since" in capsys.readouterr().err
+    # Naming the backbone explicitly queries with it (the preprocessing still follows the embeddings file).
+    assert main(["neighbors", "--embeddings", str(out), "--query", q, "--device", "cpu", "--k", "2",
+                 "--checkpoint", str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].lstrip().startswith("2.")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"query image {missing[0]} does not exist; check the path")
     emb = read_embeddings(args.embeddings)
     meta = emb.meta
-    setup = setup_from_args(args, args.checkpoint or meta["checkpoint"],
-                            {**(meta.get("arch") or {}), "image_size": meta.get("image_size"),
-                             "mean": meta.get("mean"), "std": meta.get("std")})
+    # The preprocessing always follows the embeddings file; the architecture too unless --checkpoint names another.
+    preprocessing = {"image_size": meta.get("image_size"), "mean": meta.get("mean"), "std": meta.get("std")}
+    arch = {} if args.checkpoint else (meta.get("arch") or {})
+    setup = setup_from_args(args, args.checkpoint or meta["checkpoint"], {**arch, **preprocessing})
     if args.checkpoint is None and meta.get("checkpoint_sha256") and \
             setup.checkpoint_sha256 != meta["checkpoint_sha256"]:
         raise ConfigError(f"the backbone at {meta['checkpoint']} changed since {args.embeddings} was written (a "
