@@ -165,7 +165,8 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
                 src = load_backbone_state(path / name)
                 src.arch = {**_arch_from_config(cfg), **src.arch}
                 return src
-        raise CheckpointError(f"run folder {path} has neither {BACKBONE_NAME} nor {CHECKPOINT_NAME} (nor {SAFETENSORS_NAME}); "
+        raise CheckpointError(f"run folder {path} has neither {BACKBONE_NAME} nor {CHECKPOINT_NAME} "
+                              f"(nor {SAFETENSORS_NAME}); "
                               "has pretraining started there?")
     if path.suffix == ".safetensors":
         src = load_safetensors_state(path)

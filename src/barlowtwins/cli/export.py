@@ -9,7 +9,8 @@ FORMATS = ("pth", "safetensors", "torchscript", "onnx", "detectron2")
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, allow_abbrev=False, help="export a backbone (pth, safetensors, TorchScript, ONNX, detectron2)",
+    p = sub.add_parser(name, allow_abbrev=False,
+                       help="export a backbone (pth, safetensors, TorchScript, ONNX, detectron2)",
                        description="Read a backbone from a run folder, our checkpoint.pth, backbone.safetensors, the "
                                    "official full checkpoint or a state dict, and write it without the classifier. "
                                    "pth: a torchvision state dict (torchvision.models.<name>().load_state_dict(sd, "
