@@ -103,3 +103,13 @@ def pretrain_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     from barlowtwins.train import pretrain
 
     pretrain(PretrainConfig(**cfg_dict))
+
+
+def cli_worker(rank: int, world: int, port: int, argv: list) -> None:
+    """Run a ``barlowtwins`` command as one rank of a torchrun-like launch (the command starts the group)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from barlowtwins.cli import main
+
+    assert main(list(argv)) == 0

@@ -86,3 +86,21 @@ def test_run_folder_without_weights(tmp_path):
         load_backbone_state(tmp_path)
     with pytest.raises(CheckpointError, match="torchvision:<model>:<weights>"):
         load_backbone_state("torchvision:resnet50")
+
+
+def test_safetensors_source_and_its_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in create_backbone("resnet18").state_dict().items()}
+    save_file(state, tmp_path / "b.safetensors")  # without our metadata: architecture unknown, tensors read
+    src = load_backbone_state(tmp_path / "b.safetensors")
+    assert src.arch == {} and src.state.keys() == state.keys() and src.sha256
+    assert all(torch.equal(src.state[k], v) for k, v in state.items())
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_backbone_state(tmp_path / "bad.safetensors")
+
+
+def test_torchvision_weights_name_is_checked_before_any_download():
+    with pytest.raises(CheckpointError, match="no weights 'NOPE' for resnet18; choose one of DEFAULT, IMAGENET1K_V1"):
+        load_backbone_state("torchvision:resnet18:NOPE")

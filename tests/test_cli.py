@@ -92,3 +92,18 @@ def test_module_entry_point_exit_code(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("barlowtwins pretrain: error: unknown preset 'nope'")
     assert "Traceback" not in proc.stderr
+
+
+def test_list_backbones(capsys):
+    assert main(["list-backbones", "resnet1*"]) == 0
+    names = capsys.readouterr().out.splitlines()
+    assert "resnet18" in names and "resnet50" not in names
+    assert main(["list-backbones", "no-such-model"]) == 2
+    assert "no backbone matches" in capsys.readouterr().err
+
+
+def test_export_bad_input_is_one_line(tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(tmp_path / "missing.pth"), "--format", "onnx",
+                 "--output", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1

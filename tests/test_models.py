@@ -107,3 +107,40 @@ def test_barlow_twins_module_forward_and_backward():
     assert isinstance(model, BarlowTwins) and out.loss.ndim == 0
     assert model.backbone.conv1.weight.grad is not None
     assert model.embed(x1).shape == (4, 32)
+
+
+def test_unknown_backbone_suggests_the_closest_names():
+    with pytest.raises(ConfigError, match=r"did you mean resnet50") as e:
+        create_backbone("resnet05")
+    assert "list-backbones" in str(e.value)
+
+
+def test_list_backbones_filters_by_pattern():
+    from barlowtwins.models import list_backbones
+
+    tv = list_backbones("resnet*", include_timm=False)
+    assert "resnet18" in tv and "wide_resnet50_2" not in tv and all(n.startswith("resnet") for n in tv)
+    assert "wide_resnet50_2" in list_backbones("resnet", include_timm=False)  # no wildcard: contains
+
+
+def test_timm_backbone_feature_size_is_discovered():
+    timm = pytest.importorskip("timm")
+    net = create_backbone("timm:test_resnet")
+    reference = timm.create_model("test_resnet", num_classes=0)
+    assert net.num_features == reference.num_features
+    assert not any(k.startswith(("fc.", "head.")) for k in net.state_dict())  # no classifier keys
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, net.num_features)
+    from barlowtwins.models import list_backbones
+
+    assert "timm:test_resnet" in list_backbones("timm:test_res*")
+
+
+@pytest.mark.parametrize("kw,message", [({"name": "timm:resnet10q"}, r"did you mean .*resnet10t"),
+                                        ({"name": "timm:test_resnet", "width": 8}, "torchvision ResNets only"),
+                                        ({"name": "timm:test_resnet", "stem": "small"}, "torchvision ResNets only")])
+def test_timm_errors(kw, message):
+    pytest.importorskip("timm")
+    with pytest.raises(ConfigError, match=message):
+        create_backbone(**kw)

@@ -163,3 +163,23 @@ def test_inaturalist_and_places_readers(tmp_path):
     (places / "trainvalsplit_places205" / "val_places205.csv").write_text("a/abbey/x.jpg\n")
     with pytest.raises(DataError, match="expected '<relative path> <label>'"):
         places205(places, "val")
+
+
+def test_protocol_functions_return_typed_results(weights, image_tree):
+    from barlowtwins.evaluate.backbone import load_eval_backbone
+    from barlowtwins.evaluate.protocols import knn_protocol, linear_protocol
+    from barlowtwins.evaluate.results import EvalResult
+
+    setup = load_eval_backbone(str(weights), backbone="resnet18", width=8, stem="small", image_size=16,
+                               device="cpu", cache_dir=None)
+    train, val = labelled_folder(image_tree, "train"), labelled_folder(image_tree, "val")
+    names = ("folder", "train", "val")
+    knn = knn_protocol(setup, train, val, names=names, k=(3,), workers=0)
+    assert isinstance(knn, EvalResult) and knn.protocol == "knn" and set(knn.metrics) == {"k=3"}
+    record = knn.to_record()
+    assert {"protocol", "dataset", "split", "train_split", "hyperparameters", "metrics", "num_train", "num_test",
+            "seconds", "checkpoint", "checkpoint_sha256", "backbone", "image_size", "random_init"} <= set(record)
+    assert record["num_test"] == 12 and record["backbone"]["width"] == 8
+    lin = linear_protocol(setup, train, val, names=names, epochs=2, workers=0, prefix="transfer-linear", counts=True)
+    assert lin.protocol == "transfer-linear-fast" and lin.to_record()["num_train"] == 12
+    assert lin.summary().startswith("top-1 ") and 0 <= lin.metrics["top1"] <= 100

@@ -29,7 +29,11 @@ def test_resume_continues_exactly(fmnist_dir, tmp_path):
     assert not stopped["finished"] and stopped["step"] == 3 and stopped["stopped_by"] == "max_steps"
     mid = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
     assert mid["step"] == 3 and mid["optimizer"]["state"], "optimizer state is saved"
-    assert not (tmp_path / "b" / "backbone.pth").exists()
+    # The backbone is written with every checkpoint: a stopped run's backbone.pth/.safetensors is step 3's.
+    for name in ("backbone.pth", "backbone.safetensors"):
+        state = load_backbone_state(tmp_path / "b" / name).state
+        assert state.keys() == {k[9:] for k in mid["model"] if k.startswith("backbone.")}
+        assert all(torch.equal(v, mid["model"]["backbone." + k]) for k, v in state.items())
 
     resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b"))
     assert resumed["finished"] and resumed["step"] == 8

@@ -3,10 +3,15 @@
 The parts work on their own, in any training loop:
 
     from barlowtwins import BarlowTwinsLoss, Projector, create_backbone, LARS, TwoViewTransform
+
+and a pretrained backbone loads from any source (run folder, .pth, .safetensors, official checkpoints):
+
+    net = barlowtwins.load_backbone("runs/x")   # torchvision module, fc = Identity, eval mode
 """
 
 __version__ = "0.1.0"
 
+from .export import load_backbone  # noqa: E402
 from .augment import AugmentConfig, BatchViews, TwoViewTransform, augment_config  # noqa: E402
 from .losses import BarlowTwinsLoss, BarlowTwinsLossOutput, barlow_twins_loss, cross_correlation  # noqa: E402
 from .models import BarlowTwins, Projector, build_model, create_backbone, parse_projector_spec  # noqa: E402
@@ -16,5 +21,6 @@ __all__ = [
     "AugmentConfig", "BatchViews", "TwoViewTransform", "augment_config",
     "BarlowTwinsLoss", "BarlowTwinsLossOutput", "barlow_twins_loss", "cross_correlation",
     "BarlowTwins", "Projector", "build_model", "create_backbone", "parse_projector_spec",
+    "load_backbone",
     "LARS", "WarmupCosine", "lars_param_groups", "set_learning_rates",
 ]

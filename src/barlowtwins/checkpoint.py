@@ -4,12 +4,13 @@ Formats `load_backbone_state` understands:
 
 * a run folder of ours (``backbone.pth``, else the ``backbone.*`` part of ``checkpoint.pth``);
 * a plain torchvision state dict (our ``backbone.pth``; the official release ``resnet50.pth``);
+* a safetensors file (our ``backbone.safetensors``; read with no pickle at all, architecture from its metadata);
 * the official full training checkpoint: ``{"epoch", "model", "optimizer"}`` with DDP-prefixed keys
   ``module.backbone.*`` / ``module.projector.*`` / ``module.bn.*``;
 * our training checkpoint (``{"model": {"backbone.*", "projector.*"}, "optimizer", "config", ...}``);
 * torchvision's own weights, named ``torchvision:<model>:<weights>`` (e.g. ``torchvision:resnet50:IMAGENET1K_V2``).
 
-Everything is loaded with ``torch.load(..., weights_only=True)``: a checkpoint cannot run code.
+Everything is loaded with ``torch.load(..., weights_only=True)`` or safetensors: a checkpoint cannot run code.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .errors import CheckpointError
 
 CHECKPOINT_NAME = "checkpoint.pth"
 BACKBONE_NAME = "backbone.pth"
+SAFETENSORS_NAME = "backbone.safetensors"
 FORMAT = "barlowtwins"
 
 
@@ -138,7 +140,19 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
         from .models import create_backbone
 
         _, name, weights = parts
-        net = create_backbone(name, weights=weights)
+        import torchvision
+
+        if name in torchvision.models.list_models():
+            enum = torchvision.models.get_model_weights(name)
+            if weights != "DEFAULT" and weights not in enum.__members__:
+                raise CheckpointError(f"torchvision has no weights '{weights}' for {name}; choose one of "
+                                      f"{', '.join(dict.fromkeys(['DEFAULT', *enum.__members__]))}")
+        try:
+            net = create_backbone(name, weights=weights)
+        except (OSError, RuntimeError) as e:  # URLError is an OSError
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"could not get torchvision weights {name}:{weights} ({first[:150]}); offline, "
+                                  "put the file in ~/.cache/torch/hub/checkpoints/ or pass a weights file") from None
         return BackboneSource(net.state_dict(), f"torchvision {name} weights {weights}",
                               {"backbone": name, "stem": "standard"})
     path = Path(source).expanduser()
@@ -146,19 +160,47 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
         cfg = None
         if (path / "config.yaml").is_file():
             cfg = yaml.safe_load((path / "config.yaml").read_text())
-        for name in (BACKBONE_NAME, CHECKPOINT_NAME):
+        for name in (BACKBONE_NAME, SAFETENSORS_NAME, CHECKPOINT_NAME):
             if (path / name).is_file():
                 src = load_backbone_state(path / name)
                 src.arch = {**_arch_from_config(cfg), **src.arch}
                 return src
-        raise CheckpointError(f"run folder {path} has neither {BACKBONE_NAME} nor {CHECKPOINT_NAME}; "
+        raise CheckpointError(f"run folder {path} has neither {BACKBONE_NAME} nor {CHECKPOINT_NAME} "
+                              f"(nor {SAFETENSORS_NAME}); "
                               "has pretraining started there?")
-    obj = load_checkpoint(path)
-    src = _from_dict(obj, str(path))
+    if path.suffix == ".safetensors":
+        src = load_safetensors_state(path)
+    else:
+        src = _from_dict(load_checkpoint(path), str(path))
     if not src.arch and (path.parent / "config.yaml").is_file():
         src.arch = _arch_from_config(yaml.safe_load((path.parent / "config.yaml").read_text()))
     src.sha256 = file_sha256(path)
     return src
+
+
+def load_safetensors_state(path: str | os.PathLike) -> BackboneSource:
+    """A backbone state dict from a safetensors file (no pickle); ``arch`` from its ``barlowtwins.arch`` metadata."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"checkpoint {path} is not a readable safetensors file ({first[:200]})") from None
+    try:
+        arch = json.loads(meta.get("barlowtwins.arch", "{}"))
+    except json.JSONDecodeError:
+        arch = {}
+    if not state:
+        raise CheckpointError(f"{path} holds no tensors; expected a backbone state dict")
+    return BackboneSource(_strip_module(state), f"{path} (safetensors)", arch if isinstance(arch, dict) else {})
 
 
 def load_backbone_weights(backbone: nn.Module, src: BackboneSource) -> list[str]:

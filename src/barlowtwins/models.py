@@ -3,6 +3,8 @@
     >>> backbone = create_backbone("resnet50")            # torchvision ResNet-50, fc -> Identity
     >>> backbone.num_features
     2048
+    >>> create_backbone("timm:resnet10t").num_features  # any timm model, when timm is installed
+    512
     >>> model = BarlowTwins(backbone, Projector(backbone.num_features, "8192-8192-8192"))
     >>> out = model(x1, x2)                                # BarlowTwinsLossOutput(loss, on_diag, off_diag)
 
@@ -26,9 +28,65 @@ from .losses import BarlowTwinsLoss, BarlowTwinsLossOutput
 STEMS = ("standard", "small", "small-pool")
 
 
+TIMM_PREFIX = "timm:"
+
+
 def available_backbones() -> list[str]:
     """Every torchvision classification model name (not all of them have a removable linear head)."""
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_backbones(pattern: str | None = None, *, include_timm: bool = True) -> list[str]:
+    """Backbone names ``create_backbone`` accepts, filtered by a shell-style ``pattern`` (``resnet*``, ``*vit*``).
+
+    torchvision's classifiers first, then (when timm is installed) timm's models as ``timm:<name>``. A pattern
+    without wildcards matches names containing it.
+    """
+    import fnmatch
+
+    pat = pattern or "*"
+    if not any(c in pat for c in "*?["):
+        pat = f"*{pat}*"
+    names = [n for n in available_backbones() if fnmatch.fnmatchcase(n, pat)]
+    if include_timm and _timm() is not None:
+        inner = pat[len(TIMM_PREFIX):] if pat.startswith(TIMM_PREFIX) else pat
+        names += [TIMM_PREFIX + n for n in _timm().list_models(inner)]
+    return names
+
+
+def _timm():
+    """The timm module, or None when the optional extra is not installed."""
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def _suggest(name: str, known) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _create_timm_backbone(name: str, *, stem: str, width: int | None, weights: str | None) -> nn.Module:
+    """A timm model without its classifier (``num_classes=0``: pooled features of size ``num_features``)."""
+    timm = _timm()
+    if timm is None:
+        raise ConfigError(f"backbone '{TIMM_PREFIX}{name}' needs timm: pip install 'barlowtwins[timm]'")
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown timm model '{name}'{_suggest(name, timm.list_models())}; "
+                          "barlowtwins list-backbones 'timm:PATTERN' lists them")
+    if stem != "standard" or width is not None:
+        raise ConfigError("--stem and --width apply to torchvision ResNets only, not to timm models; "
+                          "pick a timm variant instead (e.g. timm:resnet10t)")
+    if weights is not None:
+        raise ConfigError("timm weights are not downloaded here; load a checkpoint file with --checkpoint instead")
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    model.num_features = int(model.num_features)
+    model.head_name = ""  # num_classes=0 leaves no classifier keys in the state dict
+    return model
 
 
 def _head_path(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -96,7 +154,8 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
 
     Args:
         name: any torchvision classification model name (``resnet18``, ``resnet50``, ``wide_resnet50_2``,
-            ``convnext_tiny``, ``efficientnet_b0``, ...).
+            ``convnext_tiny``, ``efficientnet_b0``, ...), or ``timm:<name>`` for a timm model (optional extra;
+            built with ``num_classes=0``, so it returns pooled features of its ``num_features``).
         stem: ResNet family only. ``standard`` (7x7 stride-2 conv + max-pool, ImageNet); ``small`` (3x3
             stride-1 conv, no max-pool: CIFAR-style for 32-px images); ``small-pool`` (3x3 stride-1 conv
             followed by the max-pool: a cheaper middle ground for 28-64 px images).
@@ -107,12 +166,13 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
 
     The returned module has ``num_features`` (the width of its output, read off the removed head).
     """
-    known = set(available_backbones())
+    if name.startswith(TIMM_PREFIX):
+        return _create_timm_backbone(name[len(TIMM_PREFIX):], stem=stem, width=width, weights=weights)
+    known = available_backbones()
     if name not in known:
-        close = [k for k in known if k.startswith(name[:5])][:6]
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown backbone '{name}'{hint}; any torchvision classification model name works, "
-                          "e.g. resnet18, resnet50, wide_resnet50_2")
+        raise ConfigError(f"unknown backbone '{name}'{_suggest(name, known)}; any torchvision classification "
+                          "model name works (e.g. resnet18, resnet50), or timm:<name> with timm installed; "
+                          "barlowtwins list-backbones lists them")
     if stem not in STEMS:
         raise ConfigError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
     if width is not None and weights is not None:

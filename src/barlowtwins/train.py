@@ -24,6 +24,7 @@ from . import distributed as D
 from .augment import BatchViews, TwoGeometricViews, augment_config
 from .batches import BatchStream
 from .checkpoint import BACKBONE_NAME, CHECKPOINT_NAME, FORMAT, export_backbone, load_checkpoint, save_atomic
+from .export import write_run_backbone
 from .config import PretrainConfig, save_config
 from .data import build_dataset
 from .errors import CheckpointError, ConfigError, DataError
@@ -244,6 +245,7 @@ class Trainer:
                          "budget_total_steps": self.total_steps if self.budget.estimated_total else None,
                          "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
                          "config": self.cfg.to_dict(), "world_size": self.world}, self.ckpt_path)
+            write_run_backbone(self.raw_model.backbone, self.out, self.cfg.to_dict())  # always current
             self.log.write({"event": "checkpoint", "step": self.step, "reason": reason, "time": time.time()})
 
     # ---- the loop ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import BarlowTwinsError
-from . import export, finetune, knn, linear, pretrain, results, transfer
+from . import embed, export, finetune, knn, linear, list_backbones, neighbors, pretrain, results, transfer
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -17,6 +17,9 @@ COMMANDS = {
     "transfer": transfer,
     "results": results,
     "export": export,
+    "embed": embed,
+    "neighbors": neighbors,
+    "list-backbones": list_backbones,
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from .common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
@@ -56,7 +55,6 @@ def choose_subset(args: argparse.Namespace, train, seed: int):
 def run(args: argparse.Namespace) -> int:
     from .. import distributed as D
     from ..data import build_dataset
-    from ..evaluate.classifier import ClassifierRun, new_linear_head, train_classifier
     from ..evaluate.results import result_path, write_result
     from ..subsets import write_subset_file
 
@@ -72,32 +70,14 @@ def run(args: argparse.Namespace) -> int:
     if D.is_main_process():
         write_subset_file(Path(str(path).removesuffix(".json") + ".subset.txt"), train, indices)
         print(f"fine-tuning on {len(subset)} of {len(train)} labelled images: {how}")
-    num_classes = max(train.num_classes, val.num_classes)
-    head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)
-    scale = args.batch_size / 256
-    groups = [{"params": list(head.parameters()), "lr": args.lr_head * scale},
-              {"params": list(setup.backbone.parameters()), "lr": args.lr_backbone * scale}]
-    run_cfg = ClassifierRun(epochs=args.epochs, batch_size=args.batch_size, image_size=setup.image_size,
-                            device=setup.device, amp_dtype=setup.amp_dtype, mean=setup.mean, std=setup.std,
-                            schedule=args.schedule, milestones=tuple(args.milestones), workers=args.workers,
-                            seed=args.seed,
-                            log=lambda r: print(f"epoch {r['epoch']}: top-1 {r['val_top1']:.2f} "
-                                                f"top-5 {r['val_top5']:.2f} loss {r['train_loss']:.3f}"))
-    t0 = time.time()
-    res = train_classifier(setup.backbone, head, subset, val, groups, run_cfg, freeze_backbone=False,
-                           weight_decay=args.weight_decay)
-    record = {"protocol": "finetune", "dataset": dataset, "split": val_split, "train_split": args.train_split,
-              "hyperparameters": {"train_percent": args.train_percent, "subset": how, "num_train": len(subset),
-                                  "epochs": args.epochs, "batch_size": args.batch_size,
-                                  "lr_backbone": args.lr_backbone * scale, "lr_head": args.lr_head * scale,
-                                  "weight_decay": args.weight_decay, "schedule": args.schedule,
-                                  "milestones": args.milestones if args.schedule == "step" else None,
-                                  "history": run_cfg.history},
-              "metrics": {"last": res["last"], "best": res["best"]}, "seconds": time.time() - t0,
-              **setup.describe()}
+    from ..evaluate.protocols import finetune_protocol
+
+    result = finetune_protocol(setup, subset, val, names=(dataset, args.train_split, val_split),
+                               num_classes=max(train.num_classes, val.num_classes), train_percent=args.train_percent,
+                               subset_description=how, epochs=args.epochs, batch_size=args.batch_size,
+                               lr_backbone=args.lr_backbone, lr_head=args.lr_head, weight_decay=args.weight_decay,
+                               schedule=args.schedule, milestones=args.milestones, seed=args.seed, workers=args.workers)
     if D.is_main_process():
-        write_result(record, path)
-        last = res["last"]
-        print(f"finetune {pct}% {dataset} {val_split}: top-1 {last['top1']:.2f} top-5 {last['top5']:.2f} "
-              f"(best top-1 {res['best']['top1']:.2f} at epoch {res['best']['epoch']})  [{path}]")
+        write_result(result.to_record(), path)
+        print(f"finetune {pct}% {dataset} {val_split}: {result.summary()}  [{path}]")
     return 0

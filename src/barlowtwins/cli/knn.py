@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from .common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
 
@@ -23,10 +22,11 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     return p
 
 
-def evaluate_knn(args: argparse.Namespace, random_init: bool) -> dict:
+def evaluate_knn(args: argparse.Namespace, random_init: bool):
+    """Run the kNN protocol, write its result (rank 0) and print one line; returns the `EvalResult`."""
     from .. import distributed as D
     from ..data import build_dataset
-    from ..evaluate.knn import knn_evaluate
+    from ..evaluate.protocols import knn_protocol
     from ..evaluate.results import result_path, write_result
 
     args.random_init = random_init
@@ -34,23 +34,14 @@ def evaluate_knn(args: argparse.Namespace, random_init: bool) -> dict:
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
-    t0 = time.time()
-    kw = dict(batch_size=args.batch_size, workers=args.workers)
-    ftr, ytr = setup.features(train, dataset, args.train_split, **kw)
-    fte, yte = setup.features(val, dataset, val_split, **kw)
-    num_classes = int(max(ytr.max(), yte.max())) + 1
-    metrics = knn_evaluate(ftr, ytr, fte, yte, num_classes, tuple(args.k), args.temperature, setup.device)
-    record = {"protocol": "knn", "dataset": dataset, "split": val_split, "train_split": args.train_split,
-              "hyperparameters": {"k": args.k, "temperature": args.temperature}, "metrics": metrics,
-              "num_train": int((ytr >= 0).sum()), "num_test": len(yte), "seconds": time.time() - t0,
-              **setup.describe()}
+    result = knn_protocol(setup, train, val, names=(dataset, args.train_split, val_split), k=tuple(args.k),
+                          temperature=args.temperature, batch_size=args.batch_size, workers=args.workers)
     if D.is_main_process():
         path = result_path("knn", dataset, args.checkpoint, args.output, "random" if random_init else "")
-        write_result(record, path)
-        scores = " | ".join(f"{k}: top-1 {v['top1']:.2f} top-5 {v['top5']:.2f}" for k, v in metrics.items())
+        write_result(result.to_record(), path)
         who = "random init" if random_init else "pretrained"
-        print(f"kNN {dataset} {val_split} ({who}): {scores}  [{path}]")
-    return record
+        print(f"kNN {dataset} {val_split} ({who}): {result.summary()}  [{path}]")
+    return result
 
 
 @leaves_process_group
@@ -61,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.compare_random and not args.random_init:
         random = evaluate_knn(args, random_init=True)
         if D.is_main_process():
-            for k in pretrained["metrics"]:
-                a, b = pretrained["metrics"][k]["top1"], random["metrics"][k]["top1"]
+            for k in pretrained.metrics:
+                a, b = pretrained.metrics[k]["top1"], random.metrics[k]["top1"]
                 print(f"kNN {k} top-1: pretrained {a:.2f} vs random init {b:.2f} ({a - b:+.2f} points)")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 from .common import (add_backbone_args, add_data_args, add_linear_protocol_args, leaves_process_group,
                      resolve_data, setup_backbone)
@@ -39,26 +38,15 @@ def run(args: argparse.Namespace) -> int:
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
-    t0 = time.time()
-    if args.protocol == "fast":
-        from ..evaluate.protocols import linear_fast
+    from ..evaluate.protocols import linear_protocol
 
-        metrics, hyper = linear_fast(setup, train, val, names=(dataset, args.train_split, val_split),
-                                     epochs=args.epochs or 50, lrs=args.lrs, wds=args.wds,
-                                     holdout=args.holdout, flip=args.flip, seed=args.seed, batch_size=args.batch_size,
-                                     workers=args.workers)
-    else:
-        from ..evaluate.protocols import linear_paper
-
-        metrics, hyper = linear_paper(setup, train, val, epochs=args.epochs or 100, batch_size=args.batch_size,
-                                      lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, workers=args.workers)
-    protocol = f"linear-{args.protocol}"
-    record = {"protocol": protocol, "dataset": dataset, "split": val_split, "train_split": args.train_split,
-              "hyperparameters": hyper, "metrics": metrics, "seconds": time.time() - t0, **setup.describe()}
+    result = linear_protocol(setup, train, val, names=(dataset, args.train_split, val_split), protocol=args.protocol,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, lrs=args.lrs, wds=args.wds, holdout=args.holdout,
+                             flip=args.flip, seed=args.seed, workers=args.workers)
     if D.is_main_process():
-        path = result_path(protocol, dataset, args.checkpoint, args.output, "random" if args.random_init else "")
-        write_result(record, path)
-        m = metrics if "top1" in metrics else metrics["last"]
-        extra = f" (best {metrics['best']['top1']:.2f} at epoch {metrics['best']['epoch']})" if "best" in metrics else ""
-        print(f"linear ({args.protocol}) {dataset} {val_split}: top-1 {m['top1']:.2f} top-5 {m['top5']:.2f}{extra}  [{path}]")
+        path = result_path(result.protocol, dataset, args.checkpoint, args.output,
+                           "random" if args.random_init else "")
+        write_result(result.to_record(), path)
+        print(f"linear ({args.protocol}) {dataset} {val_split}: {result.summary()}  [{path}]")
     return 0

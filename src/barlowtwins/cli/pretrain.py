@@ -32,10 +32,16 @@ def run(args: argparse.Namespace) -> int:
 
     summary = pretrain(cfg)
     if D.launcher_env() is None or D.launcher_env().get("rank") == 0:
+        run_dir = summary["run_dir"]
         if summary["finished"]:
             print(f"pretrained {summary['step']} steps in {summary['minutes']:.1f} min; "
-                  f"backbone: {summary['run_dir']}/backbone.pth")
+                  f"backbone: {run_dir}/backbone.pth (and .safetensors)")
         else:
             print(f"stopped at step {summary['step']} of {summary['total_steps']} ({summary['stopped_by']}); "
-                  f"run the same command again to resume from {summary['run_dir']}/checkpoint.pth")
+                  f"run the same command again to resume from {run_dir}/checkpoint.pth; "
+                  f"the backbone of step {summary['step']} is in {run_dir}/backbone.pth (and .safetensors)")
+        print(f"load it: barlowtwins.load_backbone({str(run_dir)!r}), or torchvision.models.{cfg.backbone}()"
+              f".load_state_dict(torch.load({str(run_dir) + '/backbone.pth'!r}), strict=False)"
+              if not cfg.backbone.startswith("timm:") else
+              f"load it: barlowtwins.load_backbone({str(run_dir)!r})")
     return 0

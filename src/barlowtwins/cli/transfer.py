@@ -4,7 +4,6 @@ Places-205 in their published layouts, and PASCAL VOC07 classification with per-
 from __future__ import annotations
 
 import argparse
-import time
 
 from .common import add_backbone_args, add_linear_protocol_args, leaves_process_group, setup_backbone
 
@@ -45,41 +44,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         train = build_transfer_dataset(args.dataset, args.data_dir, train_split, args.image_root)
         val = build_transfer_dataset(args.dataset, args.data_dir, val_split, args.image_root)
-    t0 = time.time()
+    names = (args.dataset, train_split, val_split)
     if args.dataset == "voc2007":
-        from ..evaluate.svm import voc07_svm_map
+        from ..evaluate.protocols import svm_protocol
 
-        kw = dict(batch_size=args.batch_size, workers=args.workers)
-        ftr, _ = setup.features(train, args.dataset, train_split, **kw)
-        fte, _ = setup.features(val, args.dataset, val_split, **kw)
-        res = voc07_svm_map(ftr, train.targets, fte, val.targets, device=setup.device)
-        metrics = {"mAP": res["mAP"]}
-        hyper = {"classifier": "linear SVM per class (squared hinge, positive weight 2)", "cv_folds": 3,
-                 "chosen_costs": res["costs"], "per_class_AP": res["per_class_AP"], "features": "L2-normalised"}
-        protocol = "transfer-svm"
-    elif args.protocol == "fast":
-        from ..evaluate.protocols import linear_fast
-
-        metrics, hyper = linear_fast(setup, train, val, names=(args.dataset, train_split, val_split),
-                                     epochs=args.epochs or 50, seed=args.seed,
-                                     batch_size=args.batch_size, workers=args.workers)
-        protocol = "transfer-linear-fast"
+        result = svm_protocol(setup, train, val, names=names, batch_size=args.batch_size, workers=args.workers)
     else:
-        from ..evaluate.protocols import linear_paper
+        from ..evaluate.protocols import linear_protocol
 
-        metrics, hyper = linear_paper(setup, train, val, epochs=args.epochs or 100, batch_size=args.batch_size,
-                                      lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, workers=args.workers)
-        protocol = "transfer-linear-paper"
-    record = {"protocol": protocol, "dataset": args.dataset, "split": val_split, "train_split": train_split,
-              "hyperparameters": hyper, "metrics": metrics, "num_train": len(train), "num_test": len(val),
-              "seconds": time.time() - t0, **setup.describe()}
+        result = linear_protocol(setup, train, val, names=names, protocol=args.protocol, prefix="transfer-linear",
+                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 weight_decay=args.weight_decay, seed=args.seed, workers=args.workers, counts=True)
     if D.is_main_process():
-        path = result_path(protocol, args.dataset, args.checkpoint, args.output, "random" if args.random_init else "")
-        write_result(record, path)
-        if "mAP" in metrics:
-            summary = f"mAP {metrics['mAP']:.2f}"
-        else:
-            m = metrics if "top1" in metrics else metrics["last"]
-            summary = f"top-1 {m['top1']:.2f} top-5 {m['top5']:.2f}"
-        print(f"transfer ({protocol}) {args.dataset} {val_split}: {summary}  [{path}]")
+        path = result_path(result.protocol, args.dataset, args.checkpoint, args.output,
+                           "random" if args.random_init else "")
+        write_result(result.to_record(), path)
+        print(f"transfer ({result.protocol}) {args.dataset} {val_split}: {result.summary()}  [{path}]")
     return 0

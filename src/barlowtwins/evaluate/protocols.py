@@ -1,13 +1,105 @@
-"""The linear protocols as functions of (backbone, train set, test set), shared by ``linear`` and ``transfer``.
+"""The evaluation protocols as functions of (backbone, train set, test set).
 
-Each returns ``(metrics, hyperparameters)`` ready for a result record.
+`knn_protocol`, `linear_protocol` (fast or paper; ``linear`` and ``transfer``), `svm_protocol` (VOC07) and
+`finetune_protocol` each return an `EvalResult` (metrics plus the record's other fields); the commands only
+write and print it. `linear_fast` and `linear_paper` are the two linear protocols' cores, returning
+``(metrics, hyperparameters)``.
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .backbone import EvalSetup
+from .results import EvalResult
+
+
+def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metrics: dict, hyper: dict, t0: float,
+            **counts) -> EvalResult:
+    """names = (data set, train split, test split)."""
+    return EvalResult(protocol, names[0], names[2], metrics, hyper, train_split=names[1],
+                      seconds=time.time() - t0, extra={**counts, **setup.describe()})
+
+
+def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k=(20, 200),
+                 temperature: float = 0.07, batch_size: int = 256, workers: int | None = None) -> EvalResult:
+    """Weighted kNN on frozen, L2-normalised features; metrics per k: ``{"k=20": {"top1", "top5"}, ...}``."""
+    from .knn import knn_evaluate
+
+    t0 = time.time()
+    kw = dict(batch_size=batch_size, workers=workers)
+    ftr, ytr = setup.features(train, names[0], names[1], **kw)
+    fte, yte = setup.features(val, names[0], names[2], **kw)
+    num_classes = int(max(ytr.max(), yte.max())) + 1
+    metrics = knn_evaluate(ftr, ytr, fte, yte, num_classes, tuple(k), temperature, setup.device)
+    return _result(setup, "knn", names, metrics, {"k": list(k), "temperature": temperature}, t0,
+                   num_train=int((ytr >= 0).sum()), num_test=len(yte))
+
+
+def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], protocol: str = "fast",
+                    prefix: str = "linear", epochs: int | None = None, batch_size: int = 256, lr: float = 0.3,
+                    weight_decay: float = 1e-6, lrs=None, wds=None, holdout: float = 0.1, flip: bool = False,
+                    seed: int = 0, workers: int | None = None, counts: bool = False) -> EvalResult:
+    """`linear_fast` (default 50 epochs) or `linear_paper` (default 100) as a result named ``<prefix>-<protocol>``.
+
+    ``counts=True`` adds ``num_train``/``num_test`` to the record (the transfer commands report them).
+    """
+    t0 = time.time()
+    if protocol == "fast":
+        metrics, hyper = linear_fast(setup, train, val, names=names, epochs=epochs or 50, lrs=lrs, wds=wds,
+                                     holdout=holdout, flip=flip, seed=seed, batch_size=batch_size, workers=workers)
+    elif protocol == "paper":
+        metrics, hyper = linear_paper(setup, train, val, epochs=epochs or 100, batch_size=batch_size, lr=lr,
+                                      weight_decay=weight_decay, seed=seed, workers=workers)
+    else:
+        raise ValueError(f"unknown linear protocol '{protocol}'")
+    extra = {"num_train": len(train), "num_test": len(val)} if counts else {}
+    return _result(setup, f"{prefix}-{protocol}", names, metrics, hyper, t0, **extra)
+
+
+def svm_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], batch_size: int = 256,
+                 workers: int | None = None) -> EvalResult:
+    """VOC07: per-class linear SVMs on L2-normalised frozen features (cost by 3-fold CV), mAP on the test split."""
+    from .svm import voc07_svm_map
+
+    t0 = time.time()
+    kw = dict(batch_size=batch_size, workers=workers)
+    ftr, _ = setup.features(train, names[0], names[1], **kw)
+    fte, _ = setup.features(val, names[0], names[2], **kw)
+    res = voc07_svm_map(ftr, train.targets, fte, val.targets, device=setup.device)
+    hyper = {"classifier": "linear SVM per class (squared hinge, positive weight 2)", "cv_folds": 3,
+             "chosen_costs": res["costs"], "per_class_AP": res["per_class_AP"], "features": "L2-normalised"}
+    return _result(setup, "transfer-svm", names, {"mAP": res["mAP"]}, hyper, t0, num_train=len(train),
+                   num_test=len(val))
+
+
+def finetune_protocol(setup: EvalSetup, subset, val, *, names: tuple[str, str, str], num_classes: int,
+                      train_percent: float, subset_description: str, epochs: int = 20, batch_size: int = 256,
+                      lr_backbone: float = 0.005, lr_head: float = 0.5, weight_decay: float = 0.0,
+                      schedule: str = "cosine", milestones=(12, 16), seed: int = 0, workers: int | None = None,
+                      log=print) -> EvalResult:
+    """Semi-supervised fine-tuning of backbone + a new linear head on ``subset`` (learning rates x batch/256)."""
+    from .classifier import ClassifierRun, new_linear_head, train_classifier
+
+    head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)
+    scale = batch_size / 256
+    groups = [{"params": list(head.parameters()), "lr": lr_head * scale},
+              {"params": list(setup.backbone.parameters()), "lr": lr_backbone * scale}]
+    run = ClassifierRun(epochs=epochs, batch_size=batch_size, image_size=setup.image_size, device=setup.device,
+                        amp_dtype=setup.amp_dtype, mean=setup.mean, std=setup.std, schedule=schedule,
+                        milestones=tuple(milestones), workers=workers, seed=seed,
+                        log=(lambda r: log(f"epoch {r['epoch']}: top-1 {r['val_top1']:.2f} top-5 {r['val_top5']:.2f} "
+                                           f"loss {r['train_loss']:.3f}")) if log else None)
+    t0 = time.time()
+    res = train_classifier(setup.backbone, head, subset, val, groups, run, freeze_backbone=False,
+                           weight_decay=weight_decay)
+    hyper = {"train_percent": train_percent, "subset": subset_description, "num_train": len(subset),
+             "epochs": epochs, "batch_size": batch_size, "lr_backbone": lr_backbone * scale,
+             "lr_head": lr_head * scale, "weight_decay": weight_decay, "schedule": schedule,
+             "milestones": list(milestones) if schedule == "step" else None, "history": run.history}
+    return _result(setup, "finetune", names, {"last": res["last"], "best": res["best"]}, hyper, t0)
 
 
 def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], epochs: int = 50, lrs=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
@@ -53,20 +54,84 @@ def find_results(paths: list[str]) -> list[tuple[Path, dict]]:
     return found
 
 
+# The usual metrics first, in this order; any other a protocol reports follows in order of appearance.
+METRIC_ORDER = ("top1", "top5", "mAP", "AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@dataclass
+class EvalResult:
+    """What every protocol function returns: its metrics and the other fields of the result record.
+
+    ``metrics`` is flat (``{"top1": 71.2, "top5": 90.1}``, ``{"AP": 40.1, "AP50": 60.2, "AP75": 43.5}``) or one
+    level of named groups (``{"k=20": {...}, "k=200": {...}}``, ``{"last": {...}, "best": {...}}``). The CLI only
+    writes `to_record` and prints `summary`.
+    """
+
+    protocol: str
+    dataset: str
+    split: str
+    metrics: dict
+    hyperparameters: dict = field(default_factory=dict)
+    train_split: str | None = None
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)  # counts (num_train, num_test) and the backbone's description
+
+    def to_record(self) -> dict:
+        return {"protocol": self.protocol, "dataset": self.dataset, "split": self.split,
+                "train_split": self.train_split, "hyperparameters": self.hyperparameters, "metrics": self.metrics,
+                "seconds": self.seconds, **self.extra}
+
+    def groups(self) -> dict[str, dict[str, float]]:
+        return metric_groups(self.metrics)
+
+    def summary(self) -> str:
+        """``top-1 71.20 top-5 90.10`` (or ``k=20: top-1 ... | k=200: ...``; ``AP 40.10 AP50 60.20 ...``)."""
+        parts = []
+        for setting, m in self.groups().items():
+            text = " ".join(f"{_label(k)} {_fmt(m[k])}" for k in _ordered(m))
+            parts.append(f"{setting}: {text}" if setting else text)
+        return " | ".join(parts)
+
+
+def metric_groups(metrics: dict) -> dict[str, dict[str, float]]:
+    """``{setting: {metric: number}}``: named groups of numbers, or ``{"": metrics}`` for a flat record."""
+    groups = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    if not groups:
+        groups = {"": metrics}
+    return {name: {k: v for k, v in g.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for name, g in groups.items()}
+
+
+def _ordered(names) -> list[str]:
+    names = list(dict.fromkeys(names))
+    return [k for k in METRIC_ORDER if k in names] + [k for k in names if k not in METRIC_ORDER]
+
+
+def _label(name: str) -> str:
+    return {"top1": "top-1", "top5": "top-5"}.get(name, name)
+
+
 def _fmt(v) -> str:
-    return f"{v:.2f}" if isinstance(v, float) else ("" if v is None else str(v))
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else str(v)
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def markdown_table(results: list[tuple[Path, dict]]) -> str:
-    """One row per (result file, metric group): checkpoint, protocol, data set, split, top-1, top-5/mAP."""
-    head = "| checkpoint | protocol | dataset | split | setting | top-1 | top-5 | mAP | file |"
-    rows = [head, "|" + "---|" * 9]
+    """One row per (result file, metric group), one column per metric any of the results reports.
+
+    The columns are not fixed: a detection result brings AP/AP50/AP75, a classification one top-1/top-5, an
+    SVM one mAP; cells a protocol does not report stay empty.
+    """
+    rows_in = []
     for path, rec in results:
-        metrics = rec["metrics"]
-        groups = {k: v for k, v in metrics.items() if isinstance(v, dict)} or {"": metrics}
-        for setting, m in groups.items():
-            rows.append("| " + " | ".join([
-                str(rec.get("checkpoint", "")), rec.get("protocol", ""), rec.get("dataset", ""),
-                rec.get("split", ""), setting, _fmt(m.get("top1")), _fmt(m.get("top5")), _fmt(m.get("mAP")),
-                str(path)]) + " |")
+        for setting, m in metric_groups(rec.get("metrics") or {}).items():
+            rows_in.append((path, rec, setting, m))
+    columns = _ordered(k for _, _, _, m in rows_in for k in m)
+    head = ["checkpoint", "protocol", "dataset", "split", "setting", *[_label(c) for c in columns], "file"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for path, rec, setting, m in rows_in:
+        cells = [str(rec.get("checkpoint", "")), str(rec.get("protocol", "")), str(rec.get("dataset", "")),
+                 str(rec.get("split", "")), setting, *[_fmt(m.get(c)) for c in columns], str(path)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,0 +1,101 @@
+"""``barlowtwins embed``: a folder or data set -> float32 embeddings (.npy), an index of its files, metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import leaves_process_group
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """Backbone and hardware flags shared by `embed` and `neighbors`."""
+    g = p.add_argument_group("backbone")
+    g.add_argument("--checkpoint", required=required, default=None, metavar="SOURCE",
+                   help="run folder, backbone.pth/.safetensors, official resnet50.pth or full checkpoint, our "
+                        "checkpoint.pth, or torchvision:<model>:<weights>")
+    g.add_argument("--backbone", default=None, help="torchvision name or timm:<name> (default: from the checkpoint)")
+    g.add_argument("--stem", default=None, choices=("standard", "small", "small-pool"))
+    g.add_argument("--width", type=int, default=None)
+    g.add_argument("--image-size", type=int, default=None, help="default: the pretraining size, else 224")
+    g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the run's)")
+    g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the run's)")
+    h = p.add_argument_group("hardware")
+    h.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    h.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    h.add_argument("--batch-size", type=int, default=256)
+    h.add_argument("--workers", type=int, default=None, help="data-loader processes for image folders")
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, allow_abbrev=False, help="embed a folder or data set (.npy + index of file paths)",
+                       description="Encode every image of a folder or data set with a pretrained backbone and write "
+                                   "float32 (N, D) features to OUTPUT (.npy), an index of the file paths next to it "
+                                   "(OUTPUT.index.csv, or .parquet with pyarrow) and OUTPUT.meta.json (which "
+                                   "backbone and preprocessing; `barlowtwins neighbors` reads it). Runs under "
+                                   "torchrun: each process encodes its shard, rank 0 writes.")
+    add_model_args(p)
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="images",
+                   help="images (every image under --data-dir, default), folder (<split>/<class>/), fashion-mnist, "
+                        "cifar10, cifar100, stl10")
+    g.add_argument("--data-dir", default=None)
+    g.add_argument("--split", default="train", help="folder and built-in data sets: which split (default: train)")
+    g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
+    o = p.add_argument_group("output")
+    o.add_argument("--output", required=True, metavar="FILE", help="embeddings file, e.g. emb.npy")
+    o.add_argument("--index-format", default="auto", choices=("auto", "csv", "parquet"),
+                   help="auto: parquet when pyarrow is installed, else csv")
+    return p
+
+
+def setup_from_args(args: argparse.Namespace, checkpoint: str, arch: dict | None = None):
+    from ..evaluate.backbone import load_eval_backbone
+
+    arch = arch or {}
+    return load_eval_backbone(checkpoint, backbone=args.backbone or arch.get("backbone"),
+                              stem=args.stem or arch.get("stem"), width=args.width or arch.get("width"),
+                              image_size=args.image_size or arch.get("image_size"), mean=args.mean or arch.get("mean"),
+                              std=args.std or arch.get("std"), device=args.device, precision=args.precision,
+                              cache_dir=None)
+
+
+@leaves_process_group
+def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
+    import time
+
+    from .. import __version__
+    from .. import distributed as D
+    from ..data import build_dataset
+    from ..embed import index_entries, resolve_index_format, write_embeddings
+    from ..errors import ConfigError
+    from ..evaluate.features import extract_features
+
+    if not str(args.output).endswith(".npy"):
+        raise ConfigError(f"--output {args.output}: name the embeddings file with .npy, e.g. emb.npy")
+    resolve_index_format(args.index_format)  # refuse parquet without pyarrow before any work
+    dataset = build_dataset(args.dataset, args.data_dir, args.split, args.download)
+    setup = setup_from_args(args, args.checkpoint)
+    tty = sys.stderr.isatty()
+    t0 = time.time()
+    if D.is_main_process() and not tty:
+        print(f"embedding {len(dataset)} images with {setup.checkpoint} ...", flush=True)
+    feats, labels = extract_features(setup.backbone, dataset, image_size=setup.image_size, device=setup.device,
+                                     batch_size=args.batch_size, amp_dtype=setup.amp_dtype, mean=setup.mean,
+                                     std=setup.std, workers=args.workers, progress=tty)
+    if D.is_main_process():
+        source = args.checkpoint
+        if not source.startswith("torchvision:") and os.path.exists(source):
+            source = os.path.abspath(source)
+        meta = {"barlowtwins_version": __version__, "checkpoint": source, "origin": setup.checkpoint,
+                "checkpoint_sha256": setup.checkpoint_sha256, "arch": setup.describe()["backbone"],
+                "image_size": setup.image_size, "mean": list(setup.mean), "std": list(setup.std),
+                "dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
+                "split": args.split, "preprocessing": "resize to image_size/0.875, centre crop (folders); "
+                                                      "normalised only (in-memory data sets)"}
+        paths = write_embeddings(args.output, feats, index_entries(dataset, args.dataset, args.split), labels, meta,
+                                 args.index_format)
+        print(f"wrote {feats.shape[0]} x {feats.shape[1]} float32 embeddings to {paths['npy']} "
+              f"(index {paths['index'].name}, metadata {paths['meta'].name}) in {time.time() - t0:.1f} s")
+    return 0

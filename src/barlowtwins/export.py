@@ -1,0 +1,334 @@
+"""Take a backbone anywhere: `load_backbone` (a ready torchvision/timm module from any source we read), the run's
+always-current ``backbone.pth`` / ``backbone.safetensors``, and one writer per export format.
+
+    >>> net = load_backbone("runs/fmnist")                    # run folder, .pth, .safetensors, torchvision:...
+    >>> export_backbone_file("runs/fmnist", "onnx", "backbone.onnx")
+
+Formats (`EXPORTERS`):
+
+* ``pth``: a plain torchvision state dict (``torchvision.models.resnet50().load_state_dict(sd, strict=False)``);
+* ``safetensors``: the same tensors in a file that loads with no pickle at all; the architecture is kept in
+  its metadata (``barlowtwins.arch``), so ``load_backbone("x.safetensors")`` rebuilds the right network;
+* ``torchscript``: the traced backbone in eval mode (``torch.jit.load``; no Python class needed);
+* ``onnx``: opset-18 graph with a dynamic batch axis, input ``images`` (N, 3, S, S) normalised, output
+  ``features`` (N, D); checked against PyTorch's outputs with onnxruntime when it is installed;
+* ``detectron2``: the key layout of detectron2's ``tools/convert-torchvision-to-d2.py`` (``stem.conv1``,
+  ``res2``..``res5``, ``convK.norm``, ``shortcut``), pickled like that tool does (detectron2 reads ``.pkl``
+  checkpoints with pickle); `read_detectron2` reads it back with an unpickler that admits numpy arrays only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (BACKBONE_NAME, SAFETENSORS_NAME, BackboneSource, _arch_from_config, load_backbone_state,
+                         load_backbone_weights, save_atomic)
+from .errors import CheckpointError, ConfigError
+
+ARCH_KEY = "barlowtwins.arch"
+
+
+# --------------------------------------------------------------------------------------------------------
+# A ready module from any source
+# --------------------------------------------------------------------------------------------------------
+
+def build_backbone(src: BackboneSource, *, backbone: str | None = None, stem: str | None = None,
+                   width: int | None = None, num_classes: int | None = None) -> nn.Module:
+    """The network ``src`` describes (explicit arguments win; default resnet50) with its weights, in eval mode.
+
+    ``num_classes=None`` keeps the classifier as ``nn.Identity`` (the module returns (N, D) features);
+    an integer puts a freshly initialised ``nn.Linear(D, num_classes)`` there (random init, for fine-tuning).
+    """
+    from .models import _set_submodule, create_backbone
+
+    arch = dict(src.arch)
+    for key, value in (("backbone", backbone), ("stem", stem), ("width", width)):
+        if value is not None:
+            arch[key] = value
+    name = arch.get("backbone") or "resnet50"
+    net = create_backbone(name, stem=arch.get("stem") or "standard", width=arch.get("width"))
+    load_backbone_weights(net, src)
+    if num_classes is not None:
+        if hasattr(net, "reset_classifier"):  # timm
+            net.reset_classifier(num_classes)
+        else:
+            _set_submodule(net, net.head_name, nn.Linear(net.num_features, num_classes))
+    net.arch = {**arch, "backbone": name}
+    return net.eval()
+
+
+def load_backbone(source: str | os.PathLike, *, backbone: str | None = None, stem: str | None = None,
+                  width: int | None = None, num_classes: int | None = None) -> nn.Module:
+    """A plain torchvision (or timm) backbone with the weights of ``source``, in eval mode.
+
+    ``source`` is anything `load_backbone_state` reads: a run folder, ``backbone.pth``, ``backbone.safetensors``,
+    the official ``resnet50.pth`` or full checkpoint, our ``checkpoint.pth``, ``torchvision:<model>:<weights>``.
+    The architecture comes from the source when it says (run folders, our checkpoints, safetensors metadata),
+    else from ``backbone``/``stem``/``width`` (default resnet50). The classifier is ``nn.Identity`` (the module
+    returns (N, num_features) features) unless ``num_classes`` asks for a new randomly initialised one.
+    """
+    return build_backbone(load_backbone_state(source), backbone=backbone, stem=stem, width=width,
+                          num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------------------------------------
+# State dicts and the run's always-current backbone
+# --------------------------------------------------------------------------------------------------------
+
+def backbone_state(backbone: nn.Module | dict) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared copies of a module's (or state dict's) tensors; refuses non-finite weights."""
+    state = backbone.state_dict() if isinstance(backbone, nn.Module) else backbone
+    out = {k: v.detach().cpu().contiguous().clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    bad = [k for k, v in out.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"backbone has non-finite weights ({', '.join(bad[:3])}); not writing it")
+    return out
+
+
+def save_safetensors_atomic(state: dict[str, torch.Tensor], path: str | os.PathLike, arch: dict | None = None) -> None:
+    """Write ``state`` as safetensors (temporary file + rename), the architecture in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(state, str(tmp), metadata={ARCH_KEY: json.dumps(arch or {}, default=list), "format": "pt"})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_run_backbone(backbone: nn.Module, run_dir: str | os.PathLike, config: dict | None = None) -> None:
+    """Write ``<run_dir>/backbone.pth`` and ``backbone.safetensors`` atomically (the trainer calls this at every
+    checkpoint, so an interrupted or ``--max-steps`` run always has a loadable backbone)."""
+    state = backbone_state(backbone)
+    save_atomic(state, Path(run_dir) / BACKBONE_NAME)
+    save_safetensors_atomic(state, Path(run_dir) / SAFETENSORS_NAME, _arch_from_config(config))
+
+
+# --------------------------------------------------------------------------------------------------------
+# One writer per format
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ExportJob:
+    """What a writer gets: the source's tensors, the rebuilt module (built lazily), and the input size."""
+
+    src: BackboneSource
+    output: Path
+    image_size: int
+    arch_overrides: dict
+
+    def module(self) -> nn.Module:
+        return build_backbone(self.src, **self.arch_overrides)
+
+    def example(self, batch: int = 2) -> torch.Tensor:
+        # (batch, 3, S, S); batch 2, not 1, so no exporter specialises the batch axis to a constant
+        return torch.randn(batch, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _head_free(state: dict) -> dict:
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def _write_pth(job: ExportJob) -> str:
+    save_atomic(backbone_state(job.src.state), job.output)
+    return "torchvision state dict: torchvision.models.<name>().load_state_dict(torch.load(f), strict=False)"
+
+
+def _write_safetensors(job: ExportJob) -> str:
+    arch = {**job.src.arch, **{k: v for k, v in job.arch_overrides.items() if v is not None}}
+    save_safetensors_atomic(backbone_state(job.src.state), job.output, arch)
+    return "safetensors (no pickle): barlowtwins.load_backbone(f) or safetensors.torch.load_file(f)"
+
+
+def _write_torchscript(job: ExportJob) -> str:
+    net = job.module()
+    x = job.example()
+    # Tracing (not scripting) works for every torchvision and timm backbone; the traced graph has no
+    # data-dependent control flow here, so any batch size and the traced image size are valid inputs.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        traced = torch.jit.trace(net, x)
+        _atomic(job.output, lambda tmp: torch.jit.save(traced, str(tmp)))
+    return f"TorchScript (traced at {job.image_size} px): torch.jit.load(f)"
+
+
+def _write_onnx(job: ExportJob) -> str:
+    """The torch.export-based exporter (``dynamo=True``): the supported one since PyTorch 2.9; the TorchScript-
+    based one is deprecated and will be removed. It needs onnxscript (the ``onnx`` extra)."""
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError("ONNX export needs onnx and onnxscript: pip install 'barlowtwins[onnx]'") from None
+    net = job.module()
+    x = job.example()
+    batch = torch.export.Dim("batch")
+
+    def write(tmp: Path) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), str(tmp), dynamo=True, dynamic_shapes=({0: batch},),
+                              input_names=["images"], output_names=["features"], verbose=False,
+                              external_data=False)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        _atomic(job.output, write)
+    diff = onnx_max_abs_diff(job.output, net, job.example(3))
+    check = "onnxruntime not installed, not checked" if diff is None else \
+        f"onnxruntime matches PyTorch: max abs diff {diff:.2e} at batch 3"
+    return f"ONNX (input 'images' (N, 3, {job.image_size}, {job.image_size}), dynamic N; {check})"
+
+
+def onnx_max_abs_diff(path: str | os.PathLike, net: nn.Module, x: torch.Tensor) -> float | None:
+    """Largest |onnxruntime - PyTorch| over the outputs for input ``x``; None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        want = net.eval()(x).numpy()
+    if got.shape != want.shape:
+        raise CheckpointError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
+    diff = float(np.abs(got - want).max())
+    tol = 1e-3 * max(1.0, float(np.abs(want).max()))
+    if not diff <= tol:
+        raise CheckpointError(f"ONNX export of {path} differs from PyTorch by {diff:.2e} (tolerance {tol:.1e})")
+    return diff
+
+
+def torchvision_to_detectron2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """detectron2's key renaming for torchvision ResNets (its ``tools/convert-torchvision-to-d2.py``)."""
+    out = {}
+    for k, v in _head_free(state).items():
+        new = k if "layer" in k else "stem." + k
+        for t in (1, 2, 3, 4):
+            new = new.replace(f"layer{t}", f"res{t + 1}")
+        for t in (1, 2, 3):
+            new = new.replace(f"bn{t}", f"conv{t}.norm")
+        new = new.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
+        out[new] = v
+    return out
+
+
+def detectron2_to_torchvision(state: dict) -> dict:
+    """The inverse of `torchvision_to_detectron2`."""
+    out = {}
+    for k, v in state.items():
+        new = k[len("stem."):] if k.startswith("stem.") else k
+        for t in (1, 2, 3, 4):
+            new = new.replace(f"res{t + 1}.", f"layer{t}.")
+        new = new.replace("shortcut.norm", "downsample.1").replace("shortcut", "downsample.0")
+        for t in (1, 2, 3):
+            new = new.replace(f"conv{t}.norm", f"bn{t}")
+        out[new] = v
+    return out
+
+
+def _write_detectron2(job: ExportJob) -> str:
+    state = _head_free(job.src.state)
+    if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
+        raise ConfigError("the detectron2 layout is for torchvision ResNets (conv1, layer1..layer4); "
+                          f"{job.src.origin} is not one")
+    if state["conv1.weight"].shape[-1] != 7:
+        raise ConfigError("detectron2's ResNet stem is a 7x7 stride-2 convolution; this backbone was built with "
+                          "--stem small/small-pool (3x3) and does not fit it")
+    model = {k: v.numpy() for k, v in torchvision_to_detectron2(backbone_state(state)).items()}
+    payload = {"model": model, "__author__": "barlowtwins", "matching_heuristics": True}
+    from .augment import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = [round(255 * m, 3) for m in (job.src.arch.get("mean") or IMAGENET_MEAN)]
+    std = [round(255 * s, 3) for s in (job.src.arch.get("std") or IMAGENET_STD)]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f)
+    _atomic(job.output, write)
+    return (f"detectron2 .pkl: MODEL.WEIGHTS {job.output} INPUT.FORMAT RGB MODEL.PIXEL_MEAN {mean} "
+            f"MODEL.PIXEL_STD {std} MODEL.RESNETS.STRIDE_IN_1X1 False")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits the few globals a pickled dict of numpy arrays needs, nothing else (no code can run)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a weights file")
+
+
+def read_detectron2(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A detectron2-layout ``.pkl`` back as a torchvision state dict, unpickling numpy arrays only."""
+    try:
+        with open(path, "rb") as f:
+            obj = _NumpyOnlyUnpickler(f).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable detectron2 weights file ({e})") from None
+    model = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path} holds no 'model' dict of arrays")
+    return {k: torch.from_numpy(np.array(v)) for k, v in detectron2_to_torchvision(model).items()}
+
+
+EXPORTERS: dict[str, Callable[[ExportJob], str]] = {
+    "pth": _write_pth,
+    "safetensors": _write_safetensors,
+    "torchscript": _write_torchscript,
+    "onnx": _write_onnx,
+    "detectron2": _write_detectron2,
+}
+SUFFIXES = {"pth": ".pth", "safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx", "detectron2": ".pkl"}
+
+
+def export_backbone_file(source: str | os.PathLike, fmt: str, output: str | os.PathLike, *,
+                         image_size: int | None = None, backbone: str | None = None, stem: str | None = None,
+                         width: int | None = None) -> tuple[BackboneSource, str]:
+    """Read ``source`` (anything `load_backbone_state` reads) and write it to ``output`` in format ``fmt``.
+
+    Returns the source and a one-line description of what was written and how to load it.
+    """
+    if fmt not in EXPORTERS:
+        import difflib
+
+        close = difflib.get_close_matches(fmt, list(EXPORTERS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown export format '{fmt}'{hint}; choose one of {', '.join(EXPORTERS)}")
+    if image_size is not None and image_size < 1:
+        raise ConfigError(f"--image-size must be positive, got {image_size}")
+    src = load_backbone_state(source)
+    size = int(image_size or src.arch.get("image_size") or 224)
+    job = ExportJob(src, Path(output), size, {"backbone": backbone, "stem": stem, "width": width})
+    return src, EXPORTERS[fmt](job)
