@@ -317,6 +317,10 @@ def test_detect_coco_instance_segmentation(tmp_path):
     rec = json.loads(out.read_text())
     assert set(rec["metrics"]) == {"AP", "AP50", "AP75", "mask_AP", "mask_AP50", "mask_AP75"}
     assert rec["task"] == "instance-segmentation" and "COCOeval" in rec["evaluation"]
+    from barlowtwins.evaluate.results import find_results, markdown_table
+
+    row = markdown_table(find_results([str(out)])).splitlines()[-1]  # `barlowtwins results` shows the box AP
+    assert f"| {rec['metrics']['AP']:.2f} |" in row and "| detection |" in row
 
 
 @pytest.mark.parametrize("case", ["no-voc", "no-2012", "empty-json", "segm-on-voc", "bad-iterations"])

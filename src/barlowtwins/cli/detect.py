@@ -58,7 +58,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.lr is not None and not args.lr > 0:
         raise ConfigError(f"--lr must be positive, got {args.lr}")
-    if args.min_size is not None and min(args.min_size) < 16 or args.max_size < 16:
+    if (args.min_size is not None and min(args.min_size) < 16) or args.max_size < 16:
         raise ConfigError("--min-size and --max-size must be at least 16 pixels")
     if args.rois_per_image < 1:
         raise ConfigError(f"--rois-per-image must be at least 1, got {args.rois_per_image}")
@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.task} on {train.name} ({len(train)} images) -> {test.name} ({len(test)} images): "
               f"{args.head.upper()} head, {schedule.iterations} iterations at batch {schedule.batch_size}, "
               f"lr {schedule.lr:g} (x0.1 at {', '.join(map(str, schedule.steps)) or 'none'})")
-    run_cfg = DetectionRun(schedule=schedule, device=setup.device, amp_dtype=setup.amp_dtype, workers=workers,
+    # Detectron2's schedules train in float32: "auto" keeps that here; --precision bf16 asks for autocast.
+    amp_dtype = None if args.precision == "auto" else setup.amp_dtype
+    run_cfg = DetectionRun(schedule=schedule, device=setup.device, amp_dtype=amp_dtype, workers=workers,
                            seed=args.seed, log_every=args.log_every,
                            log=lambda r: print(f"iteration {r['iteration']}: loss {r['loss']:.3f} lr {r['lr']:.4g}"))
     res = run_detection(model, train, test, run_cfg, task=args.task, head=args.head,
@@ -127,8 +129,10 @@ def run(args: argparse.Namespace) -> int:
                                   "lr": schedule.lr, "steps": list(schedule.steps),
                                   "warmup_iters": schedule.warmup_iters, "weight_decay": schedule.weight_decay,
                                   "momentum": schedule.momentum, "min_size": list(min_size),
-                                  "max_size": args.max_size, "rois_per_image": args.rois_per_image, "bn": "SyncBatchNorm" if D.world_size() > 1
-                                  else "BatchNorm (trainable)", "world_size": D.world_size(), "seed": args.seed,
+                                  "max_size": args.max_size, "rois_per_image": args.rois_per_image,
+                                  "bn": "SyncBatchNorm" if D.world_size() > 1 else "BatchNorm (trainable)",
+                                  "world_size": D.world_size(), "seed": args.seed,
+                                  "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
                                   "history": res.history},
               "metrics": res.metrics, "per_class_AP50": res.per_class_AP50, "num_train": res.num_train,
               "num_test": res.num_test, "seconds": res.seconds, **setup.describe()}

@@ -65,6 +65,7 @@ def markdown_table(results: list[tuple[Path, dict]]) -> str:
         metrics = rec["metrics"]
         groups = {k: v for k, v in metrics.items() if isinstance(v, dict)} or {"": metrics}
         for setting, m in groups.items():
+            m = {"mAP": m.get("AP"), **m} if "AP" in m else m  # detection: its box AP in the mAP column
             rows.append("| " + " | ".join([
                 str(rec.get("checkpoint", "")), rec.get("protocol", ""), rec.get("dataset", ""),
                 rec.get("split", ""), setting, _fmt(m.get("top1")), _fmt(m.get("top5")), _fmt(m.get("mAP")),

@@ -292,7 +292,8 @@ def coco_layout(data_dir: str | Path, train_ann=None, train_images=None, test_an
     ``val2017/`` (explicit paths win). Returns ``(train_ann, train_images, test_ann, test_images)``."""
     root = Path(data_dir).expanduser() if data_dir else None
     if root is None and not (train_ann and train_images and test_ann and test_images):
-        raise ConfigError("give --data-dir (a COCO folder) or all of --train-ann/--train-images/--test-ann/--test-images")
+        raise ConfigError("give --data-dir (a COCO folder) or all of --train-ann/--train-images/--test-ann/"
+                          "--test-images")
 
     def pick(explicit, default):
         return Path(explicit).expanduser() if explicit else root / default

@@ -247,7 +247,8 @@ def _encode_masks(masks: torch.Tensor) -> list[dict]:
     return rles
 
 
-def evaluate_detections(preds: list[dict], dataset: DetectionDataset, use_07_metric: bool = True) -> tuple[dict, dict, str]:
+def evaluate_detections(preds: list[dict], dataset: DetectionDataset,
+                        use_07_metric: bool = True) -> tuple[dict, dict, str]:
     """(metrics, per-class AP50, description) of ``preds`` on ``dataset`` by its own protocol."""
     gts = [dataset.target(i) for i in range(len(dataset))]
     if dataset.coco_file is None:  # VOC
@@ -259,10 +260,10 @@ def evaluate_detections(preds: list[dict], dataset: DetectionDataset, use_07_met
         return res, per_class, how
     ids = [r.image_id for r in dataset.records]
     if pycocotools_available():
-        from pycocotools.coco import COCO
-
         import contextlib
         import io
+
+        from pycocotools.coco import COCO
 
         with contextlib.redirect_stdout(io.StringIO()):
             coco_gt = COCO(dataset.coco_file)
