@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from barlowtwins.checkpoint import export_backbone, load_backbone_state
+from barlowtwins.checkpoint import export_backbone, load_backbone_state, load_backbone_weights
 from barlowtwins.cli import main
 from barlowtwins.evaluate.detection.ap import (coco_detection_ap, coco_from_targets, detections_to_coco,
                                                pycocotools_ap, voc_ap, voc_detection_ap)
@@ -28,10 +28,6 @@ from detection_data import SHAPE_CLASSES, make_coco_shapes, make_voc_shapes
 
 TINY = ["--backbone", "resnet18", "--width", "4", "--iterations", "2", "--batch-size", "2", "--min-size", "48",
         "--max-size", "64", "--workers", "0", "--log-every", "1", "--rois-per-image", "32"]
-
-
-def _box(*xyxy):
-    return torch.tensor([xyxy], dtype=torch.float64)
 
 
 def _pred(boxes, scores, labels):
@@ -230,7 +226,7 @@ def test_c4_detector_holds_the_checkpoint_weights(tmp_path, task):
     export_backbone(net, tmp_path / "backbone.pth")
     src = load_backbone_state(tmp_path / "backbone.pth")
     fresh = create_backbone("resnet18", width=8)
-    fresh.load_state_dict(src.state)
+    load_backbone_weights(fresh, src)
     det = build_detector(fresh, num_classes=3, task=task, min_size=64, max_size=96)
     parts = backbone_modules(det)
     assert set(parts) == {"conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"}
