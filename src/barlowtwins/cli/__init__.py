@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import BarlowTwinsError
-from . import embed, export, finetune, knn, linear, list_backbones, neighbors, pretrain, results, transfer
+from . import detect, embed, export, finetune, knn, linear, list_backbones, neighbors, pretrain, results, transfer
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -17,6 +17,7 @@ COMMANDS = {
     "transfer": transfer,
     "results": results,
     "export": export,
+    "detect": detect,
     "embed": embed,
     "neighbors": neighbors,
     "list-backbones": list_backbones,
