@@ -43,12 +43,32 @@ def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
     return Image.merge("HSV", (h.point(hue_lut(shift)), s, v)).convert("RGB")
 
 
-_JITTER = (
-    lambda img, f: ImageEnhance.Brightness(img).enhance(f),
-    lambda img, f: ImageEnhance.Contrast(img).enhance(f),
-    lambda img, f: ImageEnhance.Color(img).enhance(f),
-    adjust_hue,
-)
+def blend_lut(base: float, factor: float) -> list[int]:
+    """The lookup table of PIL's ``Image.blend(constant base, image, factor)``: base + factor (v - base) in float32,
+    truncated, clipped to [0, 255] (the arithmetic of PIL's C code, so the result is the same to the bit)."""
+    v = np.arange(256, dtype=np.int32)
+    out = np.float32(base) + np.float32(factor) * (v - int(base)).astype(np.float32)
+    out = np.where(out <= 0, 0, np.where(out >= 255, 255, out)).astype(np.int32)  # C's (UINT8) cast truncates
+    return out.tolist() * 3
+
+
+def adjust_brightness(img: Image.Image, factor: float) -> Image.Image:
+    """= ``ImageEnhance.Brightness(img).enhance(factor)`` (torchvision's PIL op), as one table lookup."""
+    return img.point(blend_lut(0, factor))
+
+
+def adjust_contrast(img: Image.Image, factor: float) -> Image.Image:
+    """= ``ImageEnhance.Contrast(img).enhance(factor)``: blend with the rounded mean of the L image, one lookup."""
+    hist = img.convert("L").histogram()
+    mean = int(sum(i * c for i, c in enumerate(hist)) / max(sum(hist), 1) + 0.5)
+    return img.point(blend_lut(mean, factor))
+
+
+def adjust_saturation(img: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Color(img).enhance(factor)
+
+
+_JITTER = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
 def photometric(img: Image.Image, p: ViewParams, cfg) -> Image.Image:
@@ -91,7 +111,7 @@ def two_views(img: Image.Image, full_size: tuple[int, int], p1: ViewParams, p2: 
               cfg) -> tuple[np.ndarray, np.ndarray]:
     """Both views of a decoded image as (S, S, 3) uint8 arrays; ``full_size`` = (width, height) before any draft."""
     scale = (img.width / full_size[0], img.height / full_size[1])
-    return tuple(np.asarray(photometric(geometric(img, p, cfg, scale), p, cfg)) for p in (p1, p2))
+    return tuple(np.array(photometric(geometric(img, p, cfg, scale), p, cfg)) for p in (p1, p2))
 
 
 def image_size(path: str) -> tuple[int, int]:

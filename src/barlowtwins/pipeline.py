@@ -190,7 +190,7 @@ class _PilViews(_FileSamples):
         (img, full, p1, p2), note = self.read_first_readable(
             i, lambda path: decode_for_views(path, params, self.aug.image_size))
         v1, v2 = two_views(img, full, p1, p2, self.aug)
-        return torch.from_numpy(v1.copy()), torch.from_numpy(v2.copy()), i, step, note
+        return torch.from_numpy(v1), torch.from_numpy(v2), i, step, note
 
 
 class _Bytes(_FileSamples):

@@ -97,33 +97,31 @@ def crop_boxes(u_area: np.ndarray, u_ratio: np.ndarray, u_top: np.ndarray, u_lef
 
     ``u_area`` / ``u_ratio``: (n, 10) uniforms for the ten tries at a box of random area and log-aspect; the
     first try that fits wins; if none does, the largest centred box with a clamped aspect ratio (torchvision's
-    fallback). ``heights`` / ``widths``: per-sample image sizes (scalars or (n,)).
+    fallback). ``heights`` / ``widths``: per-sample image sizes (scalars or (n,)). numpy, not torch: a loader
+    worker calls this for one sample at a time, where torch's per-op overhead would cost milliseconds.
     """
     n = u_area.shape[0]
-    height = torch.as_tensor(np.broadcast_to(np.asarray(heights, dtype=np.float64), (n,)).copy())
-    width = torch.as_tensor(np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,)).copy())
-    area = (height * width)[:, None]
-    target = area * (torch.from_numpy(u_area) * (scale[1] - scale[0]) + scale[0])
+    height = np.broadcast_to(np.asarray(heights, dtype=np.float64), (n,))
+    width = np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,))
+    target = (height * width)[:, None] * (u_area * (scale[1] - scale[0]) + scale[0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(torch.from_numpy(u_ratio) * (log_hi - log_lo) + log_lo)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
+    aspect = np.exp(u_ratio * (log_hi - log_lo) + log_lo)
+    w = np.round(np.sqrt(target * aspect))
+    h = np.round(np.sqrt(target / aspect))
     ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
-    first = torch.argmax(ok.to(torch.int8), dim=1, keepdim=True)  # index of the first fitting try (0 if none)
-    any_ok = ok.any(dim=1)
-    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    first = np.argmax(ok, axis=1)[:, None]  # index of the first fitting try (0 if none)
+    any_ok = ok.any(axis=1)
+    w = np.take_along_axis(w, first, 1)[:, 0]
+    h = np.take_along_axis(h, first, 1)[:, 0]
     # Fallback: centre crop with the aspect ratio clamped to `ratio`.
     in_ratio = width / height
-    fw = torch.where(in_ratio < min(ratio), width, torch.where(in_ratio > max(ratio), torch.round(height * max(ratio)),
-                                                                width))
-    fh = torch.where(in_ratio < min(ratio), torch.round(width / min(ratio)), height)
-    w = torch.where(any_ok, w, fw)
-    h = torch.where(any_ok, h, fh)
-    top = torch.floor(torch.from_numpy(u_top) * (height - h + 1))
-    left = torch.floor(torch.from_numpy(u_left) * (width - w + 1))
-    top = torch.where(any_ok, top, torch.div(height - h, 2, rounding_mode="floor"))
-    left = torch.where(any_ok, left, torch.div(width - w, 2, rounding_mode="floor"))
-    return torch.stack([top, left, h, w], dim=1)
+    fw = np.where(in_ratio < min(ratio), width, np.where(in_ratio > max(ratio), np.round(height * max(ratio)), width))
+    fh = np.where(in_ratio < min(ratio), np.round(width / min(ratio)), height)
+    w = np.where(any_ok, w, fw)
+    h = np.where(any_ok, h, fh)
+    top = np.where(any_ok, np.floor(u_top * (height - h + 1)), np.floor((height - h) / 2))
+    left = np.where(any_ok, np.floor(u_left * (width - w + 1)), np.floor((width - w) / 2))
+    return torch.from_numpy(np.stack([top, left, h, w], axis=1))
 
 
 def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths) -> ViewParams:
@@ -131,20 +129,20 @@ def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths) -> View
     p = cfg.view(view)
     boxes = crop_boxes(u[:, _AREA], u[:, _RATIO], u[:, _TOP], u[:, _LEFT], heights, widths, cfg.crop_scale,
                        cfg.crop_ratio)
-    t = torch.from_numpy(np.ascontiguousarray(u))
-    lows = torch.tensor([max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation),
-                         -cfg.hue], dtype=torch.float64)
-    highs = torch.tensor([1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue], dtype=torch.float64)
+    lows = np.array([max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation),
+                     -cfg.hue])
+    highs = np.array([1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue])
+    t = torch.from_numpy
     return ViewParams(
         boxes=boxes,
-        flip=t[:, _FLIP] < cfg.hflip_p,
-        jitter=t[:, _JITTER] < cfg.jitter_p,
-        order=torch.argsort(t[:, _ORDER], dim=1),  # a uniformly random permutation of the four ops
-        factors=t[:, _FACTORS] * (highs - lows) + lows,
-        gray=t[:, _GRAY] < cfg.grayscale_p,
-        blur=t[:, _BLUR] < p["blur_p"],
-        sigma=t[:, _SIGMA] * (cfg.blur_sigma[1] - cfg.blur_sigma[0]) + cfg.blur_sigma[0],
-        solarize=t[:, _SOLARIZE] < p["solarize_p"],
+        flip=t(u[:, _FLIP] < cfg.hflip_p),
+        jitter=t(u[:, _JITTER] < cfg.jitter_p),
+        order=t(np.argsort(u[:, _ORDER], axis=1, kind="stable")),  # a uniformly random permutation of the ops
+        factors=t(u[:, _FACTORS] * (highs - lows) + lows),
+        gray=t(u[:, _GRAY] < cfg.grayscale_p),
+        blur=t(u[:, _BLUR] < p["blur_p"]),
+        sigma=t(u[:, _SIGMA] * (cfg.blur_sigma[1] - cfg.blur_sigma[0]) + cfg.blur_sigma[0]),
+        solarize=t(u[:, _SOLARIZE] < p["solarize_p"]),
     )
 
 

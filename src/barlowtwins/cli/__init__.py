@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import BarlowTwinsError
-from . import export, finetune, knn, linear, pretrain, results, transfer
+from . import bench, export, finetune, knn, linear, pretrain, results, transfer
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -17,6 +17,7 @@ COMMANDS = {
     "transfer": transfer,
     "results": results,
     "export": export,
+    "bench": bench,
 }
 
 
