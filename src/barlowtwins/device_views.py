@@ -36,7 +36,7 @@ def decode_batch(encoded: list[torch.Tensor], device: torch.device) -> tuple[lis
         return list(out), []
     except (RuntimeError, ValueError) as e:
         if len(encoded) == 1:
-            return [None], [str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__]
+            return [None], [str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__]
     images, errors = [], []
     for data in encoded:
         img, err = decode_batch([data], device)
