@@ -163,3 +163,43 @@ def test_unreadable_files_of_every_kind_are_one_line_data_errors(tmp_path, monke
     assert read_image(tmp_path / "good.jpg").size == (64, 64)
     bad = scan_images([str(tmp_path / n) for n in ("good.jpg", "truncated.jpg", "big.png", "empty.jpg")])
     assert [p.rsplit("/", 1)[1] for p, _ in bad] == ["truncated.jpg", "empty.jpg"]
+
+
+def _jpeg(seed: int = 0) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
+        buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _image_or_data_error(data: bytes) -> None:
+    try:
+        img = read_image(data, name="fuzz.jpg")
+    except DataError as e:
+        assert "fuzz.jpg" in str(e) and "\n" not in str(e)
+        return
+    assert img.mode == "RGB" and img.size[0] > 0 and img.size[1] > 0
+
+
+def test_reader_fuzz_random_bytes_and_damaged_jpegs():
+    """Whatever the bytes, the reader returns an RGB image or raises our one-line DataError (never anything else)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    good = _jpeg()
+
+    @hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+    @hypothesis.given(st.one_of(
+        st.binary(max_size=600),
+        st.binary(max_size=300).map(lambda b: b"\xff\xd8\xff\xe0" + b),  # a JPEG header, then noise
+        st.integers(0, len(good)).map(lambda n: good[:n]),  # truncated anywhere
+        st.tuples(st.integers(0, len(good) - 1), st.integers(0, 255)).map(  # one byte changed anywhere
+            lambda t: good[: t[0]] + bytes([t[1]]) + good[t[0] + 1:]),
+        st.binary(max_size=200).map(lambda b: b"\x89PNG\r\n\x1a\n" + b),
+    ))
+    def check(data):
+        _image_or_data_error(data)
+
+    check()
