@@ -61,5 +61,8 @@ def test_rows_go_under_their_own_table_and_bad_flags_are_one_line(tmp_path, caps
     assert main(["bench", "--batch-size", "0", "--make-jpegs", "2"]) == 2
     assert main(["bench"]) == 2
     assert "give images to read" in capsys.readouterr().err
+    assert main(["bench", "--make-jpegs", "3", "--jpeg-size", "20", "30", "--batch-size", "4",
+                 "--jpeg-dir", str(tmp_path / "few")]) == 2
+    assert "3 images are fewer than one batch of 4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--data-path", "gpu", "--make-jpegs", "2"])

@@ -270,6 +270,7 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     from .augment import augment_config
     from .batches import default_workers
     from .data import build_dataset
+    from .errors import DataError
     from .hardware import autocast_dtype, select_device
     from .pipeline import build_pipeline
 
@@ -278,6 +279,17 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     workers = default_workers() if spec.workers is None else spec.workers
     result = BenchResult(spec={**dataclasses.asdict(spec), "workers": workers}, environment=environment(device))
     n, s = spec.batch_size, spec.image_size
+    # The data first (an in-memory data set, or a folder of images), so that bad input stops before any work.
+    if spec.dataset:
+        dataset = build_dataset(spec.dataset, spec.data_dir, "train")
+    else:
+        dataset = build_dataset("images", jpeg_dir)
+    for path in spec.data_paths:  # checks each path's name
+        build_pipeline(dataset, augment_config(s), batch_size=n, seed=spec.seed, device=device, data_path=path,
+                       workers=0)
+    if len(dataset) < n:
+        raise DataError(f"{len(dataset)} images are fewer than one batch of {n}; lower --batch-size or add images "
+                        "(--make-jpegs N)")
 
     # Model only: synthetic views already on the device.
     model = _Model(spec, device, amp_dtype)
@@ -295,11 +307,6 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     log(f"model only: {rate:.1f} samples/s, {tflops:.3f} TFLOP/s"
         + (f", MFU {100 * tflops / peak:.1f}%" if peak else ", MFU n/a"))
 
-    # The data: an in-memory data set, or a folder of JPEGs.
-    if spec.dataset:
-        dataset = build_dataset(spec.dataset, spec.data_dir, "train")
-    else:
-        dataset = build_dataset("images", jpeg_dir)
     aug = augment_config(s, getattr(dataset, "channels", 3))
     for path in spec.data_paths:
         pipe = build_pipeline(dataset, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
