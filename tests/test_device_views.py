@@ -48,7 +48,8 @@ def test_a_corrupt_file_fails_alone():
 @pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
 def test_per_sample_crops_match_torchvision(mode):
     g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in ((40, 50), (64, 30), (20, 20))]
+    sizes = ((40, 50), (64, 30), (20, 20))
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
     boxes = torch.tensor([[3, 5, 36, 40], [0, 2, 60, 28], [4, 4, 8, 10]], dtype=torch.float64)  # down, down, up
     flip = torch.tensor([False, True, True])
     out = crop_resize_each(images, boxes, flip, 16, mode)

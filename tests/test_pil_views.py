@@ -3,7 +3,6 @@ torchvision's resized_crop, the drafted decode against the full one."""
 
 import numpy as np
 import pytest
-import torch
 import torchvision.transforms.functional as F1
 from PIL import Image
 from torchvision.transforms import InterpolationMode

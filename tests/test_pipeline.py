@@ -1,7 +1,6 @@
 """The pretraining data path on a folder of real JPEG/PNG files and in memory: views, ranks, resume, the choice
 of path, unreadable files, and pretraining runs (resumed; 2 processes) on a folder."""
 
-import io
 import json
 
 import numpy as np

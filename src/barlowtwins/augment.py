@@ -21,7 +21,6 @@ small in-memory data sets on a CPU it is many times faster than per-image transf
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch

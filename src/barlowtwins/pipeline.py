@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import AugmentConfig, BatchViews, augment_config, photometric
 from .batches import BatchStream, GlobalBatchSampler, default_workers
-from .data import is_in_memory, read_image, scan_images
+from .data import is_in_memory, read_image, scan_images, unreadable
 from .errors import ConfigError, DataError
 from .views import view_params
 
@@ -203,17 +203,17 @@ class _Bytes(_FileSamples):
         i, step, pos = key
 
         def read(path):
-            with open(path, "rb") as f:
-                data = f.read()
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:  # a file that vanished or cannot be read is skipped like a corrupt one
+                raise unreadable(path, e) from None
             if data[:3] == JPEG_MAGIC:
                 return True, torch.frombuffer(bytearray(data), dtype=torch.uint8)
             img = read_image(data, name=path)
             return False, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
 
-        try:
-            (encoded, data), note = self.read_first_readable(i, read)
-        except OSError as e:
-            raise DataError(f"cannot read {self.files[i]} ({e.strerror})") from None
+        (encoded, data), note = self.read_first_readable(i, read)
         return encoded, data, i, step, pos, note
 
 
