@@ -3,12 +3,11 @@
 import numpy as np
 import pytest
 import torch
-
-from barlowtwins.batches import BatchStream
 from PIL import Image
 
-from barlowtwins.data import (DATASETS, build_dataset, default_val_split, image_folder, is_in_memory,
-                             labelled_folder, load_fashion_mnist, read_idx, read_image, scan_images)
+from barlowtwins.batches import BatchStream
+from barlowtwins.data import (DATASETS, build_dataset, default_val_split, first_decodable, image_folder,
+                             is_in_memory, labelled_folder, load_fashion_mnist, read_idx, read_image, scan_images)
 from barlowtwins.errors import DataError
 from conftest import make_fashion_mnist, write_idx
 
@@ -84,13 +83,13 @@ def test_corrupt_image_names_the_file(tmp_path):
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(DataError, match="broken.jpg.*remove or replace"):
         read_image(d / "broken.jpg")
-    # A folder where nothing decodes stops when it is listed, before any work.
-    with pytest.raises(DataError, match="none of the 1 image files .* can be decoded"):
-        image_folder(d)
-    Image.new("RGB", (8, 8)).save(d / "ok.png")
-    ds = image_folder(d)  # one readable file is enough to start; the broken one is skipped later
+    ds = image_folder(d)  # listing does not decode
     with pytest.raises(DataError, match="broken.jpg.*remove or replace"):
         ds[0]
+    with pytest.raises(DataError, match="none of the 1 image files in here can be decoded"):
+        first_decodable(ds.files, "here")
+    Image.new("RGB", (8, 8)).save(d / "ok.png")
+    assert first_decodable(image_folder(d).files, "here") == 1  # stops at the first readable file
 
 
 def test_batch_stream_shards_cover_the_data_once(fmnist_dir):

@@ -147,6 +147,15 @@ def test_an_unreadable_file_is_skipped_named_once_and_counted(kind, folder, caps
     assert pipe.metrics() == {"skipped_files": 1}
 
 
+def test_a_folder_where_nothing_decodes_stops_before_any_work(tmp_path):
+    d = tmp_path / "junk"
+    d.mkdir()
+    for i in range(4):
+        (d / f"{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(DataError, match="none of the 4 image files in .*junk can be decoded"):
+        build_pipeline(build_dataset("images", d), aug(), batch_size=2, seed=0, device=CPU, workers=0)
+
+
 def test_strict_data_refuses_before_any_batch(folder):
     bad = corrupt(folder)
     ds = build_dataset("folder", folder, "train")

@@ -167,7 +167,7 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: tor
     out = images.new_empty(b, images.shape[1], size, size)
     up = (~down).nonzero().squeeze(1)
     if len(up):
-        idx = up.to(images.device)
+        idx = to_device(up, images.device)
         out.index_copy_(0, idx, _grid_resized_crop(images.index_select(0, idx) if len(up) < b else images,
                                                    boxes[up], size, flip_cpu[up], mode))
     for i in down.nonzero().squeeze(1).tolist():
@@ -181,11 +181,11 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: tor
 def _grid_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor,
                        mode: str) -> torch.Tensor:
     b, _, height, width = images.shape
-    boxes = boxes.to(images.device, torch.float32)
+    boxes = to_device(boxes.to(torch.float32), images.device)
     top, left, h, w = boxes.unbind(1)
     theta = images.new_zeros(b, 2, 3)
     sx = w / width
-    sx = torch.where(flip.to(images.device), -sx, sx)
+    sx = torch.where(to_device(flip, images.device), -sx, sx)
     theta[:, 0, 0] = sx
     theta[:, 0, 2] = (2 * left + w) / width - 1
     theta[:, 1, 1] = h / height
@@ -265,6 +265,14 @@ def solarize(x: torch.Tensor, threshold: float = 128 / 255) -> torch.Tensor:
     return torch.where(x >= threshold, 1.0 - x, x)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without stalling the host: copies to CUDA from pinned memory are
+    asynchronous, while those from pageable memory first wait for the stream (all queued GPU work)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def photometric(x: torch.Tensor, p: ViewParams, cfg: AugmentConfig) -> torch.Tensor:
     """Colour jitter (in each sample's random op order), grayscale, blur and solarisation of float
     (B, 3, S, S) images in [0, 1], with per-sample parameters ``p`` (CPU tensors; `views.ViewParams`).
@@ -278,7 +286,7 @@ def photometric(x: torch.Tensor, p: ViewParams, cfg: AugmentConfig) -> torch.Ten
 
     def subset(mask: torch.Tensor) -> torch.Tensor | None:
         idx = mask.nonzero().squeeze(1)
-        return idx.to(dev, non_blocking=True) if len(idx) else None
+        return to_device(idx, dev) if len(idx) else None
 
     if cfg.jitter_p > 0:
         ops = ((adjust_brightness, cfg.brightness), (adjust_contrast, cfg.contrast),
@@ -292,16 +300,16 @@ def photometric(x: torch.Tensor, p: ViewParams, cfg: AugmentConfig) -> torch.Ten
                 idx = subset(mask)
                 if idx is None:
                     continue
-                f = factors[mask, op_id].to(dev, non_blocking=True)
+                f = to_device(factors[mask, op_id], dev)
                 y = op(x.index_select(0, idx), f if op_id == 3 else f.view(-1, 1, 1, 1))
                 x = x.index_copy(0, idx, y)
     if cfg.grayscale_p > 0 and (idx := subset(p.gray)) is not None:
         x = x.index_copy(0, idx, grayscale(x.index_select(0, idx)).expand(-1, 3, -1, -1))
     if p.blur.any() and (idx := subset(p.blur)) is not None:
-        sigma = p.sigma[p.blur].to(dev, non_blocking=True)
+        sigma = to_device(p.sigma[p.blur], dev)
         x = x.index_copy(0, idx, gaussian_blur(x.index_select(0, idx), sigma, cfg.blur_kernel))
     if p.solarize.any():
-        x = torch.where(p.solarize.to(dev, non_blocking=True).view(-1, 1, 1, 1), solarize(x), x)
+        x = torch.where(to_device(p.solarize, dev).view(-1, 1, 1, 1), solarize(x), x)
     return x
 
 
@@ -346,7 +354,9 @@ class BatchViews:
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise float (B, 3, S, S) in [0, 1] with the configured mean and std."""
-        return (x - self._mean.to(x.device)) / self._std.to(x.device)
+        if self._mean.device != x.device:  # moved once, not copied at every step
+            self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
+        return (x - self._mean) / self._std
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Evaluation input: uint8 (B, C, H, W) -> normalised float (B, 3, H, W), no augmentation."""

@@ -309,7 +309,6 @@ def labelled_folder(root: str | os.PathLike, split: str | None = "train") -> Ima
     if not files:
         raise DataError(f"data folder {folder} has class folders but no images "
                         f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
-    first_decodable(files, str(folder))
     return ImageFiles(files, labels, classes, str(folder))
 
 
@@ -324,7 +323,6 @@ def image_folder(root: str | os.PathLike) -> ImageFiles:
         files += [os.path.join(dirpath, n) for n in sorted(names) if _is_image(n)]
     if not files:
         raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)")
-    first_decodable(files, str(folder))
     return ImageFiles(files, [-1] * len(files), (), str(folder))
 
 

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .augment import AugmentConfig, BatchViews, augment_config, photometric
+from .augment import AugmentConfig, BatchViews, augment_config, photometric, to_device
 from .batches import BatchStream, GlobalBatchSampler, default_workers
-from .data import is_in_memory, read_image, scan_images, unreadable
+from .data import first_decodable, is_in_memory, read_image, scan_images, unreadable
 from .errors import ConfigError, DataError
 from .views import view_params
 
@@ -129,7 +129,7 @@ class MemoryPath(DataPath):
         n, _, h, w = images.shape
         pos = self.positions(n)
         p1, p2 = (view_params(self.aug, v, self.seed, step, pos, h, w) for v in (0, 1))
-        return self.batch_views.views(images.to(self.device, non_blocking=True), p1, p2)
+        return self.batch_views.views(to_device(images, self.device), p1, p2)
 
 
 class _StepBatches(Sampler):
@@ -228,7 +228,9 @@ class _FilePath(DataPath):
         super().__init__(dataset, aug, **kw)
         self.files = list(dataset.files)
         self.labels = dataset.labels
-        if self.strict:
+        if not self.strict:
+            first_decodable(self.files, getattr(dataset, "name", "") or "the data set")  # stops at the first good one
+        else:
             bad = scan_images(self.files, workers=self.workers)
             if bad:
                 listing = "; ".join(f for f, _ in bad[:3])
