@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
@@ -150,3 +151,47 @@ def test_rank_slices_of_a_global_batch_match_one_process():
                  for r in range(world)]
         torch.testing.assert_close(torch.cat([p[0] for p in parts]), whole1)
         torch.testing.assert_close(torch.cat([p[1] for p in parts]), whole2)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_downscaling_is_antialiased_like_torchvision(mode):
+    noise = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[0, 0, 64, 64], [8, 4, 48, 40], [10, 20, 20, 44]], dtype=torch.float64)  # last: mixed
+    flip = torch.tensor([False, True, False])
+    out = resized_crop(noise, boxes, 32, flip, mode=mode)
+    interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[mode]
+    for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(noise[i], t, l, h, w, [32, 32], interpolation=interp, antialias=True)
+        ref = torch.flip(ref, dims=[2]) if flip[i] else ref
+        torch.testing.assert_close(out[i], ref.clamp(0, 1) if mode == "bicubic" else ref, atol=1e-5, rtol=0)
+    # A 2x downscale of noise averages pairs of pixels: the std falls to about half (0.29 -> ~0.12), as with
+    # torchvision; point sampling would keep most of it.
+    assert abs(float(out[0].std()) - float(TF.resize(noise[0], [32, 32], interpolation=interp,
+                                                     antialias=True).std())) < 0.01
+    assert float(out[0].std()) < 0.17
+
+
+def test_photometric_with_parameters_matches_torchvision_step_by_step():
+    from barlowtwins.augment import photometric
+    from barlowtwins.views import view_params
+
+    cfg = augment_config(24, blur_kernel=5)
+    x = torch.rand(12, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    p = view_params(cfg, 1, seed=0, step=3, positions=range(12), heights=24, widths=24)
+    p.jitter[:] = True
+    p.gray[::3] = True
+    p.blur[::2] = True
+    p.solarize[1::2] = True
+    out = photometric(x, p, cfg)
+    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    for i in range(12):
+        y = x[i]
+        for op in p.order[i].tolist():
+            y = ops[op](y, float(p.factors[i, op]))
+        if p.gray[i]:
+            y = TF.rgb_to_grayscale(y, num_output_channels=3)
+        if p.blur[i]:
+            y = TF.gaussian_blur(y, [5, 5], [float(p.sigma[i])] * 2)
+        if p.solarize[i]:
+            y = TF.solarize(y, 128 / 255)
+        torch.testing.assert_close(out[i], y, atol=2e-5, rtol=1e-5)

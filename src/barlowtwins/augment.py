@@ -21,13 +21,14 @@ small in-memory data sets on a CPU it is many times faster than per-image transf
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
+
+from .views import CROP_TRIES, ViewParams, crop_boxes, generator_uniforms, params_from_uniforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -129,16 +130,6 @@ class TwoViewTransform:
         return self.t1(image), self.t2(image)
 
 
-class TwoGeometricViews:
-    """``image -> (crop1, crop2)`` as uint8 tensors; `BatchViews.photometric` finishes them on device."""
-
-    def __init__(self, cfg: AugmentConfig):
-        self.t = geometric_transform(cfg)
-
-    def __call__(self, image):
-        return self.t(image), self.t(image)
-
-
 def _expand(values: tuple[float, ...]) -> list[float]:
     return list(values) * 3 if len(values) == 1 else list(values)
 
@@ -147,89 +138,61 @@ def _expand(values: tuple[float, ...]) -> list[float]:
 # Batched views: the same distributions, drawn for a whole batch on any device.
 # --------------------------------------------------------------------------------------------------------
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=g, dtype=torch.float64) * (high - low) + low
-
-
-class Draws:
-    """Random numbers for a global batch of ``n * world`` images, of which this rank keeps its slice.
-
-    Every rank draws the same numbers from the same generator, so W ranks augment their parts of a global
-    batch exactly as one process would augment the whole of it.
-    """
-
-    def __init__(self, g: torch.Generator, n: int, rank: int = 0, world: int = 1):
-        self.g, self.n, self.total = g, n, n * world
-        self.lo, self.hi = rank * n, (rank + 1) * n
-
-    def rand(self, *shape: int, dtype=torch.float32) -> torch.Tensor:
-        return torch.rand(self.total, *shape, generator=self.g, dtype=dtype)[self.lo: self.hi]
-
-    def uniform(self, low: float, high: float) -> torch.Tensor:
-        return _uniform(self.total, low, high, self.g)[self.lo: self.hi]
-
-    def coin(self, p: float) -> torch.Tensor:
-        return self.rand() < p
-
-
 def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-                      g: torch.Generator, tries: int = 10) -> torch.Tensor:
+                      g: torch.Generator, tries: int = CROP_TRIES) -> torch.Tensor:
     """torchvision's RandomResizedCrop.get_params for ``n`` images at once -> (n, 4) [top, left, h, w].
 
     Ten tries per image at a box of random area and aspect ratio; the first that fits wins; if none fits,
     the largest centred box with a clamped aspect ratio (the same fallback as torchvision).
     """
-    area = height * width
-    target = area * _uniform(n * tries, scale[0], scale[1], g).view(n, tries)
-    log_r = _uniform(n * tries, math.log(ratio[0]), math.log(ratio[1]), g).view(n, tries)
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(target * aspect))
-    h = torch.round(torch.sqrt(target / aspect))
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = torch.argmax(ok.to(torch.int8), dim=1)  # index of the first fitting try (0 if none)
-    any_ok = ok.any(dim=1)
-    w = w.gather(1, first[:, None]).squeeze(1)
-    h = h.gather(1, first[:, None]).squeeze(1)
-    # Fallback: centre crop with the aspect ratio clamped to `ratio`.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    w = torch.where(any_ok, w, torch.full_like(w, fw))
-    h = torch.where(any_ok, h, torch.full_like(h, fh))
-    u = torch.rand(n, 2, generator=g, dtype=torch.float64)
-    top = torch.floor(u[:, 0] * (height - h + 1))
-    left = torch.floor(u[:, 1] * (width - w + 1))
-    top = torch.where(any_ok, top, torch.full_like(top, 0.0) + ((height - h) // 2))
-    left = torch.where(any_ok, left, torch.full_like(left, 0.0) + ((width - w) // 2))
-    return torch.stack([top, left, h, w], dim=1)
+    u = torch.rand(n, 2 * tries + 2, generator=g, dtype=torch.float64).numpy()
+    return crop_boxes(u[:, :tries], u[:, tries: 2 * tries], u[:, -2], u[:, -1], height, width, scale, ratio)
 
 
 def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None = None,
                  mode: str = "bicubic") -> torch.Tensor:
     """Crop ``boxes`` ([top, left, h, w] in pixels) out of float images and resample to ``size`` x ``size``.
 
-    One ``grid_sample`` for the whole batch; ``flip`` (bool per image) mirrors horizontally for free.
-    Pixel centres map exactly: a box of the output's size is a plain crop.
+    Boxes no larger than the output (upsampling, e.g. every crop of an in-memory data set resized back to its
+    own size) go through one ``grid_sample`` for the whole batch, where ``flip`` (bool per image) mirrors for
+    free and pixel centres map exactly (a box of the output's size is a plain crop). A box larger than the
+    output on either side is resized per image with ``F.interpolate(antialias=True)``, torchvision's
+    antialiased resize: ``grid_sample`` alone would point-sample and alias (a 2x downscale of noise keeps
+    nearly twice the standard deviation).
     """
     b, _, height, width = images.shape
-    boxes = boxes.to(images.device, torch.float32)
+    boxes = boxes.to(torch.float64).cpu()
+    flip_cpu = flip.cpu() if flip is not None else torch.zeros(b, dtype=torch.bool)
+    down = ((boxes[:, 2] > size) | (boxes[:, 3] > size)) if mode != "nearest" else torch.zeros(b, dtype=torch.bool)
+    out = images.new_empty(b, images.shape[1], size, size)
+    up = (~down).nonzero().squeeze(1)
+    if len(up):
+        idx = to_device(up, images.device)
+        out.index_copy_(0, idx, _grid_resized_crop(images.index_select(0, idx) if len(up) < b else images,
+                                                   boxes[up], size, flip_cpu[up], mode))
+    for i in down.nonzero().squeeze(1).tolist():
+        t, l, h, w = (int(v) for v in boxes[i].tolist())
+        y = F.interpolate(images[i: i + 1, :, t: t + h, l: l + w], size=(size, size), mode=mode, antialias=True,
+                          align_corners=False)
+        out[i] = y[0].flip(-1) if flip_cpu[i] else y[0]
+    return out.clamp_(0, 1) if mode == "bicubic" else out
+
+
+def _grid_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor,
+                       mode: str) -> torch.Tensor:
+    b, _, height, width = images.shape
+    boxes = to_device(boxes.to(torch.float32), images.device)
     top, left, h, w = boxes.unbind(1)
     theta = images.new_zeros(b, 2, 3)
     sx = w / width
-    if flip is not None:
-        sx = torch.where(flip.to(images.device), -sx, sx)
+    sx = torch.where(to_device(flip, images.device), -sx, sx)
     theta[:, 0, 0] = sx
     theta[:, 0, 2] = (2 * left + w) / width - 1
     theta[:, 1, 1] = h / height
     theta[:, 1, 2] = (2 * top + h) / height - 1
     grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
     mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}[mode]
-    out = F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
-    return out.clamp_(0, 1) if mode == "bicubic" else out
+    return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -257,7 +220,12 @@ def adjust_saturation(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate hue by ``shift`` (fraction of a turn, per image) through HSV, as torchvision does."""
+    """Rotate hue by ``shift`` (fraction of a turn, per image) through HSV, as torchvision does.
+
+    HSV -> RGB uses the closed form c_n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6 with n = 5, 3, 1
+    for R, G, B: the same values as torchvision's six-sector selection, in a few elementwise passes instead of
+    six stacked candidates and five ``torch.where`` over the full images.
+    """
     r, g, b = x.unbind(1)
     maxc, _ = x.max(dim=1)
     minc, _ = x.min(dim=1)
@@ -271,20 +239,11 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
     hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
     hue = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    hue = torch.remainder(hue + shift.view(-1, 1, 1), 1.0)
-    v = maxc
-    # HSV -> RGB
-    i = torch.floor(hue * 6.0)
-    fr = hue * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = (v * (1.0 - s)).clamp(0, 1)
-    q = (v * (1.0 - s * fr)).clamp(0, 1)
-    t = (v * (1.0 - s * (1.0 - fr))).clamp(0, 1)
-    choices = [torch.stack(c, dim=1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))]
-    out = choices[0]
-    for k in range(1, 6):
-        out = torch.where((i == k).unsqueeze(1), choices[k], out)
-    return out
+    hue6 = torch.remainder(hue + shift.view(-1, 1, 1), 1.0) * 6.0  # (B, H, W) in [0, 6)
+    vs = maxc * s
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + hue6.unsqueeze(1), 6.0)  # (B, 3, H, W)
+    return maxc.unsqueeze(1) - vs.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp_(0, 1)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -306,12 +265,61 @@ def solarize(x: torch.Tensor, threshold: float = 128 / 255) -> torch.Tensor:
     return torch.where(x >= threshold, 1.0 - x, x)
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without stalling the host: copies to CUDA from pinned memory are
+    asynchronous, while those from pageable memory first wait for the stream (all queued GPU work)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def photometric(x: torch.Tensor, p: ViewParams, cfg: AugmentConfig) -> torch.Tensor:
+    """Colour jitter (in each sample's random op order), grayscale, blur and solarisation of float
+    (B, 3, S, S) images in [0, 1], with per-sample parameters ``p`` (CPU tensors; `views.ViewParams`).
+
+    Each op runs once, on the sub-batch of samples that need it at that point (index_select / index_copy_),
+    rather than on the whole batch followed by a ``torch.where``: the jitter costs 4 op evaluations per image
+    instead of 16. The sub-batch indices are computed on the CPU from the CPU parameters, so nothing here waits
+    for the device.
+    """
+    dev = x.device
+
+    def subset(mask: torch.Tensor) -> torch.Tensor | None:
+        idx = mask.nonzero().squeeze(1)
+        return to_device(idx, dev) if len(idx) else None
+
+    if cfg.jitter_p > 0:
+        ops = ((adjust_brightness, cfg.brightness), (adjust_contrast, cfg.contrast),
+               (adjust_saturation, cfg.saturation), (adjust_hue, cfg.hue))
+        factors = p.factors.to(torch.float32)
+        for position in range(4):
+            for op_id, (op, strength) in enumerate(ops):
+                if strength == 0:
+                    continue  # torchvision skips a zero-strength op entirely
+                mask = p.jitter & (p.order[:, position] == op_id)
+                idx = subset(mask)
+                if idx is None:
+                    continue
+                f = to_device(factors[mask, op_id], dev)
+                y = op(x.index_select(0, idx), f if op_id == 3 else f.view(-1, 1, 1, 1))
+                x = x.index_copy(0, idx, y)
+    if cfg.grayscale_p > 0 and (idx := subset(p.gray)) is not None:
+        x = x.index_copy(0, idx, grayscale(x.index_select(0, idx)).expand(-1, 3, -1, -1))
+    if p.blur.any() and (idx := subset(p.blur)) is not None:
+        sigma = to_device(p.sigma[p.blur], dev)
+        x = x.index_copy(0, idx, gaussian_blur(x.index_select(0, idx), sigma, cfg.blur_kernel))
+    if p.solarize.any():
+        x = torch.where(to_device(p.solarize, dev).view(-1, 1, 1, 1), solarize(x), x)
+    return x
+
+
 class BatchViews:
     """The two views for a whole batch of uint8 images, on the images' device.
 
-    ``__call__(images, generator)`` does geometry (crop + flip) and colour; ``photometric`` does only the
-    colour part, for crops made per image in data-loader workers (folders of full-size images).
-    Random parameters are drawn on the CPU from ``generator``, so a seed gives the same views on any device.
+    ``views(images, p1, p2)`` applies given per-sample parameters (`views.ViewParams`, e.g. from
+    `views.view_params`); ``__call__(images, generator)`` draws them from a generator first. ``geometric``
+    (crop + flip) and ``photometric`` (colour) are the two halves. Parameters live on the CPU, so a seed
+    gives the same views on any device.
     """
 
     def __init__(self, cfg: AugmentConfig | None = None):
@@ -325,60 +333,34 @@ class BatchViews:
                  world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C, H, W) uint8 -> two normalised (B, 3, S, S) views. Under data parallelism pass this process's
         ``rank`` and the ``world`` size: the images are this rank's slice of the global batch."""
+        n, _, h, w = images.shape
+        p1, p2 = (params_from_uniforms(generator_uniforms(generator, n, rank, world), self.cfg, v, h, w)
+                  for v in (0, 1))
+        return self.views(images, p1, p2)
+
+    def views(self, images: torch.Tensor, p1: ViewParams, p2: ViewParams) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) uint8 or float in [0, 1] -> the two normalised (B, 3, S, S) float32 views."""
         x = to_float_rgb(images)
-        return tuple(self.photometric(self.geometric(x, generator, rank, world), generator, view, rank, world)
-                     for view in (0, 1))
+        return self.finish(self.photometric(self.geometric(x, p1), p1)), \
+            self.finish(self.photometric(self.geometric(x, p2), p2))
 
-    def geometric(self, x: torch.Tensor, g: torch.Generator, rank: int = 0, world: int = 1) -> torch.Tensor:
-        cfg = self.cfg
-        n, _, height, width = x.shape
-        boxes = sample_crop_boxes(n * world, height, width, cfg.crop_scale, cfg.crop_ratio, g)[rank * n: (rank + 1) * n]
-        flip = Draws(g, n, rank, world).coin(cfg.hflip_p)
-        return resized_crop(x, boxes, cfg.image_size, flip, cfg.interpolation)
+    def geometric(self, x: torch.Tensor, p: ViewParams) -> torch.Tensor:
+        """Crop ``p.boxes``, flip ``p.flip`` and resize (antialiased when shrinking) to the view size."""
+        return resized_crop(x, p.boxes, self.cfg.image_size, p.flip, self.cfg.interpolation)
 
-    def photometric(self, x: torch.Tensor, g: torch.Generator, view: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-        """Colour jitter, grayscale, blur, solarisation and normalisation of float (B, 3, S, S) in [0, 1]."""
-        cfg, p = self.cfg, self.cfg.view(view)
-        if x.dtype == torch.uint8:
-            x = to_float_rgb(x)
-        n, dev = x.shape[0], x.device
-        draw = Draws(g, n, rank, world)
+    def photometric(self, x: torch.Tensor, p: ViewParams) -> torch.Tensor:
+        """Colour jitter, grayscale, blur, solarisation (no normalisation) of float (B, 3, S, S) in [0, 1]."""
+        return photometric(to_float_rgb(x) if x.dtype == torch.uint8 else x, p, self.cfg)
 
-        def coin(prob: float) -> torch.Tensor:
-            return draw.coin(prob).to(dev).view(n, 1, 1, 1)
-
-        if cfg.jitter_p > 0:
-            apply = coin(cfg.jitter_p)
-            order = torch.argsort(draw.rand(4), dim=1).to(dev)  # random op order per image
-            factors = {
-                0: draw.uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness),
-                1: draw.uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast),
-                2: draw.uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation),
-                3: draw.uniform(-cfg.hue, cfg.hue),
-            }
-            ops = {0: (adjust_brightness, cfg.brightness), 1: (adjust_contrast, cfg.contrast),
-                   2: (adjust_saturation, cfg.saturation), 3: (adjust_hue, cfg.hue)}
-            for position in range(4):
-                for op_id, (op, strength) in ops.items():
-                    if strength == 0:
-                        continue  # torchvision skips a zero-strength op entirely
-                    f = factors[op_id].to(dev, x.dtype)
-                    mask = apply & (order[:, position] == op_id).view(n, 1, 1, 1)
-                    y = op(x, f) if op_id == 3 else op(x, f.view(n, 1, 1, 1))
-                    x = torch.where(mask, y, x)
-        if cfg.grayscale_p > 0:
-            x = torch.where(coin(cfg.grayscale_p), grayscale(x).expand_as(x), x)
-        if p["blur_p"] > 0:
-            sigma = draw.uniform(cfg.blur_sigma[0], cfg.blur_sigma[1])
-            x = torch.where(coin(p["blur_p"]), gaussian_blur(x, sigma, cfg.blur_kernel), x)
-        if p["solarize_p"] > 0:
-            x = torch.where(coin(p["solarize_p"]), solarize(x), x)
-        return (x - self._mean.to(dev)) / self._std.to(dev)
+    def finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise float (B, 3, S, S) in [0, 1] with the configured mean and std."""
+        if self._mean.device != x.device:  # moved once, not copied at every step
+            self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
+        return (x - self._mean) / self._std
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Evaluation input: uint8 (B, C, H, W) -> normalised float (B, 3, H, W), no augmentation."""
-        x = to_float_rgb(images)
-        return (x - self._mean.to(x.device)) / self._std.to(x.device)
+        return self.finish(to_float_rgb(images))
 
 
 def to_float_rgb(images: torch.Tensor) -> torch.Tensor:

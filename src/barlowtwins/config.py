@@ -27,6 +27,8 @@ class PretrainConfig:
     download: bool = False  # let torchvision download CIFAR/STL-10 (needs internet)
     image_size: int = 224
     workers: int | None = None  # data-loader processes for folders (default: per CPU count)
+    data_path: str = "auto"  # auto | cpu (views made in loader workers) | device (JPEG decode + views on the GPU)
+    strict_data: bool = False  # decode every file before training; any unreadable one is an error (default: skip it)
     # Network
     backbone: str = "resnet50"
     stem: str = "standard"  # standard | small (3x3 stride 1, no max-pool) | small-pool

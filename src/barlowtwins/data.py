@@ -5,22 +5,27 @@
     >>> ds = build_dataset("fashion-mnist")                             # finds /usr/share/datasets/fashion-mnist
     >>> ds = build_dataset("cifar10", "./data", split="test", download=True)
 
-Small data sets (Fashion-MNIST, CIFAR, STL-10) are held in memory as one uint8 tensor ``images`` of shape
-(N, C, H, W) and are augmented a batch at a time (`augment.BatchViews`); folders are decoded per image in
-data-loader workers. Unlabelled samples have label -1.
+Every data set is an entry of `DATASETS` (name -> reader, splits, default evaluation split, in memory or
+files); `build_dataset` is the one entry point and `register_dataset` adds one. Small data sets
+(Fashion-MNIST, CIFAR, STL-10) are held in memory as one uint8 tensor ``images`` of shape (N, C, H, W) and are
+augmented a batch at a time; folders are lists of files read by `read_image`, which turns every failure
+(corrupt, truncated, unknown format, over PIL's pixel limit) into a one-line `DataError` naming the file.
+Unlabelled samples have label -1.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import DataError
 
@@ -28,7 +33,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "images")
+# The formats PIL may open: everything else (EPS, which runs Ghostscript, and other exotic plugins) is refused.
+PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -176,15 +182,74 @@ def _torchvision_dataset(name: str, root: str | os.PathLike | None, split: str, 
 # Folders of image files
 # --------------------------------------------------------------------------------------------------------
 
+def read_image(source: str | os.PathLike | bytes, name: str | None = None,
+               draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode an image file (a path, or its bytes) to a loaded RGB PIL image.
+
+    Any failure (not an image, corrupt or truncated data, a format outside `PIL_FORMATS`, more pixels than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` allows (DecompressionBombError), or anything else a decoder raises on
+    hostile bytes) becomes one `DataError` naming the file. ``draft=(w, h)`` lets libjpeg decode a JPEG at the
+    smallest 1/2, 1/4 or 1/8 scale that is still at least that size (DCT scaling: much less work).
+    """
+    name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as f:
+            img = Image.open(f, formats=PIL_FORMATS)
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", draft)
+            img.load()
+            return img if img.mode == "RGB" else img.convert("RGB")
+    except Exception as e:  # noqa: BLE001 -- decoders raise many types on hostile input; all mean "unreadable"
+        raise unreadable(name, e) from None
+
+
+def unreadable(name, e: Exception) -> DataError:
+    """The one-line error for an image file that cannot be decoded."""
+    text = str(e).strip().splitlines()
+    reason = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+    err = DataError(f"corrupt or unreadable image {name} ({reason}); remove or replace the file")
+    err.reason = reason
+    return err
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as RGB, with a one-line error naming the file when it cannot be decoded."""
+    return read_image(path)
+
+
+def first_decodable(files: Sequence[str], where: str) -> int:
+    """The index of the first file of ``files`` that decodes; a `DataError` when none does (checked before
+    any work starts, so a folder of unreadable files stops at once instead of failing every batch)."""
+    for i, f in enumerate(files):
+        try:
+            read_image(f, draft=(1, 1))  # the smallest DCT scale: parses the whole file, decodes little
+            return i
+        except DataError:
+            continue
+    raise DataError(f"none of the {len(files)} image files in {where} can be decoded (e.g. {files[0]}); "
+                    "check that they are images")
+
+
+def scan_images(files: Sequence[str], workers: int = 0) -> list[tuple[str, str]]:
+    """Decode every file (at the smallest DCT scale for JPEGs); return ``(file, reason)`` for each that fails.
+
+    The check ``--strict-data`` runs before training. ``workers`` > 0 spreads it over processes."""
+    if workers > 0 and len(files) > 64:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
+            results = pool.map(_check_one, files, chunksize=64)
+    else:
+        results = [_check_one(f) for f in files]
+    return [(f, r) for f, r in zip(files, results) if r is not None]
+
+
+def _check_one(path: str) -> str | None:
     try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise DataError(f"corrupt or unreadable image {path} ({type(e).__name__}: {e}); "
-                        "remove or replace the file") from None
+        read_image(path, draft=(1, 1))
+        return None
+    except DataError as e:
+        return str(e)
 
 
 def _is_image(name: str) -> bool:
@@ -208,7 +273,7 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        img = load_image(self.files[i])
+        img = read_image(self.files[i])
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.labels[i])
@@ -261,23 +326,79 @@ def image_folder(root: str | os.PathLike) -> ImageFiles:
     return ImageFiles(files, [-1] * len(files), (), str(folder))
 
 
+# --------------------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A data set by name: ``reader(root, split, download)`` returns it; ``splits`` are the valid splits
+    (empty: any folder name); ``eval_split`` is the default evaluation split; ``in_memory`` says whether it is
+    one uint8 tensor (augmented a batch at a time) or a list of files (decoded per image); ``needs_root``
+    whether ``--data-dir`` is required."""
+
+    name: str
+    reader: Callable
+    splits: tuple[str, ...]
+    eval_split: str
+    in_memory: bool
+    needs_root: bool = False
+    labelled: bool = True
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add (or replace) a data set by name."""
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def _tv(name: str) -> Callable:
+    return lambda root, split, download: _torchvision_dataset(name, root, split, download)
+
+
+for _spec in (
+    DatasetSpec("fashion-mnist", load_fashion_mnist, ("train", "test"), "test", in_memory=True),
+    DatasetSpec("cifar10", _tv("cifar10"), ("train", "test"), "test", in_memory=True),
+    DatasetSpec("cifar100", _tv("cifar100"), ("train", "test"), "test", in_memory=True),
+    DatasetSpec("stl10", _tv("stl10"), ("train", "test", "unlabeled", "train+unlabeled"), "test", in_memory=True),
+    DatasetSpec("folder", lambda root, split, download: labelled_folder(root, split), (), "val", in_memory=False,
+                needs_root=True),
+    DatasetSpec("images", lambda root, split, download: image_folder(root), (), "val", in_memory=False,
+                needs_root=True, labelled=False),
+):
+    register_dataset(_spec)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``name``, with a one-line error listing the valid names."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set '{name}'; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def is_in_memory(dataset) -> bool:
+    """True for data sets held as one uint8 tensor (`InMemoryImages`), False for files."""
+    return bool(getattr(dataset, "in_memory", False))
+
+
 def default_val_split(name: str) -> str:
     """The evaluation split of a data set: ``test`` for the built-in ones, ``val`` for folders (ImageNet)."""
-    return "test" if name in ("fashion-mnist", "cifar10", "cifar100", "stl10") else "val"
+    return DATASETS[name].eval_split if name in DATASETS else "val"
 
 
 def build_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train",
                   download: bool = False):
-    """A data set by name: ``fashion-mnist``, ``cifar10``, ``cifar100``, ``stl10``, ``folder``, ``images``.
+    """A data set by name (see `DATASETS`): ``fashion-mnist``, ``cifar10``, ``cifar100``, ``stl10``,
+    ``folder``, ``images``.
 
     ``folder`` reads ``root/<split>/<class>/*``; ``images`` reads every image under ``root`` (no labels).
     """
-    if name == "fashion-mnist":
-        return load_fashion_mnist(root, split, download)
-    if name in ("cifar10", "cifar100", "stl10"):
-        return _torchvision_dataset(name, root, split, download)
-    if name in ("folder", "images"):
-        if root is None:
-            raise DataError(f"--dataset {name} needs --data-dir pointing at your images")
-        return labelled_folder(root, split) if name == "folder" else image_folder(root)
-    raise DataError(f"unknown data set '{name}'; choose one of {', '.join(DATASETS)}")
+    spec = dataset_spec(name)
+    if spec.needs_root and root is None:
+        raise DataError(f"--dataset {name} needs --data-dir pointing at your images")
+    if spec.splits and split not in spec.splits:
+        raise DataError(f"{name} has splits {', '.join(spec.splits)}, not '{split}'")
+    return spec.reader(root, split, download)

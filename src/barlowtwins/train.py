@@ -21,8 +21,6 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .augment import BatchViews, TwoGeometricViews, augment_config
-from .batches import BatchStream
 from .checkpoint import BACKBONE_NAME, CHECKPOINT_NAME, FORMAT, export_backbone, load_checkpoint, save_atomic
 from .export import write_run_backbone
 from .config import PretrainConfig, save_config
@@ -32,6 +30,7 @@ from .hardware import autocast, autocast_dtype, select_device
 from .losses import TERMS, BarlowTwinsLoss
 from .models import BarlowTwins, Projector, create_backbone
 from .optim import OPTIMIZERS, WarmupCosine, build_optimizer, set_learning_rates
+from .pipeline import pipeline_from_config
 
 # Fields that must not change when a run is resumed: they define the network or the meaning of a step.
 RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size",
@@ -127,13 +126,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
         self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
-        aug = augment_config(cfg.image_size, getattr(self.dataset, "channels", 3), **cfg.augment_overrides())
-        self.views = BatchViews(aug)
-        self.stream = BatchStream(self.dataset, cfg.batch_size // self.world, shuffle=True, drop_last=True,
-                                  seed=cfg.seed, rank=info.rank, world_size=self.world,
-                                  transform=None if self.dataset.in_memory else TwoGeometricViews(aug),
-                                  workers=cfg.workers, pin_memory=self.device.type == "cuda")
-        self.steps_per_epoch = len(self.stream)
+        self.pipeline = pipeline_from_config(cfg, self.dataset, info.rank, self.world, self.device)
+        self.steps_per_epoch = len(self.pipeline)
         if self.steps_per_epoch == 0:
             raise DataError(f"the data set has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}; "
                             "lower --batch-size or add images")
@@ -213,13 +207,8 @@ class Trainer:
 
     # ---- one step ------------------------------------------------------------------------------------
     def _views(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        g = step_generator(self.cfg.seed, self.step)
-        rank, dev = self.info.rank, self.device
-        if self.dataset.in_memory:
-            x1, x2 = self.views(images.to(dev, non_blocking=True), g, rank, self.world)
-        else:  # crops were made per image in the loader workers; colour is done here for the whole batch
-            x1 = self.views.photometric(images[0].to(dev, non_blocking=True), g, 0, rank, self.world)
-            x2 = self.views.photometric(images[1].to(dev, non_blocking=True), g, 1, rank, self.world)
+        x1, x2 = self.pipeline.views(images, self.step)  # per-sample parameters of (seed, step, position)
+        dev = self.device
         if self.cfg.channels_last and dev.type != "mps":
             x1 = x1.contiguous(memory_format=torch.channels_last)
             x2 = x2.contiguous(memory_format=torch.channels_last)
@@ -271,7 +260,7 @@ class Trainer:
         try:
             while self.step < self.total_steps and reason == "finished":
                 epoch, first = divmod(self.step, self.steps_per_epoch)
-                for images, _, _ in self.stream.epoch(epoch, start=first):
+                for images, _, _ in self.pipeline.epoch(epoch, start=first):
                     window.add(self.train_step(images))
                     if self.budget.active and self.budget.observe(self.step):
                         self._fix_budget(bar)
@@ -360,7 +349,7 @@ class _Window:
         record = {"step": t.step, "epoch": round(t.step / t.steps_per_epoch, 4), "loss": loss, "on_diag": on_diag,
                   "off_diag": off_diag, "lr_weights": t.optimizer.param_groups[0]["lr"],
                   "images_per_sec": self.steps * t.cfg.batch_size / max(now - self.start, 1e-9),
-                  "elapsed_sec": now - t.start_time}
+                  "elapsed_sec": now - t.start_time, **t.pipeline.metrics()}
         t.log.write(record)
         self.sums.zero_()
         self.steps, self.start = 0, now

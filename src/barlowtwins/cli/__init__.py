@@ -7,7 +7,8 @@ import argparse
 import sys
 
 from ..errors import BarlowTwinsError
-from . import detect, embed, export, finetune, knn, linear, list_backbones, neighbors, pretrain, results, transfer
+from . import (bench, detect, embed, export, finetune, knn, linear, list_backbones, neighbors, pretrain, results,
+               transfer)
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -21,6 +22,7 @@ COMMANDS = {
     "embed": embed,
     "neighbors": neighbors,
     "list-backbones": list_backbones,
+    "bench": bench,
 }
 
 

@@ -21,6 +21,7 @@ from torchvision.transforms import v2 as T
 from .. import distributed as D
 from ..augment import resized_crop, sample_crop_boxes, to_float_rgb
 from ..batches import BatchStream
+from ..data import is_in_memory
 from ..hardware import autocast
 from .features import eval_transform, normalize, prepare_batch
 from .knn import topk_accuracy
@@ -83,7 +84,7 @@ def evaluate_classifier(backbone: nn.Module, head: nn.Module, dataset, run: Clas
     head.eval()
     stream = BatchStream(dataset, batch_size, shuffle=False, drop_last=False, rank=D.rank(),
                          world_size=D.world_size(), workers=run.workers, pin_memory=run.device.type == "cuda",
-                         transform=None if getattr(dataset, "in_memory", False) else eval_transform(run.image_size))
+                         transform=None if is_in_memory(dataset) else eval_transform(run.image_size))
     logits, labels, indices = [], [], []
     for images, y, idx in stream.epoch(0):
         x = prepare_batch(images, run.image_size, run.device, run.mean, run.std)
@@ -106,7 +107,7 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
     world = D.world_size()
     if run.batch_size % world:
         raise ValueError(f"--batch-size {run.batch_size} must divide evenly over {world} processes")
-    in_memory = bool(getattr(train_set, "in_memory", False))
+    in_memory = is_in_memory(train_set)
     stream = BatchStream(train_set, run.batch_size // world, shuffle=True, drop_last=False, seed=run.seed,
                          rank=D.rank(), world_size=world, workers=run.workers, pin_memory=run.device.type == "cuda",
                          transform=None if in_memory else train_transform(run.image_size, run.crop_scale))

@@ -15,6 +15,7 @@ from torchvision.transforms import v2 as T
 from .. import distributed as D
 from ..augment import IMAGENET_MEAN, IMAGENET_STD, to_float_rgb
 from ..batches import BatchStream
+from ..data import is_in_memory
 from ..hardware import autocast
 
 
@@ -56,7 +57,7 @@ def extract_features(backbone: torch.nn.Module, dataset, *, image_size: int, dev
     was_training = backbone.training
     backbone.eval()
     stream = BatchStream(dataset, batch_size, shuffle=False, drop_last=False, rank=D.rank(),
-                         world_size=D.world_size(), transform=None if getattr(dataset, "in_memory", False)
+                         world_size=D.world_size(), transform=None if is_in_memory(dataset)
                          else eval_transform(image_size), workers=workers, pin_memory=device.type == "cuda")
     feats, labels, indices = [], [], []
     batches = stream.epoch(0)

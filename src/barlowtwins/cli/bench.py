@@ -1,0 +1,86 @@
+"""``barlowtwins bench``: throughput of the model, of each data path and of both together, against the official
+per-image PIL pipeline; prints a table, saves JSON and appends a row to a RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, allow_abbrev=False, help="measure model, data-path and end-to-end throughput",
+                       description="Measure two-view samples/s: the model alone on synthetic device tensors, each "
+                                   "data path alone and end to end from a JPEG folder (or an in-memory data set), "
+                                   "and the official per-image PIL pipeline with the same workers; FLOPs, MFU and "
+                                   "peak memory. Example: barlowtwins bench --backbone resnet50 --image-size 224 "
+                                   "--batch-size 64 --data-path cpu --workers 2 --make-jpegs 600 --jpeg-size 350 500 "
+                                   "--results benchmarks/RESULTS.md")
+    m = p.add_argument_group("model")
+    m.add_argument("--backbone", default="resnet50")
+    m.add_argument("--stem", default="standard", choices=("standard", "small", "small-pool"))
+    m.add_argument("--width", type=int, default=None, help="ResNet first-stage width (default: torchvision's)")
+    m.add_argument("--projector", default="8192-8192-8192")
+    m.add_argument("--image-size", type=int, default=224)
+    m.add_argument("--batch-size", type=int, default=64, help="samples per step (two views each)")
+    m.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    m.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    d = p.add_argument_group("data")
+    d.add_argument("--data-path", nargs="+", default=None, choices=("cpu", "device"),
+                   help="data paths to time on the JPEG folder (default: cpu, plus device on a GPU)")
+    d.add_argument("--workers", type=int, default=None, help="loader processes (default: per CPU count)")
+    d.add_argument("--jpeg-dir", default=None, help="a folder of images to read (any depth)")
+    d.add_argument("--make-jpegs", type=int, default=0, metavar="N",
+                   help="write N synthetic JPEGs (quality 90) into --jpeg-dir, or a temporary folder, first")
+    d.add_argument("--jpeg-size", type=int, nargs=2, default=(350, 500), metavar=("MIN", "MAX"),
+                   help="side lengths of the synthetic JPEGs (default: 350 500, ImageNet-like)")
+    d.add_argument("--dataset", default=None,
+                   help="time an in-memory data set instead of a folder (e.g. fashion-mnist; path 'memory')")
+    d.add_argument("--data-dir", default=None, help="where --dataset lives")
+    d.add_argument("--no-official", action="store_true", help="skip the official PIL pipeline")
+    t = p.add_argument_group("timing and output")
+    t.add_argument("--iters", type=int, default=20, help="timed batches per measurement")
+    t.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    t.add_argument("--output", default=None, metavar="JSON", help="save the result as JSON here")
+    t.add_argument("--results", default=None, metavar="MD", help="append a row to this RESULTS.md")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+
+    from ..bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
+    from ..errors import ConfigError
+    from ..hardware import select_device
+
+    for flag in ("image_size", "batch_size", "iters"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.warmup < 0 or args.make_jpegs < 0 or (args.workers is not None and args.workers < 0):
+        raise ConfigError("--warmup, --make-jpegs and --workers cannot be negative")
+    if args.jpeg_size[0] < 1 or args.jpeg_size[0] > args.jpeg_size[1]:
+        raise ConfigError(f"--jpeg-size MIN MAX needs 1 <= MIN <= MAX, got {args.jpeg_size[0]} {args.jpeg_size[1]}")
+    if args.dataset is None and args.jpeg_dir is None and not args.make_jpegs:
+        raise ConfigError("give images to read: --jpeg-dir DIR, --make-jpegs N (synthetic), or --dataset NAME")
+    device = select_device(args.device)
+    paths = tuple(args.data_path or (("cpu", "device") if device.type == "cuda" else ("cpu",)))
+    if args.dataset:
+        paths = ("auto",)  # in-memory data has one path
+    spec = BenchSpec(backbone=args.backbone, stem=args.stem, width=args.width, projector=args.projector,
+                     image_size=args.image_size, batch_size=args.batch_size, precision=args.precision,
+                     device=args.device, data_paths=paths, workers=args.workers, iters=args.iters,
+                     warmup=args.warmup, official=not args.no_official, dataset=args.dataset,
+                     data_dir=args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="barlowtwins-bench-") as tmp:
+        jpeg_dir = args.jpeg_dir
+        if args.make_jpegs:
+            jpeg_dir = jpeg_dir or tmp
+            make_jpeg_folder(jpeg_dir, args.make_jpegs, tuple(args.jpeg_size))
+        result = run_bench(spec, jpeg_dir=jpeg_dir)
+    print(table(result))
+    if args.output:
+        save_json(args.output, result)
+        print(f"saved {args.output}")
+    if args.results:
+        append_results(args.results, result)
+        print(f"added a row to {args.results}")
+    return 0

@@ -1,0 +1,151 @@
+"""Random parameters of the two views, per sample, as a pure function of (seed, step, global position).
+
+    >>> p = view_params(cfg, view=0, seed=0, step=12, positions=np.arange(64), heights=h, widths=w)
+    >>> p.boxes[3], p.flip[3], p.order[3]      # the crop, flip and colour-op order of sample 3 of step 12
+
+Every path that makes views (in-memory batches, loader workers on the CPU, batched ops on a GPU) reads its
+numbers from here. Because the numbers depend only on (seed, step, position in the global batch, view), and
+not on which process or worker asks, ranks draw different crops for their samples, one process and W
+processes draw the same views of a global batch, and a resumed run draws exactly the views of the
+uninterrupted one.
+
+The uniforms come from a counter-based hash (SplitMix64's finaliser over the four integers), not from a
+stateful generator: a worker can compute the numbers of one sample without replaying anyone else's.
+`params_from_uniforms` turns a (n, K) block of uniforms into parameters; `BatchViews` feeds it from a
+``torch.Generator`` instead, so both draw the same distributions through the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Column layout of the K uniforms drawn per sample and view.
+CROP_TRIES = 10
+_AREA, _RATIO = slice(0, 10), slice(10, 20)
+_TOP, _LEFT, _FLIP, _JITTER = 20, 21, 22, 23
+_ORDER, _FACTORS = slice(24, 28), slice(28, 32)
+_GRAY, _BLUR, _SIGMA, _SOLARIZE = 32, 33, 34, 35
+NUM_UNIFORMS = 36
+
+_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic): a bijective, well-mixed hash."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def counter_uniforms(seed: int, step: int, positions, view: int, k: int = NUM_UNIFORMS) -> np.ndarray:
+    """(n, k) float64 uniforms in [0, 1): a pure function of (seed, step, position, view, column)."""
+    pos = np.asarray(positions, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        h = _mix(np.array([seed], dtype=np.int64).astype(np.uint64) + _GOLDEN)
+        h = _mix(h ^ (np.uint64(step & 0xFFFFFFFFFFFFFFFF) + _GOLDEN))
+        h = _mix(h ^ (np.uint64(view) * _GOLDEN + np.uint64(1)))
+        h = _mix(h ^ (pos * _GOLDEN + np.uint64(7)))  # (n, 1)
+        z = _mix(h ^ (np.arange(k, dtype=np.uint64).reshape(1, -1) * _GOLDEN + np.uint64(13)))  # (n, k)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def generator_uniforms(g: torch.Generator, n: int, rank: int = 0, world: int = 1,
+                       k: int = NUM_UNIFORMS) -> np.ndarray:
+    """(n, k) uniforms from a generator: a global batch of ``n * world`` rows drawn, this rank's slice kept."""
+    u = torch.rand(n * world, k, generator=g, dtype=torch.float64)[rank * n: (rank + 1) * n]
+    return u.numpy()
+
+
+@dataclass
+class ViewParams:
+    """Per-sample parameters of one view (CPU tensors, first dimension n).
+
+    boxes: (n, 4) float64 [top, left, height, width] in pixels of the source image; flip: (n,) bool;
+    jitter: (n,) bool (colour jitter applied); order: (n, 4) int64, the positions of brightness(0),
+    contrast(1), saturation(2), hue(3) in the jitter; factors: (n, 4) float64 of those four ops (hue: a shift
+    in turns); gray, blur, solarize: (n,) bool; sigma: (n,) float64 blur sigma.
+    """
+
+    boxes: torch.Tensor
+    flip: torch.Tensor
+    jitter: torch.Tensor
+    order: torch.Tensor
+    factors: torch.Tensor
+    gray: torch.Tensor
+    blur: torch.Tensor
+    sigma: torch.Tensor
+    solarize: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.flip)
+
+    def row(self, i: int) -> "ViewParams":
+        """The parameters of sample ``i`` alone (n = 1)."""
+        return ViewParams(**{k: v[i: i + 1] for k, v in self.__dict__.items()})
+
+    def select(self, idx: torch.Tensor) -> "ViewParams":
+        return ViewParams(**{k: v[idx] for k, v in self.__dict__.items()})
+
+
+def crop_boxes(u_area: np.ndarray, u_ratio: np.ndarray, u_top: np.ndarray, u_left: np.ndarray, heights, widths,
+               scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:
+    """torchvision's RandomResizedCrop.get_params from given uniforms -> (n, 4) [top, left, h, w] float64.
+
+    ``u_area`` / ``u_ratio``: (n, 10) uniforms for the ten tries at a box of random area and log-aspect; the
+    first try that fits wins; if none does, the largest centred box with a clamped aspect ratio (torchvision's
+    fallback). ``heights`` / ``widths``: per-sample image sizes (scalars or (n,)). numpy, not torch: a loader
+    worker calls this for one sample at a time, where torch's per-op overhead would cost milliseconds.
+    """
+    n = u_area.shape[0]
+    height = np.broadcast_to(np.asarray(heights, dtype=np.float64), (n,))
+    width = np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,))
+    target = (height * width)[:, None] * (u_area * (scale[1] - scale[0]) + scale[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = np.exp(u_ratio * (log_hi - log_lo) + log_lo)
+    w = np.round(np.sqrt(target * aspect))
+    h = np.round(np.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
+    first = np.argmax(ok, axis=1)[:, None]  # index of the first fitting try (0 if none)
+    any_ok = ok.any(axis=1)
+    w = np.take_along_axis(w, first, 1)[:, 0]
+    h = np.take_along_axis(h, first, 1)[:, 0]
+    # Fallback: centre crop with the aspect ratio clamped to `ratio`.
+    in_ratio = width / height
+    fw = np.where(in_ratio < min(ratio), width, np.where(in_ratio > max(ratio), np.round(height * max(ratio)), width))
+    fh = np.where(in_ratio < min(ratio), np.round(width / min(ratio)), height)
+    w = np.where(any_ok, w, fw)
+    h = np.where(any_ok, h, fh)
+    top = np.where(any_ok, np.floor(u_top * (height - h + 1)), np.floor((height - h) / 2))
+    left = np.where(any_ok, np.floor(u_left * (width - w + 1)), np.floor((width - w) / 2))
+    return torch.from_numpy(np.stack([top, left, h, w], axis=1))
+
+
+def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths) -> ViewParams:
+    """(n, NUM_UNIFORMS) uniforms -> the parameters of view ``view`` (0 or 1) under ``cfg`` (AugmentConfig)."""
+    p = cfg.view(view)
+    boxes = crop_boxes(u[:, _AREA], u[:, _RATIO], u[:, _TOP], u[:, _LEFT], heights, widths, cfg.crop_scale,
+                       cfg.crop_ratio)
+    lows = np.array([max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation),
+                     -cfg.hue])
+    highs = np.array([1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue])
+    t = torch.from_numpy
+    return ViewParams(
+        boxes=boxes,
+        flip=t(u[:, _FLIP] < cfg.hflip_p),
+        jitter=t(u[:, _JITTER] < cfg.jitter_p),
+        order=t(np.argsort(u[:, _ORDER], axis=1, kind="stable")),  # a uniformly random permutation of the ops
+        factors=t(u[:, _FACTORS] * (highs - lows) + lows),
+        gray=t(u[:, _GRAY] < cfg.grayscale_p),
+        blur=t(u[:, _BLUR] < p["blur_p"]),
+        sigma=t(u[:, _SIGMA] * (cfg.blur_sigma[1] - cfg.blur_sigma[0]) + cfg.blur_sigma[0]),
+        solarize=t(u[:, _SOLARIZE] < p["solarize_p"]),
+    )
+
+
+def view_params(cfg, view: int, seed: int, step: int, positions, heights, widths) -> ViewParams:
+    """The parameters of view ``view`` for the samples at global ``positions`` of step ``step``."""
+    return params_from_uniforms(counter_uniforms(seed, step, positions, view), cfg, view, heights, widths)

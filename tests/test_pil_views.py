@@ -1,0 +1,97 @@
+"""The loader-worker views (PIL): each op against torchvision's functional op on PIL images, the crop against
+torchvision's resized_crop, the drafted decode against the full one."""
+
+import numpy as np
+import pytest
+import torchvision.transforms.functional as F1
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from barlowtwins import pil_views as P
+from barlowtwins.augment import augment_config
+from barlowtwins.views import view_params
+
+
+@pytest.fixture
+def photo():
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((70, 60), Image.BICUBIC), dtype=np.int16)
+    return Image.fromarray(np.clip(smooth + rng.integers(-10, 11, (60, 70, 3)), 0, 255).astype(np.uint8))
+
+
+def arr(img):
+    return np.asarray(img).astype(np.int16)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.6, 1.0, 1.37, 2.5])
+def test_jitter_ops_equal_torchvision_on_pil(photo, factor):
+    np.testing.assert_array_equal(arr(P.adjust_brightness(photo, factor)), arr(F1.adjust_brightness(photo, factor)))
+    np.testing.assert_array_equal(arr(P.adjust_contrast(photo, factor)), arr(F1.adjust_contrast(photo, factor)))
+    np.testing.assert_array_equal(arr(P.adjust_saturation(photo, factor)), arr(F1.adjust_saturation(photo, factor)))
+
+
+@pytest.mark.parametrize("shift", [-0.5, -0.1, -0.013, 0.0, 0.002, 0.07, 0.1, 0.5])
+def test_hue_equals_torchvision_on_pil(photo, shift):
+    np.testing.assert_array_equal(arr(P.adjust_hue(photo, shift)), arr(F1.adjust_hue(photo, shift)))
+
+
+def test_whole_photometric_against_torchvision(photo):
+    cfg = augment_config(64)
+    p = view_params(cfg, 1, 0, 0, range(40), 60, 70)
+    for i in range(40):
+        row = p.row(i)
+        ours = arr(P.photometric(photo, row, cfg))
+        ref = photo
+        if row.jitter[0]:
+            ops = (F1.adjust_brightness, F1.adjust_contrast, F1.adjust_saturation, F1.adjust_hue)
+            for op in row.order[0].tolist():
+                ref = ops[op](ref, float(row.factors[0, op]))
+        if row.gray[0]:
+            ref = F1.rgb_to_grayscale(ref, num_output_channels=3)
+        if row.blur[0]:  # torchvision's exact kernel; PIL's filter (the official code's) approximates it
+            t = TF.gaussian_blur(F1.pil_to_tensor(ref), [cfg.blur_kernel] * 2, [float(row.sigma[0])] * 2)
+            ref = F1.to_pil_image(t)
+        if row.solarize[0]:
+            ref = F1.solarize(ref, 128)
+        diff = np.abs(ours - arr(ref))
+        if row.blur[0]:
+            assert diff.mean() < 1.5 and np.percentile(diff, 99) <= 6, (i, diff.mean())
+        else:
+            assert diff.max() == 0, i
+
+
+def test_crop_resize_flip_equals_torchvision(photo):
+    cfg = augment_config(32)
+    p = view_params(cfg, 0, 0, 0, range(20), 60, 70)
+    for i in range(20):
+        t, l, h, w = (int(v) for v in p.boxes[i])
+        ref = F1.resized_crop(photo, t, l, h, w, [32, 32], InterpolationMode.BICUBIC)
+        ref = F1.hflip(ref) if p.flip[i] else ref
+        diff = np.abs(arr(P.geometric(photo, p.row(i), cfg)) - arr(ref))
+        # resize(box=) is the same filter as crop-then-resize, but at the crop's edges its support may reach the
+        # real pixels outside the box where the cropped image repeats its border: equal inside, close at edges.
+        assert diff[3:-3, 3:-3].max() <= 1 and diff.mean() < 0.5, i
+
+
+def test_drafted_decode_is_close_to_the_full_decode(tmp_path):
+    rng = np.random.default_rng(2)
+    coarse = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    big = Image.fromarray(coarse).resize((480, 400), Image.BICUBIC)
+    big.save(tmp_path / "big.jpg", quality=95)
+    cfg = augment_config(64, crop_scale=(0.9, 1.0))
+
+    def params(width, height):
+        return tuple(view_params(cfg, v, 0, 0, [0], height, width) for v in (0, 1))
+
+    img, full, p1, p2 = P.decode_for_views(str(tmp_path / "big.jpg"), params, 64)
+    assert full == (480, 400) and img.size == (120, 100)  # both crops >= 4 x 64 px: decoded at 1/4 scale
+    for p in (p1, p2):
+        assert float(p.boxes[0, 2:].min()) * img.width / 480 >= 64  # still no upsampling
+    drafted = P.two_views(img, full, p1, p2, cfg)
+    plain = P.two_views(Image.open(tmp_path / "big.jpg").convert("RGB"), full, p1, p2, cfg)
+    for a, b in zip(drafted, plain):
+        assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
+    assert P.draft_size(480, 400, [p1, p2], 300) is None  # crops smaller than 2 x 300: full decode
