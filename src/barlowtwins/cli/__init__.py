@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..errors import BarlowTwinsError
-from . import export, finetune, knn, linear, pretrain, results, transfer
+from . import env, export, finetune, knn, linear, pretrain, report, results, transfer
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -17,6 +17,8 @@ COMMANDS = {
     "transfer": transfer,
     "results": results,
     "export": export,
+    "report": report,
+    "env": env,
 }
 
 
