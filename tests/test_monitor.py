@@ -111,3 +111,13 @@ def test_tensorboard_event_file_holds_the_scalars_and_heat_maps(fmnist_dir, tmp_
     np.testing.assert_allclose([v for _, v in events], [v for _, v in logged], rtol=1e-6)
     assert "correlation/C_block" in tags["images"]
     assert [e.step for e in acc.Images("correlation/C_block")] == [s["step"] for s in read_snapshots(tmp_path / "r")]
+
+
+@pytest.mark.parametrize("kw,match", [(dict(correlation_dims=-1), "--correlation-dims must be 0"),
+                                      (dict(progress_seconds=-5), "--progress-seconds must be 0 or more")])
+def test_bad_monitoring_settings_fail_before_work(fmnist_dir, tmp_path, kw, match):
+    from barlowtwins.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        pretrain(tiny_config(fmnist_dir, tmp_path / "r", **kw))
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()

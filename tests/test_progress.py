@@ -1,6 +1,9 @@
 """Progress output: the bar's total is the run's real end; without a terminal, plain lines and no carriage returns."""
 
 import io
+import time
+
+import pytest
 
 from barlowtwins.progress import Progress
 from test_train import tiny_config
@@ -43,12 +46,29 @@ def test_long_interval_prints_first_and_last_only():
     assert [ln.split(" (")[0] for ln in lines] == ["pretrain step 41/100", "pretrain step 100/100"]
 
 
-def test_time_limit_is_shown_and_caps_eta():
+def test_time_limit_and_budget_are_shown_and_cap_eta():
     out = io.StringIO()
     p = Progress(10**9, 0, time_limit_minutes=2, tty=False, stream=out, interval=0)
     p.update(1)
-    assert "time limit 0:02:00" in out.getvalue()
-    assert p.eta_seconds() <= 120
+    assert p.eta_seconds() is None  # the first step's start-up costs are not a rate
+    time.sleep(0.01)
+    p.update(1)
+    assert "time limit 0:02:00" in out.getvalue().splitlines()[-1]
+    assert 0 < p.eta_seconds() <= 120
+    p = Progress(10**9, 0, budget_minutes=1, tty=False, stream=out, interval=0)
+    p.update(1)
+    time.sleep(0.01)
+    p.update(1)
+    assert out.getvalue().splitlines()[-1].endswith("budget 0:01:00") and p.eta_seconds() <= 60
+
+
+def test_eta_leaves_out_the_first_step():
+    p = Progress(100, 0, tty=False, stream=io.StringIO(), interval=0)
+    p.started -= 1000  # a slow first step (start-up) ...
+    p.update(1)
+    p._rate_mark = (1, time.time() - 1.0)  # ... then 9 steps in one second
+    p.n = 10
+    assert p.eta_seconds() == pytest.approx(10.0, rel=0.05)  # 90 steps at 9 steps/s, not at the first step's pace
 
 
 def test_terminal_bar_total_is_the_real_end():

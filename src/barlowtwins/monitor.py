@@ -86,6 +86,11 @@ class RunMonitor:
 
     @classmethod
     def for_run(cls, cfg, log, model, out: Path | None) -> "RunMonitor":
+        """The monitor of a ``PretrainConfig`` run (also checks the monitoring fields: before any work)."""
+        if cfg.correlation_dims < 0:
+            raise ConfigError(f"--correlation-dims must be 0 (off) or a positive size, got {cfg.correlation_dims}")
+        if not cfg.progress_seconds >= 0:
+            raise ConfigError(f"--progress-seconds must be 0 or more, got {cfg.progress_seconds}")
         return cls(log, model, out, dims=cfg.correlation_dims, log_every=cfg.log_every, tensorboard=cfg.tensorboard)
 
     # ---- data wait ----------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ instead::
     pretrain step 120/1801 (6.7%) loss 812.3 img/s 431 epoch 0.27 elapsed 0:00:31 eta 0:07:12
 
 Either way the total is where the run will really end: the schedule's length, capped by ``--max-steps``, and
-updated when a time budget fixes the length; a ``--time-limit-minutes`` is shown and caps the ETA.
+updated when a time budget fixes the length; a ``--time-limit-minutes`` or ``--time-budget-minutes`` is shown and
+caps the ETA. The ETA is measured from the first step on (its one-off start-up costs left out).
 
 The interface is tqdm's (``update``, ``set_postfix``, ``total``, ``refresh``, ``close``), so a loop written for
 a tqdm bar takes it unchanged.
@@ -33,18 +34,22 @@ class Progress:
         initial: the step the run starts (or resumes) at.
         max_steps: stop step, when the run stops before the schedule ends (``--max-steps``).
         time_limit_minutes: wall-clock limit of this process (``--time-limit-minutes``), shown and used to cap ETA.
+        budget_minutes: the time budget the schedule is fitted into (``--time-budget-minutes``), likewise.
         interval: seconds between two plain lines (no terminal); 0 prints a line at every update.
         stream: where to write (default ``sys.stdout``).
         tty: force the bar (True) or plain lines (False); default: whether ``stream`` is a terminal.
     """
 
     def __init__(self, total: int, initial: int = 0, *, max_steps: int | None = None,
-                 time_limit_minutes: float | None = None, interval: float = 30.0, stream: TextIO | None = None,
-                 tty: bool | None = None, desc: str = "pretrain"):
+                 time_limit_minutes: float | None = None, budget_minutes: float | None = None,
+                 interval: float = 30.0, stream: TextIO | None = None, tty: bool | None = None,
+                 desc: str = "pretrain"):
         self.stream = stream if stream is not None else sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
         self.max_steps = max_steps
         self.limit = time_limit_minutes * 60 if time_limit_minutes else None
+        self.budget = budget_minutes * 60 if budget_minutes else None
+        self._rate_mark = None  # (step, time) of the first update: the ETA's rate is measured from there
         self.interval = max(0.0, float(interval))
         self.desc = desc
         self.n = self.initial = int(initial)
@@ -56,7 +61,7 @@ class Progress:
         if self.tty:
             from tqdm.auto import tqdm
 
-            label = desc if self.limit is None else f"{desc} (time limit {_clock(self.limit)})"
+            label = desc + "".join(f" ({what} {_clock(t)})" for what, t in self._caps())
             self._bar = tqdm(total=self.end, initial=self.n, unit="step", dynamic_ncols=True, desc=label,
                              file=self.stream)
 
@@ -64,7 +69,7 @@ class Progress:
     def for_run(cls, cfg, total: int, initial: int = 0, **kw) -> "Progress":
         """A progress display for a ``PretrainConfig`` run."""
         return cls(total, initial, max_steps=cfg.max_steps, time_limit_minutes=cfg.time_limit_minutes,
-                   interval=cfg.progress_seconds, **kw)
+                   budget_minutes=cfg.time_budget_minutes, interval=cfg.progress_seconds, **kw)
 
     # ---- the run's real end ----------------------------------------------------------------------------
     @property
@@ -85,6 +90,8 @@ class Progress:
     # ---- tqdm's interface ------------------------------------------------------------------------------
     def update(self, n: int = 1) -> None:
         self.n += n
+        if self._rate_mark is None:
+            self._rate_mark = (self.n, time.time())
         if self._bar is not None:
             self._bar.update(n)
         elif self._last_line is None or time.time() - self._last_line >= self.interval:
@@ -107,15 +114,21 @@ class Progress:
 
     # ---- plain lines -----------------------------------------------------------------------------------
     def eta_seconds(self) -> float | None:
-        """Seconds to the end at the rate seen so far, capped by the time limit; None before any step."""
-        elapsed = time.time() - self.started
-        done = self.n - self.initial
-        if done <= 0 or elapsed <= 0:
+        """Seconds to the end at the rate seen since the first step, capped by a time limit or budget; None until
+        two updates have been seen."""
+        if self._rate_mark is None:
             return None
-        eta = (self.end - self.n) * elapsed / done
-        if self.limit is not None:
-            eta = min(eta, max(0.0, self.limit - elapsed))
+        now = time.time()
+        step0, t0 = self._rate_mark
+        if self.n <= step0 or now <= t0:
+            return None
+        eta = (self.end - self.n) * (now - t0) / (self.n - step0)
+        for _, seconds in self._caps():
+            eta = min(eta, max(0.0, seconds - (now - self.started)))
         return eta
+
+    def _caps(self) -> list[tuple[str, float]]:
+        return [(what, t) for what, t in (("time limit", self.limit), ("budget", self.budget)) if t is not None]
 
     def line(self) -> str:
         end = max(self.end, 1)
@@ -126,8 +139,7 @@ class Progress:
         eta = self.eta_seconds()
         if eta is not None:
             parts.append(f"eta {_clock(eta)}")
-        if self.limit is not None:
-            parts.append(f"time limit {_clock(self.limit)}")
+        parts += [f"{what} {_clock(t)}" for what, t in self._caps()]
         return " ".join(parts)
 
     def _print(self) -> None:
