@@ -43,6 +43,7 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
         L.all_reduce_sum = _plain_all_reduce
     torch.manual_seed(0)
     model = build_model("resnet18", "32-32", stem="small", width=8)
+    model.loss.c_block = 8  # the report's window on C: global under DDP, as C is
     reference = copy.deepcopy(model)
     reference.loss.distributed = False  # one process on the whole global batch
     ddp = nn.parallel.DistributedDataParallel(D.convert_sync_batchnorm(model, "cpu"), static_graph=True)
@@ -64,6 +65,7 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
         ref.loss.backward()
         if step == 0:
             report["loss"] = (out.loss.item(), ref.loss.item())
+            report["c_block_err"] = float((out.c_block - ref.c_block).abs().max())
             grads = {k: p.grad.clone() for k, p in ddp.module.named_parameters()}
             ref_grads = {k: p.grad.clone() for k, p in reference.named_parameters()}
             report["grad_rel_err"] = max(float((grads[k] - ref_grads[k]).norm() / (ref_grads[k].norm() + 1e-12))

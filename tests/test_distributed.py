@@ -37,6 +37,7 @@ def test_two_ranks_equal_one_process_loss_gradients_and_lars_steps(tmp_path):
         dist_loss, ref_loss = r["loss"]
         assert dist_loss == pytest.approx(ref_loss, rel=1e-5)
         assert r["grad_rel_err"] < 1e-4, r
+        assert r["c_block_err"] < 1e-5, r  # C[:8, :8] of the global batch on every rank
         assert r["param_rel_err"] < 1e-5, r
         assert r["buffer_rel_err"] < 1e-4, r  # SyncBN running statistics = one process's BN
 

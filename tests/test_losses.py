@@ -44,6 +44,22 @@ def test_matches_float64_reference(n, d, lambd):
     np.testing.assert_allclose(cross_correlation(z1, z2).numpy(), c, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 4, 16, 64])
+def test_c_block_is_the_top_left_block_of_c(k):
+    g = torch.Generator().manual_seed(k)
+    z1 = torch.randn(24, 16, generator=g) * 2 - 1
+    z2 = 0.5 * z1 + torch.randn(24, 16, generator=g)
+    out = BarlowTwinsLoss(0.0051, c_block=k)(z1, z2)
+    c = reference_loss(z1.numpy(), z2.numpy(), 0.0051)[3]
+    kk = min(k, 16)  # a block wider than D is all of C
+    assert out.c_block.shape == (kk, kk) and out.c_block.dtype == torch.float32 and not out.c_block.requires_grad
+    np.testing.assert_allclose(out.c_block.numpy(), c[:kk, :kk], rtol=1e-4, atol=1e-5)
+    assert BarlowTwinsLoss(0.0051)(z1, z2).c_block is None  # only when asked
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # half-precision input: the block is of the float32 C
+        half = BarlowTwinsLoss(0.0051, c_block=k)(z1.bfloat16(), z2.bfloat16())
+    assert half.c_block.dtype == torch.float32 and half.c_block.device == z1.device
+
+
 def test_float64_inputs_match_reference_tightly():
     g = torch.Generator().manual_seed(1)
     z1, z2 = torch.randn(16, 12, generator=g, dtype=torch.float64), torch.randn(16, 12, generator=g, dtype=torch.float64)

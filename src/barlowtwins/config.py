@@ -80,6 +80,9 @@ class PretrainConfig:
     time_limit_minutes: float | None = None  # stop (with a checkpoint) after this much wall-clock time
     time_budget_minutes: float | None = None  # fit the whole schedule (warm-up + cosine) into this time; 0: off
     progress: bool = True
+    progress_seconds: float = 30.0  # without a terminal (log file, SLURM, CI): one plain progress line this often
+    tensorboard: bool = False  # also write TensorBoard scalars and C heat maps to <out>/tensorboard
+    correlation_dims: int = 64  # C[:k, :k] snapshots in <out>/correlation.jsonl for `barlowtwins report`; 0: off
     # Online kNN monitor (0 = off): labelled data for it, evaluated every N epochs
     knn_every: int = 0
     knn_dataset: str | None = None
@@ -201,6 +204,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: 
 
 def resolve_config(preset: str | None, config_file: str | None, flags: dict, cls=PretrainConfig):
     """Preset YAML -> user YAML -> flags."""
+    return config_from_dict(resolve_values(preset, config_file, flags), cls)
+
+
+def resolve_values(preset: str | None, config_file: str | None, flags: dict) -> dict:
+    """The field values the preset, the user YAML and the flags set (later ones win): the explicit settings."""
     values: dict = {}
     if preset:
         values.update(preset_values(preset))
@@ -212,7 +220,7 @@ def resolve_config(preset: str | None, config_file: str | None, flags: dict, cls
             raise ConfigError(f"cannot read config file {config_file}: {e.strerror}") from None
         values.update(parse_yaml(text, f"config file {config_file}"))
     values.update({k: v for k, v in flags.items() if v is not None})
-    return config_from_dict(values, cls)
+    return values
 
 
 def save_config(cfg, path: Path) -> None:

@@ -27,6 +27,9 @@ class BarlowTwinsLossOutput(NamedTuple):
     loss: torch.Tensor  # scalar: on_diag + lambd * off_diag
     on_diag: torch.Tensor  # scalar: sum_i (1 - C_ii)^2
     off_diag: torch.Tensor  # scalar: sum_{i != j} C_ij^2 (before λ)
+    # (k, k) detached copy of the top-left block C[:k, :k] (global under torch.distributed, as C is), when the
+    # loss was asked for one (``c_block=k``); None otherwise. A cheap window on C for run reports.
+    c_block: torch.Tensor | None = None
 
 
 def _standardise(z1: torch.Tensor, z2: torch.Tensor, eps: float, distributed: bool):
@@ -70,8 +73,12 @@ TERMS = ("both", "on-diagonal", "off-diagonal")
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5,
-                      distributed: bool | None = None, terms: str = "both") -> BarlowTwinsLossOutput:
-    """Functional form of :class:`BarlowTwinsLoss`; computed in float32 at least (autocast is turned off)."""
+                      distributed: bool | None = None, terms: str = "both",
+                      c_block: int = 0) -> BarlowTwinsLossOutput:
+    """Functional form of :class:`BarlowTwinsLoss`; computed in float32 at least (autocast is turned off).
+
+    ``c_block=k`` also returns C[:k, :k] (detached, on C's device): a slice of the matrix the loss builds anyway,
+    so it costs one k x k copy and no extra collective."""
     if distributed is None:
         distributed = world_size() > 1
     if not distributed and z1.shape[0] < 2:
@@ -96,7 +103,8 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
             loss = lambd * off_diag
         else:
             raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
-    return BarlowTwinsLossOutput(loss, on_diag, off_diag)
+        block = c[:c_block, :c_block].detach().clone() if c_block > 0 else None
+    return BarlowTwinsLossOutput(loss, on_diag, off_diag, block)
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -109,13 +117,15 @@ class BarlowTwinsLoss(nn.Module):
         distributed: ``None`` (default) uses the global batch whenever a process group with more than one
             rank is initialised; ``False`` forces per-process statistics.
         terms: ``both`` (the paper); ``on-diagonal`` or ``off-diagonal`` keep one term (Table 5 ablations).
+        c_block: when > 0, every output also carries ``c_block``: the detached top-left (k, k) block of C (for
+            run reports; set the attribute before the first call when the module is compiled).
 
     ``forward(z1, z2)`` takes two (N, D) embeddings and returns ``BarlowTwinsLossOutput(loss, on_diag,
-    off_diag)``.
+    off_diag, c_block)``.
     """
 
     def __init__(self, lambd: float = 0.0051, eps: float = 1e-5, distributed: bool | None = None,
-                 terms: str = "both"):
+                 terms: str = "both", c_block: int = 0):
         super().__init__()
         if lambd < 0:
             raise ValueError(f"Barlow Twins loss: lambd must be >= 0, got {lambd}")
@@ -125,9 +135,10 @@ class BarlowTwinsLoss(nn.Module):
         self.eps = float(eps)
         self.distributed = distributed
         self.terms = terms
+        self.c_block = int(c_block)
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsLossOutput:
-        return barlow_twins_loss(z1, z2, self.lambd, self.eps, self.distributed, self.terms)
+        return barlow_twins_loss(z1, z2, self.lambd, self.eps, self.distributed, self.terms, self.c_block)
 
     def extra_repr(self) -> str:
         return f"lambd={self.lambd}, eps={self.eps}, terms={self.terms}"

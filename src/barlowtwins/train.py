@@ -29,8 +29,10 @@ from .errors import CheckpointError, ConfigError, DataError
 from .hardware import autocast, autocast_dtype, select_device
 from .losses import TERMS, BarlowTwinsLoss
 from .models import BarlowTwins, Projector, create_backbone
+from .monitor import RunMonitor
 from .optim import OPTIMIZERS, WarmupCosine, build_optimizer, set_learning_rates
 from .pipeline import pipeline_from_config
+from .progress import Progress
 
 # Fields that must not change when a run is resumed: they define the network or the meaning of a step.
 RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size",
@@ -141,7 +143,8 @@ class Trainer:
         self.budget = _Budget(cfg.time_budget_minutes, self.step, self.total_steps)
         self.budget.fixed = budget_total is not None  # a resumed budget run keeps the length it chose
         self.raw_model, self.model = self._place(model)
-        self.log = MetricsLog(self.out / "metrics.jsonl" if info.is_main else None)
+        self.log = RunMonitor.for_run(cfg, MetricsLog(self.out / "metrics.jsonl" if info.is_main else None),
+                                      self.raw_model, self.out if info.is_main else None)
 
     def _validate(self) -> None:
         cfg = self.cfg
@@ -250,9 +253,7 @@ class Trainer:
         stop = StopSignal()
         bar = None
         if info.is_main and cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True, desc="pretrain")
+            bar = Progress.for_run(cfg, self.total_steps, self.step)
         self.start_time = last_ckpt = time.time()
         window = _Window(self.device)
         reason = "finished"
@@ -260,8 +261,10 @@ class Trainer:
         try:
             while self.step < self.total_steps and reason == "finished":
                 epoch, first = divmod(self.step, self.steps_per_epoch)
-                for images, _, _ in self.pipeline.epoch(epoch, start=first):
-                    window.add(self.train_step(images))
+                for images, _, _ in self.log.batches(self.pipeline.epoch(epoch, start=first)):
+                    result = self.train_step(images)
+                    window.add(result)
+                    self.log.after_step(self.step, result)
                     if self.budget.active and self.budget.observe(self.step):
                         self._fix_budget(bar)
                     if bar is not None:
@@ -290,6 +293,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            self.log.close()
             stop.restore()
         return self._finish(reason, stop)
 

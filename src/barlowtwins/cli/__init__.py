@@ -7,8 +7,8 @@ import argparse
 import sys
 
 from ..errors import BarlowTwinsError
-from . import (bench, detect, embed, export, finetune, knn, linear, list_backbones, neighbors, pretrain, results,
-               transfer)
+from . import (bench, detect, embed, env, export, finetune, knn, linear, list_backbones, neighbors, pretrain,
+               report, results, transfer)
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -23,6 +23,8 @@ COMMANDS = {
     "neighbors": neighbors,
     "list-backbones": list_backbones,
     "bench": bench,
+    "report": report,
+    "env": env,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import PretrainConfig, add_config_flags, available_presets, resolve_config
+from ..config import PretrainConfig, add_config_flags, available_presets, config_from_dict, resolve_values
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -23,11 +23,16 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
-    cfg = resolve_config(args.preset, args.config, flags)
-    if args.print_config:
-        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
-        return 0
     from .. import distributed as D
+    from ..autoconfig import fit_to_data
+
+    values = resolve_values(args.preset, args.config, flags)
+    cfg, note = fit_to_data(config_from_dict(values), explicit=set(values))  # small images: no ImageNet recipe
+    if args.print_config:
+        print((f"# {note}\n" if note else "") + yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        return 0
+    if note and (D.launcher_env() is None or D.launcher_env().get("rank") == 0):
+        print(note, flush=True)
     from ..train import pretrain
 
     summary = pretrain(cfg)
