@@ -52,5 +52,5 @@ def divergence_message(*, step: int, what: str, loss: dict | None, lrs: list[flo
         parts = (f"; loss {loss['loss']:.4g} (on-diagonal {loss['on_diag']:.4g}, "
                  f"off-diagonal {loss['off_diag']:.4g})")
     rates = ", ".join(f"{lr:.4g}" for lr in lrs)
-    return (f"training diverged at step {step}: {what} became non-finite{parts}; learning rates {rates}; "
+    return (f"training diverged by step {step}: {what} became non-finite{parts}; learning rates {rates}; "
             f"nothing was saved, {last_good}; {hint}")
