@@ -25,7 +25,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) and the closest flag suggested for an unknown one."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)}\n")
 
     def parse_known_args(self, args=None, namespace=None):
         parsed, extra = super().parse_known_args(args, namespace)
@@ -72,7 +72,7 @@ def _main(argv: list[str]) -> int:
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except BarlowTwinsError as e:
-        print(f"barlowtwins {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"barlowtwins {args.command}: error: {printable(_one_line(e))}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"barlowtwins {args.command}: error: {e}", file=sys.stderr)
@@ -80,6 +80,11 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"barlowtwins {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def printable(text: str) -> str:
+    """Control characters (a newline or carriage return in a bad value) escaped: an error stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _one_line(e: Exception) -> str:
