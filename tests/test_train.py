@@ -163,6 +163,10 @@ def test_non_finite_backbone_files_are_refused_by_readers(tmp_path):
     with pytest.raises(CheckpointError, match="non-finite values .* conv1.weight"):
         load_backbone_weights(create_backbone("resnet18", stem="small", width=8),
                               load_backbone_state(tmp_path / "backbone.pth"))
+    from barlowtwins.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "backbone.pth"), "--output", str(tmp_path / "o.pth")]) == 2
+    assert not (tmp_path / "o.pth").exists()
 
 
 # ---- resume on any device, and --max-steps ------------------------------------------------------------------------

@@ -206,6 +206,10 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
                               "has pretraining started there?")
     obj = load_checkpoint(path)
     src = _from_dict(obj, str(path))
+    bad = [k for k, v in src.state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # export, knn, linear... never accept weights of a run that diverged
+        raise CheckpointError(f"{src.origin} holds non-finite values (NaN or Inf) in {len(bad)} tensor(s), e.g. "
+                              f"{bad[0]}; the run diverged before it was saved: use an earlier checkpoint")
     if not src.arch and (path.parent / "config.yaml").is_file():
         src.arch = _arch_from_config(read_run_config(path.parent / "config.yaml"))
     src.sha256 = file_sha256(path)
@@ -234,9 +238,5 @@ def load_backbone_weights(backbone: nn.Module, src: BackboneSource) -> list[str]
             parts.append(f"{len(shapes)} with other shapes (e.g. {'; '.join(shapes[:2])})")
         raise CheckpointError(f"{src.origin} does not match backbone {type(backbone).__name__}: "
                               f"{', '.join(parts)}; pass the matching --backbone/--stem/--width")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(f"{src.origin} holds non-finite values (NaN or Inf) in {len(bad)} tensor(s), e.g. "
-                              f"{bad[0]}; the run diverged before it was saved: use an earlier checkpoint")
     backbone.load_state_dict(state, strict=True)
     return list(state)

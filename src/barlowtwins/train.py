@@ -16,6 +16,7 @@ standardises and correlates over the global batch, BN layers are synchronised, a
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -228,7 +229,7 @@ class Trainer:
 
         Every rank reaches the same verdict (the parameters and the global loss are replicated)."""
         window = self.window.means()
-        if not all(map(lambda v: v == v and abs(v) != float("inf"), window.values())):
+        if not all(math.isfinite(v) for v in window.values()):
             raise self._diverged("the loss", window)
         bad = nonfinite_names(training_state_tensors(self.raw_model, self.optimizer))
         if bad:
@@ -327,7 +328,7 @@ class Trainer:
     def _log_window(self) -> dict:
         """Flush the loss window into metrics.jsonl; a non-finite loss stops the run before anything is saved."""
         means = self.window.means()
-        if not all(v == v and abs(v) != float("inf") for v in means.values()):
+        if not all(math.isfinite(v) for v in means.values()):
             raise self._diverged("the loss", means)
         w = self.window.flush()
         record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": w["loss"],
