@@ -282,7 +282,7 @@ def test_memory_and_open_files_stay_flat_over_hundreds_of_steps(fmnist_dir, tmp_
         cfg = tiny_config(folder / "train", tmp_path / "r", dataset="images", batch_size=4, epochs=50, workers=0,
                           **tiny)
     s = pretrain(cfg)
-    assert s["finished"] and s["step"] == 200
+    assert s["finished"] and s["step"] == 200, s
     after_warmup = [x for x in samples if x[0] >= 75]
     rss = [x[1] for x in after_warmup]
     fds = [x[2] for x in after_warmup]
