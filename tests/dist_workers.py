@@ -115,3 +115,16 @@ def cli_worker(rank: int, world: int, port: int, argv: list) -> None:
     from barlowtwins.cli import main
 
     assert main(list(argv)) == 0
+
+
+def sync_bn_offset(rank: int, world: int, port: int, out_dir: str) -> None:
+    init(rank, world, port)
+    g = torch.Generator().manual_seed(0)
+    x = (1000 + torch.randn(8, 3, 4, 4, generator=g, dtype=torch.float64)).float()[rank * 4: rank * 4 + 4]
+    x.requires_grad_()
+    bn = D.SyncBatchNorm(3)
+    y = bn(x)
+    (y * torch.arange(1.0, 4.0).view(1, 3, 1, 1)).sum().backward()
+    torch.save({"y": y.detach(), "grad": x.grad, "running_var": bn.running_var},
+               os.path.join(out_dir, f"bn{rank}.pt"))
+    dist.destroy_process_group()

@@ -35,8 +35,9 @@ def test_load_errors_are_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "bad-pickle.pth")
     torch.save({"x": NotATensor()}, tmp_path / "code.pth")  # arbitrary objects are refused (weights_only)
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as e:
         load_checkpoint(tmp_path / "code.pth")
+    assert "NotATensor" in str(e.value) and str(e.value).endswith("save a state dict instead")
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="holds a list"):
         load_checkpoint(tmp_path / "list.pth")

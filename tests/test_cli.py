@@ -107,3 +107,51 @@ def test_export_bad_input_is_one_line(tmp_path, capsys):
                  "--output", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lambd", "-1"], "--lambd must be >= 0"),
+    (["--eta", "0"], "--eta must be > 0"),
+    (["--momentum", "2"], "--momentum must be >= 0 and < 1"),
+    (["--interpolation", "cubicx"], "did you mean bicubic?"),
+    (["--log-every", "0"], "--log-every must be >= 1"),
+    (["--image-size", "0"], "--image-size must be >= 8"),
+    (["--max-steps", "0"], "--max-steps must be >= 1"),
+    (["--std", "0", "0", "0"], "--std must be > 0"),
+    (["--crop-scale", "0.9", "0.1"], "takes the low value first"),
+    (["--backbone", "resnet19"], "did you mean resnet18?"),
+    (["--epoch", "3"], "did you mean --epochs?"),
+    (["--out", "{file}"], "is a file, not a folder"),
+    (["--out", "{file}/run"], "cannot be created"),
+    (["--knn-every", "1", "--knn-dataset", "folder", "--knn-data-dir", "{tree}/nope"], "does not exist"),
+    (["--config", "{binary}"], "not a text (YAML) file"),
+    (["--config", "{badyaml}"], "not valid YAML"),
+])
+def test_every_bad_setting_is_one_line_exit_2_before_work(args, message, image_tree, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    (tmp_path / "bad.yaml").write_text("epochs: 3\n  batch_size: [\n")
+    fill = {"file": str(tmp_path / "file"), "tree": str(image_tree), "binary": str(tmp_path / "binary.yaml"),
+            "badyaml": str(tmp_path / "bad.yaml")}
+    argv = ["pretrain", "--dataset", "images", "--data-dir", str(image_tree / "train"), "--out",
+            str(tmp_path / "run"), *TINY]
+    argv += [a.format(**fill) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_run_folder_config_is_one_line(image_tree, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "images", "--data-dir", str(image_tree / "train"), "--epochs", "1",
+                 "--batch-size", "4", "--out", str(out), *TINY]) == 0
+    (out / "config.yaml").write_text("backbone: [resnet18\n")
+    capsys.readouterr()
+    assert main(["knn", "--checkpoint", str(out), "--dataset", "folder", "--data-dir", str(image_tree),
+                 "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.yaml" in err and "malformed" in err, err

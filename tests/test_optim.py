@@ -153,3 +153,39 @@ def test_build_optimizer_defaults_to_lars_and_names_unknown_ones():
     assert isinstance(opt, LARS) and opt.param_groups[0]["eta"] == 0.02
     with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
         build_optimizer("adam", net, 0.2, 0.0048, 0.0)
+
+
+@pytest.mark.parametrize("name", ["lars", "adamw"])
+# (Moving a module to the meta device replaces its Parameter objects, which no optimiser survives: dtypes it is.)
+@pytest.mark.parametrize("target", [dict(dtype=torch.float64), dict(dtype=torch.bfloat16)])
+def test_optimizer_state_follows_a_moved_model(name, target):
+    """The resume order (load the state on the CPU, then place the model) leaves the state behind unless moved:
+    after `move_state_to_params` every state tensor is on its parameter's device, in its dtype."""
+    from barlowtwins.optim import move_state_to_params
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    opt = build_optimizer(name, net, 0.2, 0.01, 1e-6)
+    set_learning_rates(opt, 1.0)
+    net(torch.randn(8, 4)).square().sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+
+    net2 = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    opt2 = build_optimizer(name, net2, 0.2, 0.01, 1e-6)
+    opt2.load_state_dict(saved)  # on the CPU, in float32
+    net2.to(**target)
+    move_state_to_params(opt2)
+    moved = 0
+    for p in net2.parameters():
+        for key, value in opt2.state[p].items():
+            if key == "step" and value.dim() == 0:
+                continue  # AdamW's scalar step counter stays on the CPU by design
+            assert value.device == p.device and value.dtype == p.dtype, (key, value.device, value.dtype)
+            moved += 1
+    assert moved >= len(list(net2.parameters()))
+    if target.get("dtype") is torch.float64:  # values survive the move (compared in float64)
+        for p_old, p_new in zip(net.parameters(), net2.parameters()):
+            for key, value in opt.state[p_old].items():
+                if key != "step":
+                    torch.testing.assert_close(opt2.state[p_new][key], value.double())

@@ -80,7 +80,7 @@ def test_unreadable_checkpoint_in_run_folder(fmnist_dir, tmp_path):
     (dict(backbone="resnet5"), ConfigError, "unknown backbone"),
     (dict(loss_terms="diag"), ConfigError, "unknown loss_terms"),
     (dict(optimizer="adam"), ConfigError, "unknown optimizer 'adam'"),
-    (dict(time_budget_minutes=-1), ConfigError, "--time-budget-minutes must be positive"),
+    (dict(time_budget_minutes=-1), ConfigError, "--time-budget-minutes must be >= 0"),
 ])
 def test_bad_settings_fail_before_work(fmnist_dir, tmp_path, kw, error, match):
     with pytest.raises(error, match=match):
@@ -115,3 +115,180 @@ def test_a_zero_time_budget_is_off(fmnist_dir, tmp_path):
     # A preset may carry a budget; --time-budget-minutes 0 goes back to the epoch count.
     s = pretrain(tiny_config(fmnist_dir, tmp_path / "r", epochs=2, time_budget_minutes=0))
     assert s["finished"] and s["step"] == s["total_steps"] == 2 * 4
+
+
+# ---- nothing non-finite is saved --------------------------------------------------------------------------------
+def test_a_diverging_run_keeps_the_last_good_checkpoint(fmnist_dir, tmp_path, capsys):
+    """The issue's reproduction: a checkpoint due at a step without a log line must not save NaN weights."""
+    from barlowtwins.cli import main
+
+    out = tmp_path / "r"
+    code = main(["pretrain", "--dataset", "fashion-mnist", "--data-dir", str(fmnist_dir), "--image-size", "16",
+                 "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32", "--epochs", "4",
+                 "--batch-size", "16", "--no-progress", "--out", str(out), "--log-every", "10",
+                 "--checkpoint-minutes", "0", "--max-steps", "13", "--lr-weights", "1e6", "--eta", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert "training diverged by step" in err and "learning rates" in err and "lower --lr-weights" in err
+    assert not (out / "backbone.pth").exists()
+    for path in out.glob("checkpoint*.pth"):  # whatever is on disk is finite, and the error names it
+        ckpt = load_checkpoint(path)
+        assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()), path
+    if (out / "checkpoint.pth").exists():
+        assert f"last good checkpoint is {out / 'checkpoint.pth'} (step {load_checkpoint(out / 'checkpoint.pth')['step']})" in err
+
+
+def test_non_finite_weights_are_never_checkpointed(fmnist_dir, tmp_path, monkeypatch):
+    from barlowtwins.train import Trainer
+
+    real = Trainer.train_step
+
+    def poisoned(self, images):
+        result = real(self, images)
+        if self.step == 3:  # the loss of this step was finite, but the update left an Inf behind
+            with torch.no_grad():
+                self.raw_model.projector[0].weight[0, 0] = float("inf")
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", poisoned)
+    with pytest.raises(FloatingPointError) as e:
+        pretrain(tiny_config(fmnist_dir, tmp_path / "r", max_steps=3, log_every=10))
+    message = str(e.value)
+    assert "by step 3: projector.0.weight" in message and "overflowed the weights" in message
+    assert "no checkpoint had been written" in message
+    assert not list((tmp_path / "r").glob("checkpoint*"))
+
+
+def test_non_finite_backbone_files_are_refused_by_readers(tmp_path):
+    net = create_backbone("resnet18", stem="small", width=8)
+    state = net.state_dict()
+    state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "backbone.pth")
+    with pytest.raises(CheckpointError, match="non-finite values .* conv1.weight"):
+        load_backbone_weights(create_backbone("resnet18", stem="small", width=8),
+                              load_backbone_state(tmp_path / "backbone.pth"))
+    from barlowtwins.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "backbone.pth"), "--output", str(tmp_path / "o.pth")]) == 2
+    assert not (tmp_path / "o.pth").exists()
+
+
+# ---- resume on any device, and --max-steps ------------------------------------------------------------------------
+def test_resumed_optimizer_state_follows_the_model(fmnist_dir, tmp_path):
+    """A resumed run placed elsewhere than the CPU it was loaded on (here: float64, standing in for a GPU) has every
+    optimiser state tensor on its parameter's device and dtype."""
+    from barlowtwins import distributed as D
+    from barlowtwins.train import Trainer
+
+    pretrain(tiny_config(fmnist_dir, tmp_path / "r", max_steps=3))
+
+    class Float64Trainer(Trainer):
+        def _place(self, model):
+            raw, called = super()._place(model)
+            raw.double()
+            return raw, raw
+
+    t = Float64Trainer(tiny_config(fmnist_dir, tmp_path / "r"), D.DistInfo())
+    assert t.step == 3
+    checked = 0
+    for group in t.optimizer.param_groups:
+        for p in group["params"]:
+            for value in t.optimizer.state[p].values():
+                assert value.dtype == p.dtype == torch.float64 and value.device == p.device
+                checked += 1
+    assert checked == len(list(t.raw_model.parameters()))
+
+
+def test_max_steps_means_stop_at_step_n_on_every_rerun(fmnist_dir, tmp_path):
+    cfg = tiny_config(fmnist_dir, tmp_path / "r", max_steps=3)
+    assert pretrain(cfg)["step"] == 3
+    before = (tmp_path / "r" / "checkpoint.pth").read_bytes()
+    again = pretrain(cfg)
+    assert again["step"] == 3 and again["stopped_by"] == "max_steps" and again["exit_status"] == 0
+    assert (tmp_path / "r" / "checkpoint.pth").read_bytes() == before, "no step was taken, nothing rewritten"
+
+
+def test_stale_temporary_files_are_removed_at_start(fmnist_dir, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    stale = out / ".checkpoint.pth.tmp-999999999"  # no such process
+    stale.write_bytes(b"\0" * 4096)
+    pretrain(tiny_config(fmnist_dir, out, max_steps=1))
+    assert not stale.exists()
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    pretrain(tiny_config(fmnist_dir, out, max_steps=6))  # checkpoints at step 4 (epoch) and 6 (stop)
+    data = (out / "checkpoint.pth").read_bytes()
+    (out / "checkpoint.pth").write_bytes(data[: len(data) // 3])
+    s = pretrain(tiny_config(fmnist_dir, out))
+    assert s["finished"] and s["step"] == 8
+    assert "resuming from the previous checkpoint checkpoint.1.pth" in capsys.readouterr().err
+
+
+def test_kill_9_resumes_to_a_bit_identical_backbone(fmnist_dir, tmp_path):
+    """Killed without warning (checkpoints at every log line) and run again: the same backbone, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "barlowtwins", "pretrain", "--dataset", "fashion-mnist", "--data-dir",
+            str(fmnist_dir), "--image-size", "16", "--backbone", "resnet18", "--width", "8", "--stem", "small",
+            "--projector", "32-32", "--epochs", "5", "--batch-size", "16", "--no-progress", "--log-every", "1",
+            "--checkpoint-minutes", "0", "--seed", "3"]
+    straight = subprocess.run(base + ["--out", str(tmp_path / "a")], env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    proc = subprocess.Popen(base + ["--out", str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "b" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count('"loss"') >= 7):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run(base + ["--out", str(tmp_path / "b")], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "a" / "backbone.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "backbone.pth", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- flat under load --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("source", ["memory", "folder"])
+@pytest.mark.timeout(900)
+def test_memory_and_open_files_stay_flat_over_hundreds_of_steps(fmnist_dir, tmp_path, source, monkeypatch):
+    """A few hundred tiny steps: after a warm-up, resident memory and open files do not grow."""
+    psutil = pytest.importorskip("psutil")
+    from conftest import make_image_folder
+
+    from barlowtwins.train import Trainer
+
+    proc = psutil.Process()
+    samples = []
+    real = Trainer.train_step
+
+    def sampled(self, images):
+        result = real(self, images)
+        if self.step % 25 == 0:
+            samples.append((self.step, proc.memory_info().rss, proc.num_fds()))
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", sampled)
+    tiny = dict(image_size=8, width=4, projector="16-16", log_every=10, checkpoint_minutes=0.0)
+    if source == "memory":  # 8 steps an epoch: 200 steps, a checkpoint at every epoch and log line
+        cfg = tiny_config(fmnist_dir, tmp_path / "r", batch_size=8, epochs=25, **tiny)
+    else:  # 16 JPEG/PNG files, 4 steps an epoch: 200 steps
+        folder = make_image_folder(tmp_path / "images", per_class=8, size=12, splits=("train",))
+        cfg = tiny_config(folder / "train", tmp_path / "r", dataset="images", batch_size=4, epochs=50, workers=0,
+                          **tiny)
+    s = pretrain(cfg)
+    assert s["finished"] and s["step"] == 200, s
+    after_warmup = [x for x in samples if x[0] >= 75]
+    rss = [x[1] for x in after_warmup]
+    fds = [x[2] for x in after_warmup]
+    assert max(fds) - min(fds) <= 2, samples
+    assert max(rss) - rss[0] < 20 * 2**20, [(step, r / 2**20) for step, r, _ in samples]  # < 20 MiB over 125 steps

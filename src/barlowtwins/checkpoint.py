@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,23 +33,55 @@ SAFETENSORS_NAME = "backbone.safetensors"
 FORMAT = "barlowtwins"
 
 
-def save_atomic(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+class _HashingWriter:
+    """A file wrapper that hashes what is written through it (the checksum costs no second read)."""
+
+    def __init__(self, f):
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name ``save_atomic`` writes ``path`` under (``.<name>.tmp-<pid>``)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_temp(obj, path: str | os.PathLike) -> tuple[Path, str]:
+    """``torch.save`` to ``path``'s temporary name, fsync; return (that file, its sha256). The file is removed
+    again if writing fails (disk full included), and the error raised."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f)
+            torch.save(obj, writer)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, writer.sha256.hexdigest()
+
+
+def save_atomic(obj, path: str | os.PathLike) -> str:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``; returns the
+    file's sha256.
 
     A crash mid-write leaves the previous file intact: the rename is atomic on POSIX and Windows.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp, digest = write_temp(obj, path)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+    return digest
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -59,12 +92,30 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a corrupt file can fail anywhere in the unpickler (IndexError, KeyError...)
+        forbidden = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if forbidden:
+            raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint: it holds a Python object "
+                                  f"({forbidden.group(1)}) that could run code when loaded, and only tensors and "
+                                  "plain containers are read; save a state dict instead") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({first[:200]}); "
+        first = first if len(first) <= 200 else first[:197] + "..."
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint ({first}); "
                               "it may be truncated or not a state dict") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
     return obj
+
+
+def read_run_config(path: str | os.PathLike) -> dict:
+    """A run folder's ``config.yaml`` as a dict, with a one-line error when it is malformed."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"cannot read {path} ({type(e).__name__}); it is malformed: restore it from the "
+                              "checkpoint's config or delete it") from None
+    if data is not None and not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a mapping of config fields; restore it or delete it")
+    return data or {}
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -159,7 +210,7 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
     if path.is_dir():
         cfg = None
         if (path / "config.yaml").is_file():
-            cfg = yaml.safe_load((path / "config.yaml").read_text())
+            cfg = read_run_config(path / "config.yaml")
         for name in (BACKBONE_NAME, SAFETENSORS_NAME, CHECKPOINT_NAME):
             if (path / name).is_file():
                 src = load_backbone_state(path / name)
@@ -172,8 +223,12 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
         src = load_safetensors_state(path)
     else:
         src = _from_dict(load_checkpoint(path), str(path))
+    bad = [k for k, v in src.state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # export, knn, linear... never accept weights of a run that diverged
+        raise CheckpointError(f"{src.origin} holds non-finite values (NaN or Inf) in {len(bad)} tensor(s), e.g. "
+                              f"{bad[0]}; the run diverged before it was saved: use an earlier checkpoint")
     if not src.arch and (path.parent / "config.yaml").is_file():
-        src.arch = _arch_from_config(yaml.safe_load((path.parent / "config.yaml").read_text()))
+        src.arch = _arch_from_config(read_run_config(path.parent / "config.yaml"))
     src.sha256 = file_sha256(path)
     return src
 

@@ -140,3 +140,24 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, scale: float) -> None:
     """
     for group in optimizer.param_groups:
         group["lr"] = group.setdefault("base_lr", group["lr"]) * scale
+
+
+def move_state_to_params(optimizer: torch.optim.Optimizer) -> None:
+    """Put every optimiser state tensor on its parameter's device, floating-point ones in its dtype.
+
+    ``Optimizer.load_state_dict`` places the state where the parameters are *at load time*; a model moved
+    afterwards (a resumed run placed on its GPU, or cast) would leave momentum on the CPU beside CUDA gradients.
+    Scalar ``step`` counters stay where they are (AdamW keeps them on the CPU unless capturable or fused).
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor) or (key == "step" and value.dim() == 0):
+                    continue
+                if value.is_floating_point() or value.is_complex():
+                    state[key] = value.to(device=p.device, dtype=p.dtype)
+                else:
+                    state[key] = value.to(device=p.device)

@@ -1,9 +1,14 @@
 """Barlow Twins pretraining: one code path for one CPU, one GPU, and torchrun/SLURM over many GPUs.
 
-`pretrain(cfg)` does everything `barlowtwins pretrain` does: builds data, network and LARS from the config,
-resumes from ``<out>/checkpoint.pth`` when it exists, trains with the paper's per-step schedule, writes
-metrics as JSON lines, checkpoints atomically (every ``checkpoint_minutes``, every epoch, and on a stop
-signal), and at the end exports ``backbone.pth``: a plain torchvision state dict.
+`pretrain(cfg)` does everything `barlowtwins pretrain` does: checks the config, the run folder and the data
+before any work, builds data, network and LARS, resumes from the newest good checkpoint in ``<out>`` when there
+is one, trains with the paper's per-step schedule, writes metrics as JSON lines, checkpoints atomically (every
+``checkpoint_minutes``, every epoch, and on a stop), and at the end exports ``backbone.pth``: a plain torchvision
+state dict. Nothing non-finite is ever saved.
+
+The loop lives here; its parts live in their own modules: `budget` (a time budget as a step count), `signals`
+(stop requests), `metrics` (the JSON-lines log and the loss window), `checkpoint_store` (the last K checkpoints
+with checksums), `preflight` (up-front checks) and `finite` (the finiteness guard).
 
 Under torchrun, ``batch_size`` is global: every rank takes ``batch_size / world_size`` samples, the loss
 standardises and correlates over the global batch, BN layers are synchronised, and only rank 0 writes.
@@ -11,9 +16,8 @@ standardises and correlates over the global batch, BN layers are synchronised, a
 
 from __future__ import annotations
 
-import json
 import math
-import signal
+import sys
 import time
 from pathlib import Path
 
@@ -21,28 +25,28 @@ import torch
 from torch import nn
 
 from . import distributed as D
-from .checkpoint import BACKBONE_NAME, CHECKPOINT_NAME, FORMAT, export_backbone, load_checkpoint, save_atomic
-from .export import write_run_backbone
+from . import signals
+from .budget import TimeBudget, warmup_steps
+from .checkpoint import FORMAT
+from .checkpoint_store import CheckpointStore, remove_stale_temps
 from .config import PretrainConfig, save_config
 from .data import build_dataset
 from .errors import CheckpointError, ConfigError, DataError
+from .export import write_run_backbone
+from .finite import divergence_hint, divergence_message, nonfinite_names, training_state_tensors
 from .hardware import autocast, autocast_dtype, select_device
-from .losses import TERMS, BarlowTwinsLoss
+from .losses import BarlowTwinsLoss
+from .metrics import LossWindow, MetricsLog
 from .models import BarlowTwins, Projector, create_backbone
 from .monitor import RunMonitor
-from .optim import OPTIMIZERS, WarmupCosine, build_optimizer, set_learning_rates
+from .optim import WarmupCosine, build_optimizer, move_state_to_params, set_learning_rates
 from .pipeline import pipeline_from_config
 from .progress import Progress
-
-# Fields that must not change when a run is resumed: they define the network or the meaning of a step.
-RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size",
-               "optimizer")
+from .preflight import RESUME_KEYS, check_knn_data, check_output_folder, check_resume  # noqa: F401 (RESUME_KEYS)
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
     """The network and loss a config describes (on the CPU, before any wrapping)."""
-    if cfg.loss_terms not in TERMS:
-        raise ConfigError(f"unknown loss_terms '{cfg.loss_terms}'; choose one of {', '.join(TERMS)}")
     backbone = create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width,
                                zero_init_residual=cfg.zero_init_residual)
     projector = Projector(backbone.num_features, cfg.projector, batch_norm=cfg.projector_bn)
@@ -50,69 +54,23 @@ def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
     return BarlowTwins(backbone, projector, loss)
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The augmentation RNG of one step: a pure function of (seed, step), the same on every rank (each applies
-    its slice of the global batch's draws), so a resumed run, or a run on another number of processes, draws
-    exactly the views of the uninterrupted single-process run."""
-    g = torch.Generator()
-    g.manual_seed(seed * 1_000_003 + step)
-    return g
-
-
-class StopSignal:
-    """Remembers SIGUSR1/SIGTERM (SLURM's warning before the time limit, or a pre-emption) and a first Ctrl-C:
-    the run stops at the next step with a checkpoint. A second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._old = {}
-        for sig in (getattr(signal, "SIGUSR1", None), signal.SIGTERM, signal.SIGINT):
-            if sig is not None:
-                try:
-                    self._old[sig] = signal.signal(sig, self._handle)
-                except ValueError:  # not in the main thread
-                    pass
-
-    def _handle(self, signum, frame):
-        if signum == signal.SIGINT and self.received == signal.SIGINT:
-            raise KeyboardInterrupt
-        if signum == signal.SIGINT:
-            print("\nstopping after this step with a checkpoint (Ctrl-C again to abort)", flush=True)
-        self.received = signum
-
-    def restore(self):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _check_resume(saved: dict, cfg: PretrainConfig, path: Path) -> None:
-    defaults = PretrainConfig()  # a field the saving version did not have yet held its default
-    was = {k: saved.get(k, getattr(defaults, k)) for k in RESUME_KEYS}
-    diffs = [f"{k}={was[k]!r} (now {getattr(cfg, k)!r})" for k in RESUME_KEYS if was[k] != getattr(cfg, k)]
-    if diffs:
-        raise ConfigError(f"run folder {path.parent} was started with {', '.join(diffs)}; "
-                          "resume with the same settings or choose a new --out")
-
-
-class MetricsLog:
-    """JSON lines in ``<out>/metrics.jsonl`` (rank 0 only)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-
-    def write(self, record: dict) -> None:
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Run (or resume) pretraining as configured; return a summary dict (rank 0's view)."""
-    info = D.init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    """Run (or resume) pretraining as configured; return a summary dict (rank 0's view).
+
+    Stop signals are handled from here on (the CLI installs the handlers earlier, on its first line); the
+    summary's ``exit_status`` is 0 when the schedule (or ``--max-steps``) was reached and
+    `signals.GRACEFUL_STOP_EXIT` when a signal or the time limit stopped the run early.
+    """
+    installed = signals.install()
     try:
-        return Trainer(cfg, info).run()
+        info = D.init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        try:
+            return Trainer(cfg, info).run()
+        finally:
+            D.shutdown()
     finally:
-        D.shutdown()
+        if installed:
+            signals.STOP.restore()
 
 
 class Trainer:
@@ -123,8 +81,14 @@ class Trainer:
         self.device = select_device(cfg.device, info.local_rank)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.out = Path(cfg.out)
-        self.ckpt_path = self.out / CHECKPOINT_NAME
+        self.store = CheckpointStore(self.out, cfg.keep_checkpoints)
+        self.ckpt_path = self.store.latest
+        # Up front, in this order: settings, run folder, resume compatibility (before the data set is scanned),
+        # the online-kNN data; only then the network and the data.
         self._validate()
+        check_output_folder(self.out)
+        resumed = self._read_resume()
+        check_knn_data(cfg)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
         self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
@@ -138,54 +102,59 @@ class Trainer:
         self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
                                          cfg.momentum, cfg.eta)
         self.step = 0
-        budget_total = self._resume(model)
-        self.schedule = WarmupCosine(self.total_steps, self.warmup_steps, cfg.final_lr_ratio)
-        self.budget = _Budget(cfg.time_budget_minutes, self.step, self.total_steps)
-        self.budget.fixed = budget_total is not None  # a resumed budget run keeps the length it chose
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk
+        budget_state = self._resume(model, resumed) if resumed is not None else None
+        self.budget = TimeBudget(cfg.time_budget_minutes, self.step, self.total_steps, budget_state)
+        if self.budget.estimated_total is not None:  # a resumed budget run keeps the length it chose
+            self.total_steps = self.budget.estimated_total
+        self.schedule = self._schedule()
         self.raw_model, self.model = self._place(model)
+        move_state_to_params(self.optimizer)  # the optimiser state follows the model to its device and dtype
         self.log = RunMonitor.for_run(cfg, MetricsLog(self.out / "metrics.jsonl" if info.is_main else None),
                                       self.raw_model, self.out if info.is_main else None)
+        self.window = LossWindow(self.device)
+        self.start_time = time.time()
 
     def _validate(self) -> None:
+        """What depends on the process layout (every field's own range is checked by the config itself)."""
         cfg = self.cfg
-        if cfg.batch_size < 2:
-            raise ConfigError(f"--batch-size {cfg.batch_size} is too small: the loss standardises each embedding "
-                              "dimension over the batch, which needs at least 2 samples")
         if cfg.batch_size % self.world:
             raise ConfigError(f"--batch-size {cfg.batch_size} is global and must divide evenly over "
                               f"{self.world} processes")
-        if cfg.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {cfg.epochs}")
-        if cfg.time_budget_minutes is not None and cfg.time_budget_minutes < 0:
-            raise ConfigError(f"--time-budget-minutes must be positive (or 0 for no budget), got "
-                              f"{cfg.time_budget_minutes}")
-        if cfg.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{cfg.optimizer}'; choose one of {', '.join(OPTIMIZERS)}")
-        if cfg.grad_compression not in ("none", "bf16"):
-            raise ConfigError(f"unknown grad_compression '{cfg.grad_compression}'; choose none or bf16")
-        if cfg.knn_every and (cfg.knn_dataset or cfg.dataset) == "images":
-            raise ConfigError("--knn-every needs labelled data: give --knn-dataset (and --knn-data-dir), e.g. "
-                              "--knn-dataset folder --knn-data-dir /data/imagenet")
 
-    def _resume(self, model: nn.Module) -> int | None:
-        """Load ``<out>/checkpoint.pth`` if there is one; return the step count a time budget had fixed."""
-        if not self.ckpt_path.exists():
+    def _read_resume(self) -> dict | None:
+        """The newest good checkpoint of the run folder, checked against this config (None for a new run)."""
+        found = self.store.load_latest()
+        if found is None:
             return None
-        ckpt = load_checkpoint(self.ckpt_path)
-        if ckpt.get("format") != FORMAT or "model" not in ckpt or "optimizer" not in ckpt:
-            raise CheckpointError(f"{self.ckpt_path} is not a barlowtwins training checkpoint; choose a new --out")
-        _check_resume(ckpt.get("config", {}), self.cfg, self.ckpt_path)
+        ckpt, path, problems = found
+        if problems and self.info.is_main:
+            print(f"warning: {problems[0]}; resuming from the previous checkpoint {path.name}", file=sys.stderr)
+        check_resume(ckpt["config"], self.cfg, path)
+        self.resumed_from = path
+        return ckpt
+
+    def _resume(self, model: nn.Module, ckpt: dict) -> dict | None:
+        """Load a checkpoint's weights, optimiser state and step; return its time-budget state."""
         try:
             model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{self.ckpt_path} does not match this network ({str(e).splitlines()[0]}); "
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.resumed_from} does not match this network ({str(e).splitlines()[0]}); "
                                   "choose a new --out") from None
-        self.step = int(ckpt["step"])
-        if self.cfg.time_budget_minutes and ckpt.get("budget_total_steps"):
-            self.total_steps = int(ckpt["budget_total_steps"])
-            return self.total_steps
+        self.step = self.saved_step = int(ckpt["step"])
+        if not self.cfg.time_budget_minutes:
+            return None
+        if isinstance(ckpt.get("budget"), dict):
+            return ckpt["budget"]
+        if ckpt.get("budget_total_steps"):  # written by earlier versions: the total only
+            return {"total_steps": int(ckpt["budget_total_steps"]), "pending": []}
         return None
+
+    def _schedule(self) -> WarmupCosine:
+        budgeted = self.budget.estimated_total is not None
+        return WarmupCosine(self.total_steps, warmup_steps(self.warmup_steps, self.total_steps, budgeted),
+                            self.cfg.final_lr_ratio)
 
     def _place(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
         """Device, memory format, SyncBN and DDP: returns (the plain model, the one to call)."""
@@ -229,63 +198,113 @@ class Trainer:
         self.step += 1
         return result
 
-    def checkpoint(self, reason: str) -> None:
+    # ---- what is saved -------------------------------------------------------------------------------
+    def _diverged(self, what: str, loss: dict | None, weights_only: bool = False) -> FloatingPointError:
+        last = (f"the last good checkpoint is {self.ckpt_path} (step {self.saved_step})"
+                if self.saved_step is not None else "no checkpoint had been written")
+        cfg = self.cfg
+        hint = divergence_hint(first_steps=self.step <= 2, weights_only=weights_only, amp=self.amp_dtype is not None,
+                               lr_weights=cfg.lr_weights, lr_biases=cfg.lr_biases, eta=cfg.eta, optimizer=cfg.optimizer)
+        return FloatingPointError(divergence_message(step=self.step, what=what, loss=loss, lrs=[
+            g["lr"] for g in self.optimizer.param_groups], last_good=last, hint=hint))
+
+    def ensure_finite(self) -> None:
+        """Raise `FloatingPointError` unless the loss window and every tensor a checkpoint holds are finite.
+
+        Every rank reaches the same verdict (the parameters and the global loss are replicated)."""
+        window = self.window.means()
+        if not all(math.isfinite(v) for v in window.values()):
+            raise self._diverged("the loss", window)
+        bad = nonfinite_names(training_state_tensors(self.raw_model, self.optimizer))
+        if bad:
+            raise self._diverged(f"{bad[0]} (and {len(bad) - 1} more tensors)" if len(bad) > 1 else bad[0],
+                                 self.window.last or window, weights_only=True)
+
+    def checkpoint_state(self) -> dict:
+        """Everything a resume needs, as plain tensors and containers (loadable with weights_only=True)."""
+        return {"format": FORMAT, "version": 2, "step": self.step,
+                "epoch": self.step / self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps, "budget": self.budget.state(),
+                "budget_total_steps": self.budget.estimated_total,
+                "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "config": self.cfg.to_dict(), "world_size": self.world}
+
+    def save_checkpoint(self, reason: str) -> None:
+        """The one place the run writes its state: a finiteness check, then the checkpoint (rank 0).
+
+        Every rank calls it. A write failure on rank 0 (disk full) is shared with the other ranks, so all of them
+        stop with the same one-line error and none waits forever in a collective."""
+        self.ensure_finite()
+        error = None
         if self.info.is_main:
-            save_atomic({"format": FORMAT, "version": 1, "step": self.step,
-                         "epoch": self.step / self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
-                         "total_steps": self.total_steps,
-                         "budget_total_steps": self.total_steps if self.budget.estimated_total else None,
-                         "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                         "config": self.cfg.to_dict(), "world_size": self.world}, self.ckpt_path)
-            write_run_backbone(self.raw_model.backbone, self.out, self.cfg.to_dict())  # always current
-            self.log.write({"event": "checkpoint", "step": self.step, "reason": reason, "time": time.time()})
+            try:
+                self.store.save(self.checkpoint_state())
+                # backbone.pth / .safetensors always current, so a stopped run needs no export step
+                write_run_backbone(self.raw_model.backbone, self.out, self.cfg.to_dict())
+            except CheckpointError as e:
+                error = str(e)
+            except OSError as e:
+                error = (f"cannot write the backbone files in {self.out} ({e.strerror or e}); the checkpoint is "
+                         "saved: free disk space and run the same command again")
+        error = D.broadcast_object(error)
+        if error:
+            raise CheckpointError(error)
+        self.saved_step = self.step
+        self.log.write({"event": "checkpoint", "step": self.step, "reason": reason, "time": time.time()})
 
     # ---- the loop ------------------------------------------------------------------------------------
+    def _stop_reason(self) -> str:
+        return signals.stop_reason(self.step, max_steps=self.cfg.max_steps,
+                                   time_limit_minutes=self.cfg.time_limit_minutes, start_time=self.start_time)
+
     def run(self) -> dict:
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out)
+            self.log.rewind(self.step)  # records after the checkpoint are about to be written again
             save_config(cfg, self.out / "config.yaml")
             self.log.write({"event": "start" if self.step == 0 else "resume", "step": self.step,
                             "world_size": self.world, "device": str(self.device),
                             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                             "images": len(self.dataset), "time": time.time()})
-        stop = StopSignal()
         bar = None
         if info.is_main and cfg.progress:
             bar = Progress.for_run(cfg, self.total_steps, self.step)
         self.start_time = last_ckpt = time.time()
-        window = _Window(self.device)
-        reason = "finished"
+        self.window = LossWindow(self.device)
+        # A stop asked for during set-up, or --max-steps already reached (a rerun): no step is taken.
+        reason = self._stop_reason()
         self.model.train()
         try:
             while self.step < self.total_steps and reason == "finished":
                 epoch, first = divmod(self.step, self.steps_per_epoch)
                 for images, _, _ in self.log.batches(self.pipeline.epoch(epoch, start=first)):
                     result = self.train_step(images)
-                    window.add(result)
+                    self.window.add(result)
                     self.log.after_step(self.step, result)
                     if self.budget.active and self.budget.observe(self.step):
                         self._fix_budget(bar)
                     if bar is not None:
                         bar.update(1)
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                        record = window.flush(self)  # the only host syncs of the loop
+                        record = self._log_window()  # the only host syncs of the loop
                         if bar is not None:
                             bar.set_postfix(loss=f"{record['loss']:.1f}", img_s=f"{record['images_per_sec']:.0f}",
                                             epoch=f"{record['epoch']:.2f}")
                         if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-                            self.checkpoint("periodic")
+                            self.save_checkpoint("periodic")
                             last_ckpt = time.time()
                     # Every step on one process; under DDP only at steps where every rank checks (a collective).
                     if self.world == 1 or self.step % cfg.log_every == 0 or \
                             (cfg.max_steps is not None and self.step >= cfg.max_steps):
-                        reason = _should_stop(cfg, self.step, self.start_time, stop)
+                        reason = self._stop_reason()
                     if self.step >= self.total_steps or reason != "finished":
                         break
                 epoch_done = self.step % self.steps_per_epoch == 0
                 if epoch_done or self.step >= self.total_steps or reason != "finished":
-                    self.checkpoint("epoch" if reason == "finished" else reason)
+                    if self.saved_step != self.step:
+                        self.save_checkpoint("epoch" if reason == "finished" else reason)
                     last_ckpt = time.time()
                 if cfg.knn_every and reason == "finished" and epoch_done and \
                         (self.step // self.steps_per_epoch) % cfg.knn_every == 0:
@@ -294,18 +313,31 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self.log.close()
-            stop.restore()
-        return self._finish(reason, stop)
+        return self._finish(reason)
+
+    def _log_window(self) -> dict:
+        """Flush the loss window into metrics.jsonl; a non-finite loss stops the run before anything is saved."""
+        means = self.window.means()
+        if not all(math.isfinite(v) for v in means.values()):
+            raise self._diverged("the loss", means)
+        w = self.window.flush()
+        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": w["loss"],
+                  "on_diag": w["on_diag"], "off_diag": w["off_diag"], "lr_weights": self.optimizer.param_groups[0]["lr"],
+                  "images_per_sec": w["steps"] * self.cfg.batch_size / w["seconds"],
+                  "elapsed_sec": time.time() - self.start_time, **self.pipeline.metrics()}
+        self.log.write(record)
+        return record
 
     def _fix_budget(self, bar) -> None:
         """Set the schedule's length from the throughput measured so far, so that it ends inside the budget."""
         self.total_steps = self.budget.total_steps(self.step)
-        self.schedule = WarmupCosine(self.total_steps, self.warmup_steps, self.cfg.final_lr_ratio)
+        self.schedule = self._schedule()
         if bar is not None:
             bar.total = self.total_steps
             bar.refresh()
         self.log.write({"event": "budget", "total_steps": self.total_steps,
                         "epochs": self.total_steps / self.steps_per_epoch,
+                        "warmup_steps": self.schedule.warmup_steps,
                         "seconds_per_step": self.budget.seconds_per_step})
 
     def _online_knn(self) -> None:
@@ -316,109 +348,20 @@ class Trainer:
             self.log.write({"event": "knn", "step": self.step, "epoch": self.step // self.steps_per_epoch, **result})
         self.model.train()
 
-    def _finish(self, reason: str, stop: StopSignal) -> dict:
+    def _finish(self, reason: str) -> dict:
         done = self.step >= self.total_steps
-        if done and self.info.is_main:
-            export_backbone(self.raw_model.backbone, self.out / BACKBONE_NAME)
-            self.log.write({"event": "done", "step": self.step, "time": time.time()})
+        if done:
+            self.ensure_finite()
+            if self.info.is_main:
+                write_run_backbone(self.raw_model.backbone, self.out, self.cfg.to_dict())
+                self.log.write({"event": "done", "step": self.step, "time": time.time()})
+        early = not done and reason in ("signal", "time_limit")
         summary = {"run_dir": str(self.out), "step": self.step, "total_steps": self.total_steps, "finished": done,
                    "stopped_by": None if done else reason, "minutes": (time.time() - self.start_time) / 60,
-                   "signal": stop.received}
-        if stop.received is not None and self.info.is_main:
+                   "signal": signals.STOP.received,
+                   "exit_status": signals.GRACEFUL_STOP_EXIT if early else 0}
+        if signals.STOP.received is not None and self.info.is_main:
             from .slurm import requeue_if_slurm
 
             summary["requeued"] = requeue_if_slurm()
         return summary
-
-
-class _Window:
-    """Loss terms summed on the device between two log lines (no host sync until `flush`)."""
-
-    def __init__(self, device: torch.device):
-        self.sums = torch.zeros(3, device=device)
-        self.steps = 0
-        self.start = time.time()
-
-    def add(self, result) -> None:
-        self.sums += torch.stack([result.loss.detach(), result.on_diag.detach(), result.off_diag.detach()])
-        self.steps += 1
-
-    def flush(self, t: Trainer) -> dict:
-        loss, on_diag, off_diag = (self.sums / max(self.steps, 1)).tolist()
-        now = time.time()
-        if not math.isfinite(loss):
-            note = f"the last good checkpoint is {t.ckpt_path}" if t.ckpt_path.exists() else "no checkpoint was written"
-            raise FloatingPointError(f"loss became {loss} at step {t.step}; lower --lr-weights/--lr-biases or check "
-                                     f"the data ({note})")
-        record = {"step": t.step, "epoch": round(t.step / t.steps_per_epoch, 4), "loss": loss, "on_diag": on_diag,
-                  "off_diag": off_diag, "lr_weights": t.optimizer.param_groups[0]["lr"],
-                  "images_per_sec": self.steps * t.cfg.batch_size / max(now - self.start, 1e-9),
-                  "elapsed_sec": now - t.start_time, **t.pipeline.metrics()}
-        t.log.write(record)
-        self.sums.zero_()
-        self.steps, self.start = 0, now
-        return record
-
-
-class _Budget:
-    """Turns a wall-clock budget into a step count. A first estimate after timing a few steps (the very first
-    ones, with their one-off start-up costs, are skipped), then corrections at 10%, 25% and 50% of the run
-    from the throughput seen since the last estimate (early steps are often faster than steady state).
-    Re-estimates happen at step counts every rank agrees on, and rank 0's number is broadcast."""
-
-    WARM, MEASURE = 3, 12
-    CHECKPOINTS = (0.10, 0.25, 0.50)
-
-    def __init__(self, minutes: float | None, start_step: int, upper_bound: int):
-        self.minutes = minutes or None  # 0 turns a preset's budget off from the command line
-        self.start_step = start_step
-        self.upper_bound = upper_bound
-        self.fixed = False  # True once no further estimate will be made
-        self.estimated_total: int | None = None
-        self.mark_step, self.mark_time = None, None
-        self.seconds_per_step = None
-        self.pending = list(self.CHECKPOINTS)
-        self.started = time.time()
-
-    @property
-    def active(self) -> bool:
-        return self.minutes is not None and not self.fixed
-
-    def observe(self, step: int) -> bool:
-        """Called after every step; True when a (new) estimate of the total is due."""
-        done = step - self.start_step
-        if done == self.WARM:
-            self.mark_step, self.mark_time = step, time.time()
-        if self.estimated_total is None:
-            return done == self.WARM + self.MEASURE
-        if self.pending and step >= self.start_step + self.pending[0] * (self.estimated_total - self.start_step):
-            self.pending.pop(0)
-            return True
-        return False
-
-    def total_steps(self, step: int) -> int:
-        now = time.time()
-        self.seconds_per_step = (now - self.mark_time) / max(step - self.mark_step, 1)
-        self.mark_step, self.mark_time = step, now
-        remaining = self.minutes * 60 - (now - self.started)
-        total = min(step + max(0, int(remaining / self.seconds_per_step)), self.upper_bound)
-        total = max(int(D.broadcast_object(total)), step)
-        self.estimated_total = total
-        self.fixed = not self.pending
-        return total
-
-
-def _should_stop(cfg: PretrainConfig, step: int, start_time: float, stop: StopSignal) -> str:
-    """The same decision on every rank: a local reason is shared with an all-reduce (max) under DDP."""
-    code = 0
-    if stop.received is not None:
-        code = 3
-    elif cfg.time_limit_minutes is not None and time.time() - start_time > cfg.time_limit_minutes * 60:
-        code = 2
-    elif cfg.max_steps is not None and step >= cfg.max_steps:
-        code = 1
-    if D.world_size() > 1:
-        t = torch.tensor([code], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        code = int(t.item())
-    return ("finished", "max_steps", "time_limit", "signal")[code]

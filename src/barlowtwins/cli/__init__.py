@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import signals
 from ..errors import BarlowTwinsError
 from . import (bench, detect, embed, env, export, finetune, knn, linear, list_backbones, neighbors, pretrain,
                report, results, transfer)
@@ -28,25 +29,58 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and the closest flag suggested for an unknown one."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {printable(message)}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra and self.prog == "barlowtwins":  # only the top level reports; sub-parsers pass extras up
+            unknown = next((a for a in extra if a.startswith("-")), extra[0])
+            command = getattr(parsed, "command", None)
+            sub = self._command_parsers.get(command)
+            options = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
+            from ..config import suggest
+
+            hint = suggest(unknown.split("=", 1)[0], options) if unknown.startswith("--") else ""
+            (sub or self).error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(prog="barlowtwins", allow_abbrev=False,
+    parser = Parser(prog="barlowtwins", allow_abbrev=False,
                                      description="Barlow Twins self-supervised pretraining and evaluation.")
     parser.add_argument("--version", action="version", version=f"barlowtwins {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser._command_parsers = {}
     for name, module in COMMANDS.items():
-        module.add_parser(sub, name)
+        parser._command_parsers[name] = module.add_parser(sub, name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # A long run listens for stop signals from its first line: a SIGTERM/SIGUSR1 during set-up is remembered
+    # and answered with a clean stop (and a SLURM requeue) instead of killing the job.
+    installed = argv[:1] == ["pretrain"] and signals.install()
+    try:
+        return _main(argv)
+    finally:
+        if installed:
+            signals.STOP.restore()
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except BarlowTwinsError as e:
-        print(f"barlowtwins {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"barlowtwins {args.command}: error: {printable(_one_line(e))}", file=sys.stderr)
         return 2
     except FloatingPointError as e:
         print(f"barlowtwins {args.command}: error: {e}", file=sys.stderr)
@@ -54,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"barlowtwins {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def printable(text: str) -> str:
+    """Control characters (a newline or carriage return in a bad value) escaped: an error stays on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _one_line(e: Exception) -> str:

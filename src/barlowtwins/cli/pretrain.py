@@ -11,7 +11,9 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="pretrain a backbone with Barlow Twins",
                        description="Pretrain with Barlow Twins. Settings come from --preset, then --config, then "
                                    "flags; the resolved config is saved in the run folder. Running the same command "
-                                   "again resumes from <out>/checkpoint.pth.")
+                                   "again resumes from <out>/checkpoint.pth. Exit status: 0 finished (or --max-steps "
+                                   "reached), 75 stopped early by a signal or --time-limit-minutes (run again to "
+                                   "resume), 2 bad input, 1 training diverged.")
     p.add_argument("--preset", default=None, help=f"one of: {', '.join(available_presets())}")
     p.add_argument("--config", default=None, metavar="FILE", help="YAML file of config fields")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -49,4 +51,6 @@ def run(args: argparse.Namespace) -> int:
               f".load_state_dict(torch.load({str(run_dir) + '/backbone.pth'!r}), strict=False)"
               if not cfg.backbone.startswith("timm:") else
               f"load it: barlowtwins.load_backbone({str(run_dir)!r})")
-    return 0
+    # 0: finished (or --max-steps reached); GRACEFUL_STOP_EXIT (75): stopped early by a signal or the time limit
+    # with a checkpoint written, so a wrapper script can tell "run it again" from "done".
+    return summary["exit_status"]

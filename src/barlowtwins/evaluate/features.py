@@ -93,7 +93,7 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
     """`extract_features`, reusing an earlier extraction of the same thing from ``cache_dir`` when there is one.
 
     ``key`` names what was extracted (checkpoint hash, data set, split, image size, normalisation); the file is
-    ``features-<dataset>-<split>[-mirror]-<hash of key>.pt`` (float16 features, int64 labels), written atomically
+    ``features-<dataset>-<split>[-mirror]-<hash of key>.pt`` (float32 features, int64 labels), written atomically
     by rank 0. Without ``cache_dir`` this is plain `extract_features`.
     """
     import hashlib
@@ -104,7 +104,11 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
 
     if cache_dir is None:
         return extract_features(backbone, dataset, mirror=mirror, **kwargs)
-    key = {**key, "mirror": mirror, "n": len(dataset)}
+    # Everything the features depend on besides the weights: which images (the data folder and a fingerprint of
+    # the files or pixels), how they are prepared, and the precision they are encoded in.
+    key = {**key, "mirror": mirror, "n": len(dataset), "data": _data_fingerprint(dataset),
+           **{k: kwargs[k] for k in ("image_size", "mean", "std") if k in kwargs},
+           "precision": str(kwargs.get("amp_dtype"))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"features-{key.get('dataset')}-{key.get('split')}{'-mirror' if mirror else ''}-{digest}.pt"
     if path.is_file():
@@ -115,6 +119,19 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
             return cached["features"].float(), cached["labels"]
     feats, labels = extract_features(backbone, dataset, mirror=mirror, **kwargs)
     if D.is_main_process():
-        save_atomic({"features": feats.half(), "labels": labels, "key": json.loads(json.dumps(key, default=str))},
+        save_atomic({"features": feats.float(), "labels": labels, "key": json.loads(json.dumps(key, default=str))},
                     path)
     return feats, labels
+
+
+def _data_fingerprint(dataset) -> dict:
+    """The data set's folder and a hash of its file list (folders) or pixels (in memory)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = getattr(dataset, "files", None)
+    if files is not None:
+        h.update("\n".join(map(str, files)).encode())
+    elif isinstance(getattr(dataset, "images", None), torch.Tensor):
+        h.update(dataset.images.contiguous().numpy().tobytes())
+    return {"name": str(getattr(dataset, "name", "")), "sha256": h.hexdigest()[:16]}

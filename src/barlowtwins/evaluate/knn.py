@@ -72,13 +72,10 @@ def knn_evaluate(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     return results
 
 
-def knn_monitor(cfg, backbone: torch.nn.Module, device: torch.device, amp_dtype) -> dict | None:
-    """The online kNN of a pretraining run (``--knn-every N``): top-1 at k=20 and k=200 on a labelled set.
-
-    The labelled train/val sets are loaded once and cached; ``knn_max_samples`` caps both for speed.
-    """
+def knn_monitor_sets(cfg) -> tuple:
+    """The online kNN's (train, val) data sets, loaded once and cached: called before pretraining starts, so a
+    missing or unlabelled kNN data set fails at once rather than after the first epoch."""
     from ..data import build_dataset, default_val_split
-    from .features import extract_features
 
     name = cfg.knn_dataset or cfg.dataset
     key = (name, cfg.knn_data_dir or cfg.data_dir, cfg.knn_train_split, cfg.knn_val_split or default_val_split(name),
@@ -93,7 +90,17 @@ def knn_monitor(cfg, backbone: torch.nn.Module, device: torch.device, amp_dtype)
                 ds = ds.subset(torch.randperm(len(ds), generator=g)[: cfg.knn_max_samples].sort().values)
             sets.append(ds)
         cache[key] = sets
-    train_set, val_set = cache[key]
+    return tuple(cache[key])
+
+
+def knn_monitor(cfg, backbone: torch.nn.Module, device: torch.device, amp_dtype) -> dict | None:
+    """The online kNN of a pretraining run (``--knn-every N``): top-1 at k=20 and k=200 on a labelled set.
+
+    The labelled train/val sets are loaded once and cached; ``knn_max_samples`` caps both for speed.
+    """
+    from .features import extract_features
+
+    train_set, val_set = knn_monitor_sets(cfg)
     kw = dict(image_size=cfg.image_size, device=device, amp_dtype=amp_dtype, mean=_norm(cfg, "mean"),
               std=_norm(cfg, "std"), workers=cfg.workers)
     ftr, ytr = extract_features(backbone, train_set, **kw)
