@@ -83,13 +83,13 @@ def test_a_signal_after_the_last_checkpoint_does_not_kill(fmnist_dir, tmp_path, 
     from barlowtwins import train
     from barlowtwins.cli import main
 
-    real = train.export_backbone
+    real = train.write_run_backbone
 
     def export_then_signal(*args, **kwargs):
         real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGUSR1)  # SLURM's warning arrives just as the run ends
 
-    monkeypatch.setattr(train, "export_backbone", export_then_signal)
+    monkeypatch.setattr(train, "write_run_backbone", export_then_signal)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     code = main(["pretrain", *TINY, "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r"), "--epochs", "1"])
     assert code == 0 and (tmp_path / "r" / "backbone.pth").is_file()

@@ -27,9 +27,6 @@ def _choices(name: str):
         if name == "dataset":
             from .data import DATASETS
             return tuple(DATASETS)
-        if name == "backbone":
-            from .models import available_backbones
-            return tuple(available_backbones())
         if name == "stem":
             from .models import STEMS
             return tuple(STEMS)
@@ -47,6 +44,12 @@ def _projector_ok(value: str) -> None:
     from .models import parse_projector_spec
 
     parse_projector_spec(value)
+
+
+def _backbone_ok(value: str) -> None:
+    from .models import check_backbone_name
+
+    check_backbone_name(value)
 
 
 def _device_ok(value: str) -> str | None:
@@ -90,8 +93,8 @@ class PretrainConfig:
     strict_data: bool = opt(False, "decode every file before training and stop on any unreadable one (default: "
                                    "skip it with a warning)")
     # Network
-    backbone: str = opt("resnet50", "torchvision model name of the backbone, e.g. resnet18 or resnet50",
-                        choices=_choices("backbone"))
+    backbone: str = opt("resnet50", "backbone: a torchvision model name (resnet18, resnet50, ...) or timm:<name>",
+                        check=_backbone_ok)
     stem: str = opt("standard", "ResNet stem: standard (ImageNet), small (3x3 stride 1, no max-pool, for 32 px) "
                                 "or small-pool", choices=_choices("stem"))
     width: int | None = opt(None, "channels of a ResNet's first stage (torchvision's 64; narrower for CPU runs)",
@@ -159,7 +162,7 @@ class PretrainConfig:
                                                   "over all resumes; 0 turns a preset's budget off", ge=0)
     progress: bool = opt(True, "show a progress bar")
     progress_seconds: float = opt(30.0, "without a terminal (log file, SLURM, CI): seconds between plain progress "
-                                        "lines", gt=0)
+                                        "lines (0: every step)", ge=0)
     tensorboard: bool = opt(False, "also write TensorBoard scalars and C heat maps to <out>/tensorboard")
     correlation_dims: int = opt(64, "side of the C[:k, :k] snapshots saved to <out>/correlation.jsonl for "
                                     "'barlowtwins report' (0: off)", ge=0)

@@ -63,21 +63,34 @@ def _timm():
     return timm
 
 
-def _suggest(name: str, known) -> str:
+def _suggest(name: str, known, n: int = 1) -> str:
     import difflib
 
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a one-line `ConfigError` (with the closest names) unless ``name`` is a torchvision classifier or, with
+    timm installed, ``timm:<model>``. Cheap: builds nothing (the config checks every run's backbone with it)."""
+    if name.startswith(TIMM_PREFIX):
+        inner, timm = name[len(TIMM_PREFIX):], _timm()
+        if timm is None:
+            raise ConfigError(f"backbone '{name}' needs timm: pip install 'barlowtwins[timm]'")
+        if not timm.is_model(inner):
+            raise ConfigError(f"unknown timm model '{inner}'{_suggest(inner, timm.list_models(), n=3)}; "
+                              "barlowtwins list-backbones 'timm:PATTERN' lists them")
+        return
+    known = available_backbones()
+    if name not in known:
+        raise ConfigError(f"unknown backbone '{name}'{_suggest(name, known)}; any torchvision classification "
+                          "model name works (e.g. resnet18, resnet50), or timm:<name> with timm installed; "
+                          "barlowtwins list-backbones lists them")
 
 
 def _create_timm_backbone(name: str, *, stem: str, width: int | None, weights: str | None) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``: pooled features of size ``num_features``)."""
-    timm = _timm()
-    if timm is None:
-        raise ConfigError(f"backbone '{TIMM_PREFIX}{name}' needs timm: pip install 'barlowtwins[timm]'")
-    if not timm.is_model(name):
-        raise ConfigError(f"unknown timm model '{name}'{_suggest(name, timm.list_models())}; "
-                          "barlowtwins list-backbones 'timm:PATTERN' lists them")
+    timm = _timm()  # installed and the name known: `check_backbone_name` ran first
     if stem != "standard" or width is not None:
         raise ConfigError("--stem and --width apply to torchvision ResNets only, not to timm models; "
                           "pick a timm variant instead (e.g. timm:resnet10t)")
@@ -166,13 +179,9 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
 
     The returned module has ``num_features`` (the width of its output, read off the removed head).
     """
+    check_backbone_name(name)
     if name.startswith(TIMM_PREFIX):
         return _create_timm_backbone(name[len(TIMM_PREFIX):], stem=stem, width=width, weights=weights)
-    known = available_backbones()
-    if name not in known:
-        raise ConfigError(f"unknown backbone '{name}'{_suggest(name, known)}; any torchvision classification "
-                          "model name works (e.g. resnet18, resnet50), or timm:<name> with timm installed; "
-                          "barlowtwins list-backbones lists them")
     if stem not in STEMS:
         raise ConfigError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
     if width is not None and weights is not None:

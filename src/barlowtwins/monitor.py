@@ -86,11 +86,7 @@ class RunMonitor:
 
     @classmethod
     def for_run(cls, cfg, log, model, out: Path | None) -> "RunMonitor":
-        """The monitor of a ``PretrainConfig`` run (also checks the monitoring fields: before any work)."""
-        if cfg.correlation_dims < 0:
-            raise ConfigError(f"--correlation-dims must be 0 (off) or a positive size, got {cfg.correlation_dims}")
-        if not cfg.progress_seconds >= 0:
-            raise ConfigError(f"--progress-seconds must be 0 or more, got {cfg.progress_seconds}")
+        """The monitor of a ``PretrainConfig`` run (its fields' ranges are checked by the config itself)."""
         return cls(log, model, out, dims=cfg.correlation_dims, log_every=cfg.log_every, tensorboard=cfg.tensorboard)
 
     # ---- data wait ----------------------------------------------------------------------------------------
@@ -119,6 +115,11 @@ class RunMonitor:
         self.log.write(record)
         if self.writer is not None:
             self._scalars(record)
+
+    def rewind(self, step: int) -> int:
+        """Drop the log's records after ``step`` (a resumed run writes them again; snapshots of a step are read
+        last-wins by `read_snapshots`, so correlation.jsonl needs no rewind)."""
+        return self.log.rewind(step)
 
     def _scalars(self, record: dict) -> None:
         step = record.get("step")
