@@ -358,6 +358,14 @@ class BatchViews:
             self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
         return (x - self._mean) / self._std
 
+    def finish_uint8_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise float (B, 3, S, S) still in [0, 255] (uint8 views just cast), in place: two passes and no new
+        tensor, half the host time of dividing by 255 first and normalising out of place (the cpu data path's
+        only per-batch work in the training process)."""
+        if self._mean.device != x.device:
+            self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
+        return x.sub_(self._mean * 255).mul_(1 / (self._std * 255))
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """Evaluation input: uint8 (B, C, H, W) -> normalised float (B, 3, H, W), no augmentation."""
         return self.finish(to_float_rgb(images))

@@ -52,6 +52,20 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path`` (same suffix, for writers that look at it), then rename
+    it over ``path``: a crash mid-write leaves the previous file intact. Used for every non-checkpoint output."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_temp(obj, path: str | os.PathLike) -> tuple[Path, str]:
     """``torch.save`` to ``path``'s temporary name, fsync; return (that file, its sha256). The file is removed
     again if writing fails (disk full included), and the error raised."""

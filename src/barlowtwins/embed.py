@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import atomic_write
 from .errors import ConfigError, DataError
 
 INDEX_FORMATS = ("auto", "csv", "parquet")
@@ -56,17 +57,6 @@ def resolve_index_format(fmt: str) -> str:
     return "parquet" if fmt == "parquet" or (fmt == "auto" and has_arrow) else "csv"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_embeddings(output: str | os.PathLike, features: torch.Tensor, entries: list[str], labels: torch.Tensor,
                      meta: dict, index_format: str = "auto") -> dict[str, Path]:
     """Write (N, D) features as float32 ``.npy`` with its index and metadata; returns the paths written."""
@@ -77,7 +67,7 @@ def write_embeddings(output: str | os.PathLike, features: torch.Tensor, entries:
     paths = sidecar_paths(output)
     fmt = resolve_index_format(index_format)
     array = features.float().cpu().numpy()
-    _atomic_write(paths["npy"], lambda tmp: np.save(tmp, array))
+    atomic_write(paths["npy"], lambda tmp: np.save(tmp, array))
     rows = [(i, e, int(y)) for i, (e, y) in enumerate(zip(entries, labels.tolist()))]
     if fmt == "csv":
         def write_csv(tmp):
@@ -85,19 +75,19 @@ def write_embeddings(output: str | os.PathLike, features: torch.Tensor, entries:
                 w = csv.writer(f)
                 w.writerow(["row", "path", "label"])
                 w.writerows(rows)
-        _atomic_write(paths["csv"], write_csv)
+        atomic_write(paths["csv"], write_csv)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.table({"row": [r[0] for r in rows], "path": [r[1] for r in rows], "label": [r[2] for r in rows]})
-        _atomic_write(paths["parquet"], lambda tmp: pq.write_table(table, tmp))
+        atomic_write(paths["parquet"], lambda tmp: pq.write_table(table, tmp))
     stale = paths["parquet" if fmt == "csv" else "csv"]  # an index of an earlier run in the other format
     if stale.exists():
         stale.unlink()
     meta = {**meta, "count": int(array.shape[0]), "dim": int(array.shape[1]), "dtype": "float32",
             "index": paths[fmt].name}
-    _atomic_write(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
     return {"npy": paths["npy"], "index": paths[fmt], "meta": paths["meta"]}
 
 
@@ -199,5 +189,5 @@ def contact_sheet(queries: list[str], neighbors: list[list[tuple[str, float]]], 
             sheet.paste(_thumbnail(entry, meta or {}, thumb, cache), (x, y))
             draw.text((x + 2, y + thumb + 1), label, fill=(200, 0, 0) if c == 0 else (0, 0, 0))
     out = Path(output)
-    _atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
+    atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))
     return out

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (BACKBONE_NAME, SAFETENSORS_NAME, BackboneSource, _arch_from_config, load_backbone_state,
-                         load_backbone_weights, save_atomic)
+from .checkpoint import (BACKBONE_NAME, SAFETENSORS_NAME, BackboneSource, _arch_from_config, atomic_write,
+                         load_backbone_state, load_backbone_weights, save_atomic)
 from .errors import CheckpointError, ConfigError
 
 ARCH_KEY = "barlowtwins.arch"
@@ -141,17 +141,6 @@ class ExportJob:
         return torch.randn(batch, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _head_free(state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
@@ -175,7 +164,7 @@ def _write_torchscript(job: ExportJob) -> str:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
         traced = torch.jit.trace(net, x)
-        _atomic(job.output, lambda tmp: torch.jit.save(traced, str(tmp)))
+        atomic_write(job.output, lambda tmp: torch.jit.save(traced, str(tmp)))
     return f"TorchScript (traced at {job.image_size} px): torch.jit.load(f)"
 
 
@@ -200,7 +189,7 @@ def _write_onnx(job: ExportJob) -> str:
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        _atomic(job.output, write)
+        atomic_write(job.output, write)
     diff = onnx_max_abs_diff(job.output, net, job.example(3))
     check = "onnxruntime not installed, not checked" if diff is None else \
         f"onnxruntime matches PyTorch: max abs diff {diff:.2e} at batch 3"
@@ -272,7 +261,7 @@ def _write_detectron2(job: ExportJob) -> str:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             pickle.dump(payload, f)
-    _atomic(job.output, write)
+    atomic_write(job.output, write)
     return (f"detectron2 .pkl: MODEL.WEIGHTS {job.output} INPUT.FORMAT RGB MODEL.PIXEL_MEAN {mean} "
             f"MODEL.PIXEL_STD {std} MODEL.RESNETS.STRIDE_IN_1X1 False")
 

@@ -261,8 +261,8 @@ class CpuPath(_FilePath):
         if int(batch["step"][0]) != step:
             raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
         # (B, S, S, 3) uint8 -> (B, 3, S, S) float: the permuted view is channels-last in memory already.
-        return tuple(self.batch_views.finish(v.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-                                             .div_(255)) for v in batch["views"])
+        return tuple(self.batch_views.finish_uint8_scale(v.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+                                                         .float()) for v in batch["views"])
 
 
 class DevicePath(_FilePath):

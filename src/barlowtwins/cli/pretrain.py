@@ -47,10 +47,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"stopped at step {summary['step']} of {summary['total_steps']} ({summary['stopped_by']}); "
                   f"run the same command again to resume from {run_dir}/checkpoint.pth; "
                   f"the backbone of step {summary['step']} is in {run_dir}/backbone.pth (and .safetensors)")
-        print(f"load it: barlowtwins.load_backbone({str(run_dir)!r}), or torchvision.models.{cfg.backbone}()"
-              f".load_state_dict(torch.load({str(run_dir) + '/backbone.pth'!r}), strict=False)"
-              if not cfg.backbone.startswith("timm:") else
-              f"load it: barlowtwins.load_backbone({str(run_dir)!r})")
+        plain_torchvision = not cfg.backbone.startswith("timm:") and cfg.stem == "standard" and cfg.width is None
+        print(f"load it: barlowtwins.load_backbone({str(run_dir)!r})" + (
+              f", or torchvision.models.{cfg.backbone}().load_state_dict(torch.load("
+              f"{str(run_dir) + '/backbone.pth'!r}), strict=False)" if plain_torchvision else ""))
     # 0: finished (or --max-steps reached); GRACEFUL_STOP_EXIT (75): stopped early by a signal or the time limit
     # with a checkpoint written, so a wrapper script can tell "run it again" from "done".
     return summary["exit_status"]

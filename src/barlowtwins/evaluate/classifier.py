@@ -136,7 +136,10 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
     if run.progress and D.is_main_process():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=run.epochs * len(stream), unit="step", desc="classifier", dynamic_ncols=True)
+        from ..progress import on_terminal
+
+        bar = tqdm(total=run.epochs * len(stream), unit="step", desc="classifier", dynamic_ncols=True,
+                   disable=not on_terminal())
     step = 0
     for epoch in range(run.epochs):
         factor = lr_factor(run, epoch)

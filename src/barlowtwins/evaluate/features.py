@@ -64,7 +64,10 @@ def extract_features(backbone: torch.nn.Module, dataset, *, image_size: int, dev
     if progress and D.is_main_process():
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=len(stream), desc="features", unit="batch", leave=False)
+        from ..progress import on_terminal
+
+        batches = tqdm(batches, total=len(stream), desc="features", unit="batch", leave=False,
+                       disable=not on_terminal())
     for images, y, idx in batches:
         x = prepare_batch(images, image_size, device, mean, std)
         if mirror:

@@ -159,7 +159,10 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
     if run.progress and D.is_main_process():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sched.iterations, unit="it", desc="detection", dynamic_ncols=True)
+        from ...progress import on_terminal
+
+        bar = tqdm(total=sched.iterations, unit="it", desc="detection", dynamic_ncols=True,
+                   disable=not on_terminal())
     model.train()
     stream = batches()
     sums: dict[str, float] = {}
