@@ -30,6 +30,23 @@ def add_linear_protocol_args(g: argparse._ArgumentGroup, batch_help: str | None 
     g.add_argument("--seed", type=int, default=0)
 
 
+def add_architecture_args(g: argparse._ArgumentGroup) -> None:
+    """The backbone's architecture and input flags, for a checkpoint that does not say (every backbone reader)."""
+    g.add_argument("--backbone", default=None,
+                   help="torchvision model name or timm:<name> (default: from the checkpoint, else resnet50)")
+    g.add_argument("--stem", default=None, choices=("standard", "small", "small-pool"))
+    g.add_argument("--width", type=int, default=None, help="ResNet first-stage width (narrow CPU models)")
+    g.add_argument("--image-size", type=int, default=None, help="input size (default: the pretraining size, else 224)")
+    g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the run's)")
+    g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the run's)")
+
+
+def add_device_args(h: argparse._ArgumentGroup) -> None:
+    h.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    h.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    h.add_argument("--workers", type=int, default=None, help="data-loader processes for image folders")
+
+
 def add_backbone_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backbone")
     g.add_argument("--checkpoint", default=None, metavar="SOURCE",
@@ -37,16 +54,9 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
                         "or torchvision:<model>:<weights>")
     g.add_argument("--random-init", action="store_true",
                    help="evaluate the same architecture at random initialisation instead (a baseline)")
-    g.add_argument("--backbone", default=None, help="torchvision model name (default: from the checkpoint, else resnet50)")
-    g.add_argument("--stem", default=None, choices=("standard", "small", "small-pool"))
-    g.add_argument("--width", type=int, default=None, help="ResNet first-stage width (narrow CPU models)")
-    g.add_argument("--image-size", type=int, default=None, help="input size (default: the pretraining size, else 224)")
-    g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the run's)")
-    g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the run's)")
+    add_architecture_args(g)
     h = p.add_argument_group("hardware")
-    h.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    h.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
-    h.add_argument("--workers", type=int, default=None, help="data-loader processes for image folders")
+    add_device_args(h)
     h.add_argument("--output", default=None, metavar="PATH", help="result JSON file or folder")
     h.add_argument("--cache-dir", default="auto", metavar="DIR",
                    help="keep extracted features here and reuse them (default: <run>/eval/cache for run folders)")

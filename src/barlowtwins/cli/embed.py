@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import leaves_process_group
+from .common import add_architecture_args, add_device_args, leaves_process_group
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -13,17 +13,10 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--checkpoint", required=required, default=None, metavar="SOURCE",
                    help="run folder, backbone.pth/.safetensors, official resnet50.pth or full checkpoint, our "
                         "checkpoint.pth, or torchvision:<model>:<weights>")
-    g.add_argument("--backbone", default=None, help="torchvision name or timm:<name> (default: from the checkpoint)")
-    g.add_argument("--stem", default=None, choices=("standard", "small", "small-pool"))
-    g.add_argument("--width", type=int, default=None)
-    g.add_argument("--image-size", type=int, default=None, help="default: the pretraining size, else 224")
-    g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the run's)")
-    g.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the run's)")
+    add_architecture_args(g)
     h = p.add_argument_group("hardware")
-    h.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    h.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    add_device_args(h)
     h.add_argument("--batch-size", type=int, default=256)
-    h.add_argument("--workers", type=int, default=None, help="data-loader processes for image folders")
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
