@@ -195,3 +195,20 @@ def test_photometric_with_parameters_matches_torchvision_step_by_step():
         if p.solarize[i]:
             y = TF.solarize(y, 128 / 255)
         torch.testing.assert_close(out[i], y, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [8, 31, 224])
+def test_worker_views_are_normalised_like_the_float64_reference(size):
+    """The cpu path's (B, S, S, 3) uint8 views -> (B, 3, S, S) float: (x / 255 - mean) / std per channel."""
+    bv = BatchViews(augment_config(size))
+    g = torch.Generator().manual_seed(size)
+    x = torch.randint(0, 256, (3, size, size, 3), dtype=torch.uint8, generator=g)
+    out = bv.finish_hwc_uint8(x)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    ref = (x.permute(0, 3, 1, 2).double() / 255 - mean) / std
+    assert out.shape == (3, 3, size, size) and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-6)
+    bv.finish_hwc_uint8(torch.zeros(2, size + 1, size + 1, 3, dtype=torch.uint8))  # another size: new constants
+    torch.testing.assert_close(bv.finish_hwc_uint8(x), out, rtol=0, atol=0)

@@ -15,7 +15,8 @@ def test_bench_command_on_a_synthetic_jpeg_folder(tmp_path, capsys):
     code = main(["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
                  "--image-size", "32", "--batch-size", "4", "--data-path", "cpu", "device", "--workers", "0",
                  "--make-jpegs", "10", "--jpeg-size", "40", "60", "--jpeg-dir", str(tmp_path / "jpegs"),
-                 "--iters", "1", "--warmup", "1", "--output", str(tmp_path / "bench.json"), "--results", str(results)])
+                 "--iters", "1", "--warmup", "1", "--repeats", "2", "--output", str(tmp_path / "bench.json"),
+                 "--results", str(results)])
     assert code == 0
     out = capsys.readouterr().out
     assert "model only" in out and "official PIL pipeline" in out and "ratio cpu / official" in out
@@ -28,6 +29,11 @@ def test_bench_command_on_a_synthetic_jpeg_folder(tmp_path, capsys):
     assert m["mfu"] is None and m["host_max_rss_gib"] > 0  # no known peak on a CPU: MFU n/a
     assert set(r["data_only"]) == set(r["end_to_end"]) == {"cpu", "device"}
     assert all(v > 0 for v in r["data_only"].values()) and r["official_pil"] > 0
+    # Every measurement ran twice, in turn; the reported figure is the median of its runs.
+    assert {k: len(v) for k, v in r["runs"].items()} == {
+        "model only": 2, "data path cpu": 2, "end to end cpu": 2, "data path device": 2, "end to end device": 2,
+        "official PIL pipeline": 2}
+    assert r["data_only"]["cpu"] == pytest.approx(sum(r["runs"]["data path cpu"]) / 2)
     text = results.read_text()
     assert "## Another table" in text and "| 1 |" in text
     row = [ln for ln in text.splitlines() if ln.startswith("| 20")]

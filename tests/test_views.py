@@ -6,7 +6,7 @@ import torch
 from torchvision.transforms import RandomResizedCrop
 
 from barlowtwins.augment import augment_config
-from barlowtwins.views import NUM_UNIFORMS, counter_uniforms, crop_boxes, view_params
+from barlowtwins.views import NUM_UNIFORMS, counter_uniforms, crop_boxes, sample_views, view_params
 
 
 def test_uniforms_are_a_pure_function_of_the_key():
@@ -80,3 +80,26 @@ def test_a_rank_draws_its_slice_of_the_global_batch(world):
         part = view_params(cfg, 1, 0, 9, r * n + np.arange(n), 32, 32)
         assert torch.equal(part.boxes, whole.boxes[r * n: (r + 1) * n])
         assert torch.equal(part.factors, whole.factors[r * n: (r + 1) * n])
+
+
+@pytest.mark.parametrize("size,overrides", [(224, {}), (64, {"crop_scale": (0.9, 1.0)}), (32, {"hue": 0.0}),
+                                            (96, {"crop_ratio": (1.0, 1.0), "brightness": 0.0})])
+def test_a_workers_scalar_parameters_equal_the_batched_ones(size, overrides):
+    """`sample_views` (one sample, Python floats, what a loader worker calls) = `view_params` to the bit, on
+    image sizes from tiny and extreme (fallback boxes) to large."""
+    cfg = augment_config(size, **overrides)
+    rng = np.random.default_rng(size)
+    for _ in range(300):
+        seed, step, pos = (int(x) for x in rng.integers(0, 2**31, 3))
+        h, w = (int(x) for x in rng.choice([1, 3, 17, 224, 375, 500, 4000], 2))
+        s0, s1 = sample_views(cfg, seed, step, pos, h, w)
+        for view, s in ((0, s0), (1, s1)):
+            assert s == view_params(cfg, view, seed, step, [pos], h, w).sample(0), (seed, step, pos, h, w, view)
+    assert isinstance(s0.box[0], float) and isinstance(s0.order[0], int) and isinstance(s0.flip, bool)
+
+
+def test_uniforms_of_several_views_in_one_call():
+    both = counter_uniforms(5, 9, np.arange(7), (0, 1))
+    assert both.shape == (2, 7, NUM_UNIFORMS)
+    np.testing.assert_array_equal(both[1], counter_uniforms(5, 9, np.arange(7), 1))
+    np.testing.assert_array_equal(both[0], counter_uniforms(5, 9, np.arange(7), 0))

@@ -6,7 +6,8 @@ official Barlow Twins per-image PIL pipeline for comparison, with FLOPs, MFU and
 
 Samples/s are two-view samples per second (one sample = one image = two views). Every figure is timed after
 ``warmup`` batches (worker start-up, cuDNN autotuning and allocator growth excluded), over ``iters`` batches,
-with the device synchronised at both ends. FLOPs of one training step (forward + backward of both views) are
+with the device synchronised at both ends; the measurements run in turn ``repeats`` times and each reports
+its median (all runs are kept in the JSON). FLOPs of one training step (forward + backward of both views) are
 counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU = achieved FLOP/s over the device's peak, only
 where the peak is known (`PEAK_TFLOPS`).
 """
@@ -62,6 +63,7 @@ class BenchSpec:
     workers: int | None = None
     iters: int = 20
     warmup: int = 3
+    repeats: int = 3  # each measurement this many times, in turn; the median is reported
     official: bool = True  # also time the official per-image PIL pipeline
     dataset: str | None = None  # an in-memory data set (e.g. fashion-mnist) instead of a JPEG folder
     data_dir: str | None = None
@@ -77,6 +79,7 @@ class BenchResult:
     data_only: dict = field(default_factory=dict)  # data path -> samples/s
     end_to_end: dict = field(default_factory=dict)  # data path -> samples/s
     official_pil: float | None = None  # samples/s
+    runs: dict = field(default_factory=dict)  # measurement -> samples/s of every repeat, in order
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -299,47 +302,65 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     if spec.channels_last and device.type == "cuda":
         x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
     flops = model.flops_per_step(x1, x2)
-    rate = time_batches(iter(lambda: (x1, x2), None), lambda b: model.step(*b), n, spec.iters, spec.warmup, device)
-    tflops = flops * rate / n / 1e12
     peak = peak_tflops(device, "bf16" if amp_dtype == torch.bfloat16 else "fp32")
-    result.model_only = {"samples_per_sec": rate, "gflop_per_sample": flops / n / 1e9, "tflops": tflops,
-                         "mfu": tflops / peak if peak else None, "peak_tflops": peak}
-    log(f"model only: {rate:.1f} samples/s, {tflops:.3f} TFLOP/s"
-        + (f", MFU {100 * tflops / peak:.1f}%" if peak else ", MFU n/a"))
 
+    # Every measurement, as a function returning samples/s. They run in turn, `repeats` times (model only,
+    # each data path alone and end to end, the official pipeline; again ...), and each reports its median:
+    # a slow minute of a shared host then touches every measurement alike instead of one of them.
+    measure = {"model only": lambda: time_batches(iter(lambda: (x1, x2), None), lambda b: model.step(*b), n,
+                                                  spec.iters, spec.warmup, device)}
     aug = augment_config(s, getattr(dataset, "channels", 3))
+    pipes = {}
     for path in spec.data_paths:
         pipe = build_pipeline(dataset, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
                               workers=workers)
-        state = {"step": 0}
+        pipes[pipe.kind] = pipe
 
-        def epochs(e, pipe=pipe):
-            for batch, _, _ in pipe.epoch(e):
-                yield batch
+        def batches(pipe=pipe):
+            state = {"step": 0}
 
-        def views(batch, pipe=pipe, state=state):
-            out = pipe.views(batch, state["step"])
-            state["step"] += 1
-            return out
+            def epochs(e):
+                for batch, _, _ in pipe.epoch(e):
+                    yield batch
 
-        def restart(state=state):
-            state["step"] = 0
-            return _cycle(epochs)
+            def views(batch):
+                out = pipe.views(batch, state["step"])
+                state["step"] += 1
+                return out
 
-        key = pipe.kind
-        result.data_only[key] = time_batches(restart(), views, n, spec.iters, spec.warmup, device)
-        result.end_to_end[key] = time_batches(restart(), lambda b: model.step(*_cl(views(b), spec, device)), n,
-                                              spec.iters, spec.warmup, device)
-        log(f"data path {key}: {result.data_only[key]:.1f} samples/s alone, {result.end_to_end[key]:.1f} end to end "
-            f"({result.end_to_end[key] / rate:.2f} of model only)")
-        if pipe.skipped:
-            result.notes.append(f"{len(pipe.skipped)} unreadable files skipped on the {key} path")
+            return _cycle(epochs), views
 
+        def alone(batches=batches):
+            it, views = batches()
+            return time_batches(it, views, n, spec.iters, spec.warmup, device)
+
+        def end_to_end(batches=batches):
+            it, views = batches()
+            return time_batches(it, lambda b: model.step(*_cl(views(b), spec, device)), n, spec.iters, spec.warmup,
+                                device)
+
+        measure[f"data path {pipe.kind}"] = alone
+        measure[f"end to end {pipe.kind}"] = end_to_end
     if spec.official and not spec.dataset:
         loader = official_loader(list(dataset.files), s, n, workers)
-        result.official_pil = time_batches(_cycle(lambda e: iter(loader)), lambda b: b[0][0].to(device), n,
-                                           spec.iters, spec.warmup, device)
-        log(f"official PIL pipeline: {result.official_pil:.1f} samples/s")
+        measure["official PIL pipeline"] = lambda: time_batches(_cycle(lambda e: iter(loader)),
+                                                               lambda b: b[0][0].to(device), n, spec.iters,
+                                                               spec.warmup, device)
+    for r in range(max(1, spec.repeats)):
+        for name, fn in measure.items():
+            result.runs.setdefault(name, []).append(fn())
+            log(f"{name}: {result.runs[name][-1]:.1f} samples/s (run {r + 1} of {max(1, spec.repeats)})")
+    rate = float(np.median(result.runs["model only"]))
+    tflops = flops * rate / n / 1e12
+    result.model_only = {"samples_per_sec": rate, "gflop_per_sample": flops / n / 1e9, "tflops": tflops,
+                         "mfu": tflops / peak if peak else None, "peak_tflops": peak}
+    for key, pipe in pipes.items():
+        result.data_only[key] = float(np.median(result.runs[f"data path {key}"]))
+        result.end_to_end[key] = float(np.median(result.runs[f"end to end {key}"]))
+        if pipe.skipped:
+            result.notes.append(f"{len(pipe.skipped)} unreadable files skipped on the {key} path")
+    if "official PIL pipeline" in result.runs:
+        result.official_pil = float(np.median(result.runs["official PIL pipeline"]))
     key, value = _peak_memory(device)
     result.model_only[key] = value
     return result

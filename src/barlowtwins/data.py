@@ -183,22 +183,28 @@ def _torchvision_dataset(name: str, root: str | os.PathLike | None, split: str, 
 # --------------------------------------------------------------------------------------------------------
 
 def read_image(source: str | os.PathLike | bytes, name: str | None = None,
-               draft: tuple[int, int] | None = None) -> Image.Image:
+               draft: tuple[int, int] | Callable[[int, int], tuple[int, int] | None] | None = None) -> Image.Image:
     """Decode an image file (a path, or its bytes) to a loaded RGB PIL image.
 
     Any failure (not an image, corrupt or truncated data, a format outside `PIL_FORMATS`, more pixels than
     ``PIL.Image.MAX_IMAGE_PIXELS`` allows (DecompressionBombError), or anything else a decoder raises on
     hostile bytes) becomes one `DataError` naming the file. ``draft=(w, h)`` lets libjpeg decode a JPEG at the
-    smallest 1/2, 1/4 or 1/8 scale that is still at least that size (DCT scaling: much less work).
+    smallest 1/2, 1/4 or 1/8 scale that is still at least that size (DCT scaling: much less work); a callable
+    ``draft(width, height)`` is given the header's size first and returns that size or None (one open of
+    the file for the header and the decode).
     """
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
         with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as f:
             img = Image.open(f, formats=PIL_FORMATS)
+            if callable(draft):
+                draft = draft(*img.size)
             if draft is not None and img.format == "JPEG":
                 img.draft("RGB", draft)
             img.load()
             return img if img.mode == "RGB" else img.convert("RGB")
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 -- decoders raise many types on hostile input; all mean "unreadable"
         raise unreadable(name, e) from None
 

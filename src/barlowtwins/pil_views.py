@@ -1,46 +1,54 @@
 """The views of one image file, made whole in a data-loader worker with PIL (the ``--data-path cpu`` path).
 
-    >>> v1, v2 = two_views_from_file(path, p1, p2, cfg)      # (S, S, 3) uint8 arrays, one decode for both
+    >>> img, full, p1, p2 = decode_for_views(path, params_for_size, cfg.image_size)   # one open, one decode
+    >>> v1, v2 = two_views(img, full, p1, p2, cfg)                   # (S, S, 3) uint8 arrays
 
-Every step is a C loop in PIL on uint8 pixels, chosen by measurement against the alternatives (torchvision v2
-ops on uint8 tensors convert to float inside and were 3-10x slower per op on a 224-px view; see
-`benchmarks/RESULTS.md`):
+Every step was chosen by measurement on 224-px views: PIL's C loops on uint8 pixels where they are the fastest,
+numpy where they are not (hue, blur); torchvision v2 ops on uint8 tensors convert to float inside and were
+3-10x slower per op (see `benchmarks/RESULTS.md`):
 
 - decode once for both views, with ``Image.draft`` letting libjpeg decode at 1/2, 1/4 or 1/8 scale when both
   crops still have at least the output's pixels at that scale;
 - crop + resize in one ``Image.resize(box=...)`` (antialiased: PIL's filters widen their support when shrinking),
   flip by transposition;
-- brightness, contrast, saturation with ``ImageEnhance`` (what torchvision's functional ops do for PIL images),
-  hue through PIL's HSV conversion and a 256-entry lookup table (the same uint8 arithmetic as torchvision's PIL
-  ``adjust_hue``, without its numpy round trip), grayscale by conversion, blur with PIL's Gaussian filter (as
-  the official Barlow Twins code), solarisation with a lookup table;
+- brightness and contrast as one 256-entry lookup each (the arithmetic of ``ImageEnhance``, which
+  torchvision's functional ops use for PIL images, to the bit), saturation with ``ImageEnhance``, hue with
+  `hue_shift` (PIL's HSV hue shift to the bit, in half the time of PIL's HSV round trip), grayscale by
+  conversion, blur with torchvision's Gaussian kernel (`gaussian_blur`: the paper's blur, faster than PIL's
+  box-filter approximation that the official code uses), solarisation by lookup;
 - the output stays uint8: conversion to float and normalisation happen once per batch on the training device.
 
-Parameters (`views.ViewParams`, one row per view) come from the same pure function as every other path.
+Parameters (`views.SampleView`, one per view) come from the same pure function as every other path
+(`views.sample_views`, equal to `views.view_params` to the bit).
 """
 
 from __future__ import annotations
 
 import math
+from operator import mul
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageEnhance
 
-from .data import PIL_FORMATS, read_image, unreadable
-from .views import ViewParams
+from .data import read_image
+from .hue_shift import shift_hue
+from .views import SampleView
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
-def hue_lut(shift: float) -> list[int]:
-    """torchvision's PIL hue shift: the H channel (uint8) plus ``int8(shift * 255)``, wrapping at 256."""
-    delta = int(np.int8(shift * 255))  # truncation toward zero, as np.int8(float) does in torchvision
-    return [(j + delta) % 256 for j in range(256)]
-
-
 def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
-    h, s, v = img.convert("HSV").split()
-    return Image.merge("HSV", (h.point(hue_lut(shift)), s, v)).convert("RGB")
+    """= torchvision's PIL ``adjust_hue``: PIL's uint8 H channel plus ``int8(shift * 255)``, wrapping at 256."""
+    return shift_hue(img, int(np.int8(shift * 255)))  # truncation toward zero, as np.int8(float) in torchvision
+
+
+def lookup(img: Image.Image, table: list[int]) -> Image.Image:
+    """``img.point(table)`` for a table of ints: PIL's C lookup called directly, because ``Image.point`` first
+    rounds every entry of the table in Python (0.1 ms a call, more than the lookup itself on a 224-px view)."""
+    try:
+        return img._new(img.im.point(table, None))
+    except (AttributeError, TypeError):  # a Pillow without these internals
+        return img.point(table)
 
 
 def blend_lut(base: float, factor: float) -> list[int]:
@@ -54,14 +62,14 @@ def blend_lut(base: float, factor: float) -> list[int]:
 
 def adjust_brightness(img: Image.Image, factor: float) -> Image.Image:
     """= ``ImageEnhance.Brightness(img).enhance(factor)`` (torchvision's PIL op), as one table lookup."""
-    return img.point(blend_lut(0, factor))
+    return lookup(img, blend_lut(0, factor))
 
 
 def adjust_contrast(img: Image.Image, factor: float) -> Image.Image:
     """= ``ImageEnhance.Contrast(img).enhance(factor)``: blend with the rounded mean of the L image, one lookup."""
     hist = img.convert("L").histogram()
-    mean = int(sum(i * c for i, c in enumerate(hist)) / max(sum(hist), 1) + 0.5)
-    return img.point(blend_lut(mean, factor))
+    mean = int(sum(map(mul, hist, range(256))) / max(sum(hist), 1) + 0.5)
+    return lookup(img, blend_lut(mean, factor))
 
 
 def adjust_saturation(img: Image.Image, factor: float) -> Image.Image:
@@ -71,62 +79,87 @@ def adjust_saturation(img: Image.Image, factor: float) -> Image.Image:
 _JITTER = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 
 
-def photometric(img: Image.Image, p: ViewParams, cfg) -> Image.Image:
-    """Colour jitter in the sample's op order, grayscale, blur and solarisation of one RGB image (row 0 of p)."""
-    if bool(p.jitter[0]):
+def photometric(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    """Colour jitter in the sample's op order, grayscale, blur and solarisation of one RGB image."""
+    if p.jitter:
         strengths = (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
-        for op_id in p.order[0].tolist():
+        for op_id in p.order:
             if strengths[op_id] != 0:  # torchvision skips a zero-strength op entirely
-                img = _JITTER[op_id](img, float(p.factors[0, op_id]))
-    if bool(p.gray[0]):
+                img = _JITTER[op_id](img, p.factors[op_id])
+    if p.gray:
         img = img.convert("L").convert("RGB")
-    if bool(p.blur[0]):
-        img = img.filter(ImageFilter.GaussianBlur(radius=float(p.sigma[0])))
-    if bool(p.solarize[0]):
-        img = ImageOps.solarize(img, threshold=128)
+    if p.blur:
+        img = gaussian_blur(img, p.sigma, cfg.blur_kernel)
+    if p.solarize:
+        img = lookup(img, _SOLARIZE)
     return img
 
 
-def geometric(img: Image.Image, p: ViewParams, cfg, scale: tuple[float, float] = (1.0, 1.0)) -> Image.Image:
-    """Crop ``p.boxes[0]`` (in pixels of the full-size image; ``scale`` maps them onto a drafted decode),
-    resize to the view size and flip."""
-    top, left, h, w = p.boxes[0].tolist()
+_SOLARIZE = [j if j < 128 else 255 - j for j in range(256)] * 3  # = ImageOps.solarize(img, threshold=128)
+
+
+def gaussian_blur(img: Image.Image, sigma: float, kernel_size: int) -> Image.Image:
+    """torchvision's Gaussian blur (the kernel of ``kernel_size`` taps, reflect padding, rounded to uint8),
+    the blur of the in-memory and device paths too, as separable float32 passes in numpy. The taps beyond
+    4 sigma (weights < 1e-4 of the centre's) are left out: about half the time of PIL's box-filter
+    approximation at sigma = 2, a quarter at small sigma, and closer to the Gaussian (PIL's filter, which
+    the official code uses, differs from it by up to 9 levels; this one by at most 1)."""
+    r = min(kernel_size // 2, max(1, math.ceil(4 * sigma)))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    k = (k / k.sum()).astype(np.float32)
+    a = np.asarray(img)
+    h, w, _ = a.shape
+    padded = np.pad(a, ((r, r), (r, r), (0, 0)), mode="reflect").astype(np.float32)  # (h + 2r, w + 2r, 3)
+    rows = padded[:, r:r + w] * k[r]  # horizontal pass over every padded row: (h + 2r, w, 3)
+    tmp = np.empty_like(rows)
+    for j in range(1, r + 1):  # symmetric kernel: one multiply per pair of taps
+        np.add(padded[:, r + j:r + j + w], padded[:, r - j:r - j + w], out=tmp)
+        rows += tmp.__imul__(k[r + j])
+    out = rows[r:r + h] * k[r]  # vertical pass: (h, w, 3)
+    tmp = tmp[:h]
+    for j in range(1, r + 1):
+        np.add(rows[r + j:r + j + h], rows[r - j:r - j + h], out=tmp)
+        out += tmp.__imul__(k[r + j])
+    return Image.fromarray(np.clip(np.rint(out, out=out), 0, 255).astype(np.uint8))
+
+
+def geometric(img: Image.Image, p: SampleView, cfg, scale: tuple[float, float] = (1.0, 1.0)) -> Image.Image:
+    """Crop ``p.box`` (in pixels of the full-size image; ``scale`` maps it onto a drafted decode), resize to
+    the view size and flip."""
+    top, left, h, w = p.box
     sx, sy = scale
     box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
     size = cfg.image_size
     out = img.resize((size, size), _RESAMPLE[cfg.interpolation], box=box)
-    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if bool(p.flip[0]) else out
+    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if p.flip else out
 
 
-def draft_size(width: int, height: int, params: list[ViewParams], size: int) -> tuple[int, int] | None:
+def draft_size(width: int, height: int, params: list[SampleView], size: int) -> tuple[int, int] | None:
     """The smallest decode size at which every crop still has at least ``size`` pixels on each side, or None
     when that is the full size (libjpeg then decodes at the smallest 1/2^k scale at least this large)."""
-    shrink = min(min(float(p.boxes[0, 2]), float(p.boxes[0, 3])) / size for p in params)
+    shrink = min(min(p.box[2], p.box[3]) / size for p in params)
     if shrink < 2:
         return None
     return math.ceil(width / shrink), math.ceil(height / shrink)
 
 
-def two_views(img: Image.Image, full_size: tuple[int, int], p1: ViewParams, p2: ViewParams,
+def two_views(img: Image.Image, full_size: tuple[int, int], p1: SampleView, p2: SampleView,
               cfg) -> tuple[np.ndarray, np.ndarray]:
     """Both views of a decoded image as (S, S, 3) uint8 arrays; ``full_size`` = (width, height) before any draft."""
     scale = (img.width / full_size[0], img.height / full_size[1])
     return tuple(np.array(photometric(geometric(img, p, cfg, scale), p, cfg)) for p in (p1, p2))
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the file's header (no decode); a `DataError` when it is not a readable image."""
-    try:
-        with Image.open(path, formats=PIL_FORMATS) as img:
-            return img.size
-    except Exception as e:  # noqa: BLE001 -- any failure means the file is unreadable
-        raise unreadable(path, e) from None
-
-
 def decode_for_views(path: str, params_for_size, size: int):
     """Read ``path`` once for two views: ``params_for_size(width, height) -> (p1, p2)`` draws the parameters
     from the header's size; the decode is drafted when both crops allow. Returns (image, full size, p1, p2)."""
-    width, height = image_size(path)
-    p1, p2 = params_for_size(width, height)
-    img = read_image(path, draft=draft_size(width, height, [p1, p2], size))
-    return img, (width, height), p1, p2
+    drawn = {}
+
+    def draft(width: int, height: int):
+        drawn["size"] = (width, height)
+        drawn["params"] = params_for_size(width, height)
+        return draft_size(width, height, list(drawn["params"]), size)
+
+    img = read_image(path, draft=draft)  # one open: header, parameters, drafted decode
+    return (img, drawn["size"], *drawn["params"])

@@ -37,7 +37,7 @@ from .augment import AugmentConfig, BatchViews, augment_config, photometric, to_
 from .batches import BatchStream, GlobalBatchSampler, default_workers
 from .data import first_decodable, is_in_memory, read_image, scan_images, unreadable
 from .errors import ConfigError, DataError
-from .views import view_params
+from .views import sample_uniforms, sample_views_from, view_params
 
 DATA_PATHS = ("auto", "cpu", "device")
 MAX_REPLACEMENTS = 32  # files tried after an unreadable one before giving up
@@ -177,20 +177,29 @@ class _FileSamples(Dataset):
 
 
 class _PilViews(_FileSamples):
-    """Worker side of the cpu path: ``(index, step, position)`` -> both views as (S, S, 3) uint8."""
+    """Worker side of the cpu path: ``(index, step, position)`` -> both views as (S, S, 3) uint8. A batch's
+    keys come to `__getitems__` together (one step): its random numbers are drawn in one numpy pass."""
 
     def __getitem__(self, key):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys):
         from .pil_views import decode_for_views, two_views
 
-        i, step, pos = key
+        step = keys[0][1]
+        if any(k[1] != step for k in keys):
+            raise ValueError("the keys of one batch belong to one step")
+        u, aspects = sample_uniforms(self.aug, self.seed, step, [k[2] for k in keys])
+        out = []
+        for j, (i, _, _) in enumerate(keys):
+            def params(width, height, j=j):
+                return sample_views_from(self.aug, (u[0][j], u[1][j]), (aspects[0][j], aspects[1][j]), height, width)
 
-        def params(width, height):
-            return tuple(view_params(self.aug, v, self.seed, step, [pos], height, width) for v in (0, 1))
-
-        (img, full, p1, p2), note = self.read_first_readable(
-            i, lambda path: decode_for_views(path, params, self.aug.image_size))
-        v1, v2 = two_views(img, full, p1, p2, self.aug)
-        return torch.from_numpy(v1), torch.from_numpy(v2), i, step, note
+            (img, full, p1, p2), note = self.read_first_readable(
+                i, lambda path: decode_for_views(path, params, self.aug.image_size))
+            v1, v2 = two_views(img, full, p1, p2, self.aug)
+            out.append((torch.from_numpy(v1), torch.from_numpy(v2), i, step, note))
+        return out
 
 
 class _Bytes(_FileSamples):
@@ -240,10 +249,18 @@ class _FilePath(DataPath):
         self.order = GlobalBatchSampler(len(self.files), self.batch_size, shuffle=True, seed=self.seed,
                                         rank=self.rank, world_size=self.world)
 
-    def _loader(self, samples: Dataset, epoch: int, start: int, collate=None) -> DataLoader:
-        return DataLoader(samples, batch_sampler=_StepBatches(self.order, self.batch_size, self.rank, epoch, start),
-                          num_workers=self.workers, pin_memory=self.device.type == "cuda", collate_fn=collate,
-                          prefetch_factor=4 if self.workers > 0 else None, persistent_workers=False)
+    def _batches(self, make_samples, epoch: int, start: int, collate=None) -> Iterator:
+        """The loader's batches for one epoch from batch ``start``. One DataLoader per path, its workers kept
+        from epoch to epoch (a new epoch only re-keys the sampler): no re-fork of the training process (and
+        of everything it holds) at every epoch boundary."""
+        if getattr(self, "_data_loader", None) is None:
+            self._sampler = _StepBatches(self.order, self.batch_size, self.rank, epoch, start)
+            self._data_loader = DataLoader(
+                make_samples(), batch_sampler=self._sampler, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", collate_fn=collate,
+                prefetch_factor=4 if self.workers > 0 else None, persistent_workers=self.workers > 0)
+        self._sampler.epoch, self._sampler.start = epoch, start
+        return iter(self._data_loader)
 
 
 class CpuPath(_FilePath):
@@ -251,18 +268,24 @@ class CpuPath(_FilePath):
 
     kind = "cpu"
 
+    def __init__(self, dataset, aug, **kw):
+        super().__init__(dataset, aug, **kw)
+        if aug.hue and aug.jitter_p:
+            from .hue_shift import tables
+
+            tables()  # built here once: loader workers forked from this process share them
+
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
-        samples = _PilViews(self.files, self.aug, self.seed, self.strict)
-        for v1, v2, idx, step, notes in self._loader(samples, epoch, start):
+        samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict)  # noqa: E731
+        for v1, v2, idx, step, notes in self._batches(samples, epoch, start):
             self._note_skips(notes)
             yield {"views": (v1, v2), "step": step}, self.labels[idx], idx
 
     def views(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if int(batch["step"][0]) != step:
             raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
-        # (B, S, S, 3) uint8 -> (B, 3, S, S) float: the permuted view is channels-last in memory already.
-        return tuple(self.batch_views.finish_uint8_scale(v.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-                                                         .float()) for v in batch["views"])
+        # (B, S, S, 3) uint8 -> (B, 3, S, S) float, channels-last in memory.
+        return tuple(self.batch_views.finish_hwc_uint8(v.to(self.device, non_blocking=True)) for v in batch["views"])
 
 
 class DevicePath(_FilePath):
@@ -271,8 +294,8 @@ class DevicePath(_FilePath):
     kind = "device"
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
-        samples = _Bytes(self.files, self.aug, self.seed, self.strict)
-        for batch in self._loader(samples, epoch, start, collate=_collate_bytes):
+        samples = lambda: _Bytes(self.files, self.aug, self.seed, self.strict)  # noqa: E731
+        for batch in self._batches(samples, epoch, start, collate=_collate_bytes):
             self._note_skips(batch["skipped"])
             yield batch, self.labels[batch["index"]], batch["index"]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,15 +42,17 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def counter_uniforms(seed: int, step: int, positions, view: int, k: int = NUM_UNIFORMS) -> np.ndarray:
-    """(n, k) float64 uniforms in [0, 1): a pure function of (seed, step, position, view, column)."""
+def counter_uniforms(seed: int, step: int, positions, view, k: int = NUM_UNIFORMS) -> np.ndarray:
+    """(n, k) float64 uniforms in [0, 1): a pure function of (seed, step, position, view, column).
+    ``view`` may also be a sequence of views: then (len(view), n, k), one block per view, in one pass."""
     pos = np.asarray(positions, dtype=np.int64).astype(np.uint64).reshape(-1, 1)
+    views = np.asarray(view, dtype=np.uint64)
     with np.errstate(over="ignore"):
         h = _mix(np.array([seed], dtype=np.int64).astype(np.uint64) + _GOLDEN)
         h = _mix(h ^ (np.uint64(step & 0xFFFFFFFFFFFFFFFF) + _GOLDEN))
-        h = _mix(h ^ (np.uint64(view) * _GOLDEN + np.uint64(1)))
-        h = _mix(h ^ (pos * _GOLDEN + np.uint64(7)))  # (n, 1)
-        z = _mix(h ^ (np.arange(k, dtype=np.uint64).reshape(1, -1) * _GOLDEN + np.uint64(13)))  # (n, k)
+        h = _mix(h ^ (views.reshape(views.shape + (1, 1)) * _GOLDEN + np.uint64(1)))  # ([v,] 1, 1)
+        h = _mix(h ^ (pos * _GOLDEN + np.uint64(7)))  # ([v,] n, 1)
+        z = _mix(h ^ (np.arange(k, dtype=np.uint64).reshape(1, -1) * _GOLDEN + np.uint64(13)))  # ([v,] n, k)
     return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
@@ -90,6 +93,27 @@ class ViewParams:
     def select(self, idx: torch.Tensor) -> "ViewParams":
         return ViewParams(**{k: v[idx] for k, v in self.__dict__.items()})
 
+    def sample(self, i: int) -> "SampleView":
+        """Sample ``i`` as plain Python numbers."""
+        return SampleView(tuple(self.boxes[i].tolist()), bool(self.flip[i]), bool(self.jitter[i]),
+                          tuple(self.order[i].tolist()), tuple(self.factors[i].tolist()), bool(self.gray[i]),
+                          bool(self.blur[i]), float(self.sigma[i]), bool(self.solarize[i]))
+
+
+class SampleView(NamedTuple):
+    """The parameters of one view of one sample as plain Python numbers (the fields of `ViewParams`, one row):
+    what a loader worker needs for one image, without the cost of numpy or torch per-element access."""
+
+    box: tuple[float, float, float, float]  # top, left, height, width in pixels of the source image
+    flip: bool
+    jitter: bool
+    order: tuple[int, ...]
+    factors: tuple[float, float, float, float]
+    gray: bool
+    blur: bool
+    sigma: float
+    solarize: bool
+
 
 def crop_boxes(u_area: np.ndarray, u_ratio: np.ndarray, u_top: np.ndarray, u_left: np.ndarray, heights, widths,
                scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:
@@ -122,6 +146,67 @@ def crop_boxes(u_area: np.ndarray, u_ratio: np.ndarray, u_top: np.ndarray, u_lef
     top = np.where(any_ok, np.floor(u_top * (height - h + 1)), np.floor((height - h) / 2))
     left = np.where(any_ok, np.floor(u_left * (width - w + 1)), np.floor((width - w) / 2))
     return torch.from_numpy(np.stack([top, left, h, w], axis=1))
+
+
+def crop_box(u: list[float], aspect: list[float], height: int, width: int, scale: tuple[float, float],
+             ratio: tuple[float, float]) -> tuple[float, float, float, float]:
+    """`crop_boxes` for one sample, in Python floats: ``u`` the sample's uniforms, ``aspect`` its ten
+    candidate aspect ratios (``np.exp`` of the log-aspects, computed by the caller with numpy so that every
+    number is the one `crop_boxes` computes). The same arithmetic in the same order: equal to the bit."""
+    height, width = float(height), float(width)
+    area = height * width
+    for k in range(CROP_TRIES):
+        target = area * (u[_AREA.start + k] * (scale[1] - scale[0]) + scale[0])
+        w = float(round(math.sqrt(target * aspect[k])))  # round half to even, as np.round
+        h = float(round(math.sqrt(target / aspect[k])))
+        if 0 < w <= width and 0 < h <= height:
+            return math.floor(u[_TOP] * (height - h + 1)), math.floor(u[_LEFT] * (width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, float(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = float(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return math.floor((height - h) / 2), math.floor((width - w) / 2), h, w
+
+
+def sample_uniforms(cfg, seed: int, step: int, positions) -> tuple[list, list]:
+    """What `sample_views_from` needs for the samples at ``positions`` of one step, in one numpy pass: the
+    uniforms of both views and their candidate aspect ratios, as nested lists [view][sample][...]."""
+    u = counter_uniforms(seed, step, positions, (0, 1))  # (2, n, K)
+    log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
+    aspects = np.exp(u[:, :, _RATIO] * (log_hi - log_lo) + log_lo)  # as `crop_boxes` computes them
+    return u.tolist(), aspects.tolist()
+
+
+def sample_views_from(cfg, u: tuple[list, list], aspects: tuple[list, list], height: int,
+                      width: int) -> tuple[SampleView, SampleView]:
+    """Both views' parameters of one sample from its rows of `sample_uniforms` (``u[v]``, ``aspects[v]``)."""
+    lows = (max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation), -cfg.hue)
+    highs = (1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue)
+    out = []
+    for view in (0, 1):
+        uv, p = u[view], cfg.view(view)
+        order = uv[_ORDER]
+        out.append(SampleView(
+            box=tuple(float(x) for x in crop_box(uv, aspects[view], height, width, cfg.crop_scale, cfg.crop_ratio)),
+            flip=uv[_FLIP] < cfg.hflip_p, jitter=uv[_JITTER] < cfg.jitter_p,
+            order=tuple(sorted(range(4), key=order.__getitem__)),  # stable, as np.argsort(kind="stable")
+            factors=tuple(x * (hi - lo) + lo for x, lo, hi in zip(uv[_FACTORS], lows, highs)),
+            gray=uv[_GRAY] < cfg.grayscale_p, blur=uv[_BLUR] < p["blur_p"],
+            sigma=uv[_SIGMA] * (cfg.blur_sigma[1] - cfg.blur_sigma[0]) + cfg.blur_sigma[0],
+            solarize=uv[_SOLARIZE] < p["solarize_p"]))
+    return out[0], out[1]
+
+
+def sample_views(cfg, seed: int, step: int, position: int, height: int,
+                 width: int) -> tuple[SampleView, SampleView]:
+    """Both views' parameters of the sample at global ``position`` of step ``step`` (image ``height`` x
+    ``width``): equal to row 0 of `view_params` for views 0 and 1, as Python numbers (a loader worker draws
+    a whole batch's uniforms with `sample_uniforms` and calls `sample_views_from` per image)."""
+    u, aspects = sample_uniforms(cfg, seed, step, [position])
+    return sample_views_from(cfg, (u[0][0], u[1][0]), (aspects[0][0], aspects[1][0]), height, width)
 
 
 def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths) -> ViewParams:

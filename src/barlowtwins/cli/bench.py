@@ -39,6 +39,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     t = p.add_argument_group("timing and output")
     t.add_argument("--iters", type=int, default=20, help="timed batches per measurement")
     t.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    t.add_argument("--repeats", type=int, default=3,
+                   help="run every measurement this many times, in turn, and report the medians")
     t.add_argument("--output", default=None, metavar="JSON", help="save the result as JSON here")
     t.add_argument("--results", default=None, metavar="MD", help="append a row to this RESULTS.md")
     return p
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..hardware import select_device
 
-    for flag in ("image_size", "batch_size", "iters"):
+    for flag in ("image_size", "batch_size", "iters", "repeats"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0 or args.make_jpegs < 0 or (args.workers is not None and args.workers < 0):
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     spec = BenchSpec(backbone=args.backbone, stem=args.stem, width=args.width, projector=args.projector,
                      image_size=args.image_size, batch_size=args.batch_size, precision=args.precision,
                      device=args.device, data_paths=paths, workers=args.workers, iters=args.iters,
-                     warmup=args.warmup, official=not args.no_official, dataset=args.dataset,
+                     warmup=args.warmup, repeats=args.repeats, official=not args.no_official, dataset=args.dataset,
                      data_dir=args.data_dir)
     with tempfile.TemporaryDirectory(prefix="barlowtwins-bench-") as tmp:
         jpeg_dir = args.jpeg_dir

@@ -1,0 +1,39 @@
+"""The table-driven hue shift against PIL's own HSV round trip: every one of the 2^24 colours, several shifts."""
+
+import numpy as np
+import pytest
+import torchvision.transforms.functional as F1
+from PIL import Image
+
+from barlowtwins.hue_shift import shift_hue
+
+
+def pil_hue_shift(img, delta):
+    h, s, v = img.convert("HSV").split()
+    return Image.merge("HSV", (h.point([(j + delta) % 256 for j in range(256)]), s, v)).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def every_colour():
+    c = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([c & 255, (c >> 8) & 255, c >> 16], -1).astype(np.uint8)
+    return Image.frombytes("RGB", (4096, 4096), rgb.tobytes())
+
+
+@pytest.mark.parametrize("delta", [-128, -25, -1, 0, 1, 13, 25, 127, 300])
+def test_equals_pil_on_every_colour(every_colour, delta):
+    ours, ref = np.asarray(shift_hue(every_colour, delta)), np.asarray(pil_hue_shift(every_colour, delta))
+    bad = (ours != ref).any(-1)
+    assert not bad.any(), f"{bad.sum()} colours differ, e.g. {np.asarray(every_colour)[bad][:3].tolist()}"
+
+
+@pytest.mark.parametrize("shift", [-0.5, -0.1, 0.0, 0.037, 0.1, 0.5])
+def test_equals_torchvision_adjust_hue_on_odd_sizes(shift):
+    from barlowtwins.pil_views import adjust_hue
+
+    rng = np.random.default_rng(1)
+    for h, w in ((1, 1), (3, 7), (61, 33)):
+        img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        out = adjust_hue(img, shift)
+        assert out.mode == "RGB" and out.size == (w, h)
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(F1.adjust_hue(img, shift)))
