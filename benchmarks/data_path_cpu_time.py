@@ -20,6 +20,7 @@ import torch
 from barlowtwins.augment import augment_config
 from barlowtwins.bench import _OfficialFiles, make_jpeg_folder
 from barlowtwins.data import build_dataset
+from barlowtwins.hue_shift import tables
 from barlowtwins.pipeline import _PilViews
 
 
@@ -37,6 +38,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     args = p.parse_args()
     torch.set_num_threads(1)
+    tables()  # the hue lookup tables, built once per process before the workers start (as `CpuPath` does)
     with tempfile.TemporaryDirectory() as tmp:
         files = list(build_dataset("images", make_jpeg_folder(tmp, args.images)).files)
         ours = _PilViews(files, augment_config(args.image_size), 0, False)

@@ -37,7 +37,8 @@ def test_bench_command_on_a_synthetic_jpeg_folder(tmp_path, capsys):
     text = results.read_text()
     assert "## Another table" in text and "| 1 |" in text
     row = [ln for ln in text.splitlines() if ln.startswith("| 20")]
-    assert len(row) == 1 and "| resnet18 | 32 | 4 | 0 |" in row[0] and "| n/a |" in row[0]
+    assert len(row) == 1 and "| resnet18 width 8, small stem, projector 32-32 | 32 | 4 | 0 |" in row[0]
+    assert "| n/a |" in row[0]
 
 
 def test_bench_on_an_in_memory_data_set(fmnist_dir, tmp_path, capsys):

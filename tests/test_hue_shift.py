@@ -20,7 +20,7 @@ def every_colour():
     return Image.frombytes("RGB", (4096, 4096), rgb.tobytes())
 
 
-@pytest.mark.parametrize("delta", [-128, -25, -1, 0, 1, 13, 25, 127, 300])
+@pytest.mark.parametrize("delta", [-128, -25, -1, 0, 13, 300])
 def test_equals_pil_on_every_colour(every_colour, delta):
     ours, ref = np.asarray(shift_hue(every_colour, delta)), np.asarray(pil_hue_shift(every_colour, delta))
     bad = (ours != ref).any(-1)

@@ -95,10 +95,22 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.processor() or platform.machine()} ({_cpus()} cores)"
+        name = f"{_cpu_model() or platform.processor() or platform.machine()} ({_cpus()} cores)"
     return {"device": name, "device_type": device.type, "cpus": _cpus(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "pillow": pil_version, "barlowtwins": __version__,
             "python": platform.python_version(), "date": datetime.date.today().isoformat()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name on Linux (``/proc/cpuinfo``), else ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def _cpus() -> int:
@@ -410,7 +422,9 @@ def results_row(result: BenchResult) -> str:
     paths = "; ".join(f"{k} {result.data_only[k]:.1f} / {result.end_to_end[k]:.1f}" for k in result.data_only)
     mem = next(v for k, v in m.items() if k.endswith("_gib"))
     official = "" if result.official_pil is None else f"{result.official_pil:.1f}"
-    return (f"| {e['date']} | {e['device']} | {e['torch']} / {e['torchvision']} | {s['backbone']} | "
+    net = s["backbone"] + (f" width {s['width']}" if s.get("width") else "")
+    net += (f", {s['stem']} stem" if s.get("stem", "standard") != "standard" else "") + f", projector {s['projector']}"
+    return (f"| {e['date']} | {e['device']} | {e['torch']} / {e['torchvision']} | {net} | "
             f"{s['image_size']} | {s['batch_size']} | {s['workers']} | {m['samples_per_sec']:.1f} | {paths} | "
             f"{official} | {m['tflops']:.3f} | {_pct(m['mfu'])} | {mem:.2f} |")
 
