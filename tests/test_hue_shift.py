@@ -5,12 +5,9 @@ import pytest
 import torchvision.transforms.functional as F1
 from PIL import Image
 
+from barlowtwins import hue_shift
+from barlowtwins.hue_shift import pil_shift_hue as pil_hue_shift
 from barlowtwins.hue_shift import shift_hue
-
-
-def pil_hue_shift(img, delta):
-    h, s, v = img.convert("HSV").split()
-    return Image.merge("HSV", (h.point([(j + delta) % 256 for j in range(256)]), s, v)).convert("RGB")
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +34,21 @@ def test_equals_torchvision_adjust_hue_on_odd_sizes(shift):
         out = adjust_hue(img, shift)
         assert out.mode == "RGB" and out.size == (w, h)
         np.testing.assert_array_equal(np.asarray(out), np.asarray(F1.adjust_hue(img, shift)))
+
+
+def test_a_pillow_that_converts_differently_falls_back_to_its_own_conversion(monkeypatch):
+    """If the installed Pillow's HSV arithmetic ever changes, the tables' self-check fails: one warning, and the
+    hue jitter uses PIL's own round trip (same result, slower) instead of wrong pixels."""
+    real = hue_shift._pil_convert
+
+    def shifted(values, mode, to):  # a "Pillow" whose HSV -> RGB differs by one level
+        out = real(values, mode, to)
+        return (out.astype(np.int16) + (to == "RGB")).clip(0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(hue_shift, "_pil_convert", shifted)
+    monkeypatch.setattr(hue_shift, "_TABLES", None)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8))
+    with pytest.warns(UserWarning, match="using PIL's HSV conversion"):
+        out = shift_hue(img, 9)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(pil_hue_shift(img, 9)))
+    monkeypatch.setattr(hue_shift, "_TABLES", None)  # the next test builds the real tables again

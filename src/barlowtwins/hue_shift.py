@@ -22,6 +22,8 @@ table would be slower, each lookup a cache miss):
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from PIL import Image
 
@@ -82,11 +84,22 @@ def _build() -> dict:
 
 def tables() -> dict:
     """The lookup tables (built at first use, about 0.1 s; a process that forks workers after calling this
-    shares them)."""
+    shares them). Empty when the installed Pillow converts differently from what they reproduce (then
+    `shift_hue` uses PIL's own round trip, with one warning)."""
     global _TABLES
     if _TABLES is None:
-        _TABLES = _build()
+        try:
+            _TABLES = _build()
+        except RuntimeError as e:
+            warnings.warn(f"{e}; using PIL's HSV conversion for the hue jitter (slower, same result)", stacklevel=2)
+            _TABLES = {}
     return _TABLES
+
+
+def pil_shift_hue(img: Image.Image, delta: int) -> Image.Image:
+    """The reference: PIL's HSV round trip with the H channel shifted through a 256-entry lookup table."""
+    h, s, v = img.convert("HSV").split()
+    return Image.merge("HSV", (h.point([(j + delta) % 256 for j in range(256)]), s, v)).convert("RGB")
 
 
 def _rgb_to_hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray, t: dict):
@@ -114,6 +127,8 @@ def shift_hue(img: Image.Image, delta: int) -> Image.Image:
     """``img`` (RGB) with PIL's uint8 H channel shifted by ``delta`` (mod 256): equal to
     ``Image.merge("HSV", (H.point(lambda x: (x + delta) % 256), S, V)).convert("RGB")``."""
     t = tables()
+    if not t:
+        return pil_shift_hue(img, delta)
     px = np.frombuffer(img.tobytes("raw", "RGBX"), np.uint32)  # R | G << 8 | B << 16 | X << 24
     h, s, v = _rgb_to_hsv(px & 255, (px >> 8) & 255, (px >> 16) & 255, t)
     h += np.uint8(delta % 256)  # uint8 arithmetic wraps, as PIL's lookup table does
