@@ -202,3 +202,23 @@ def test_reader_fuzz_random_bytes_and_damaged_jpegs():
         _image_or_data_error(data)
 
     check()
+
+
+def test_an_error_of_the_draft_callback_is_not_taken_for_a_bad_file(tmp_path):
+    """read_image's callable draft (the cpu path draws a view's parameters there) runs outside the handlers that
+    turn decoder errors into 'unreadable image': a bug in it surfaces as itself."""
+    from PIL import Image
+
+    from barlowtwins.data import read_image
+
+    path = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(path)
+    seen = []
+    img = read_image(str(path), draft=lambda w, h: seen.append((w, h)) or (16, 12))
+    assert seen == [(64, 48)] and img.size == (16, 12)  # 1/4-scale decode from one open
+
+    def broken(w, h):
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        read_image(str(path), draft=broken)

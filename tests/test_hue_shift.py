@@ -52,3 +52,14 @@ def test_a_pillow_that_converts_differently_falls_back_to_its_own_conversion(mon
         out = shift_hue(img, 9)
     np.testing.assert_array_equal(np.asarray(out), np.asarray(pil_hue_shift(img, 9)))
     monkeypatch.setattr(hue_shift, "_TABLES", None)  # the next test builds the real tables again
+
+
+def test_other_modes_like_torchvision():
+    rng = np.random.default_rng(3)
+    rgb = Image.fromarray(rng.integers(0, 256, (7, 5, 3), dtype=np.uint8))
+    gray = rgb.convert("L")
+    assert shift_hue(gray, 20) is gray  # torchvision returns single-channel images unchanged
+    rgba = rgb.convert("RGBA")
+    out = shift_hue(rgba, 20)
+    assert out.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(out.convert("RGB")), np.asarray(pil_hue_shift(rgb, 20)))

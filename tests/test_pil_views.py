@@ -107,3 +107,10 @@ def test_drafted_decode_is_close_to_the_full_decode(tmp_path):
         assert a.shape == (64, 64, 3) and a.dtype == np.uint8
         assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
     assert P.draft_size(480, 400, [p1, p2], 300) is None  # crops smaller than 2 x 300: full decode
+
+
+def test_blur_rejects_a_sigma_that_is_not_positive():
+    img = Image.new("RGB", (8, 8), (10, 20, 30))
+    for sigma in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="sigma must be positive"):
+            P.gaussian_blur(img, sigma, 23)

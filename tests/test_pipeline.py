@@ -197,3 +197,29 @@ def test_two_processes_on_a_folder_train_like_one(folder, tmp_path):
              nprocs=2, join=True)
     assert load_checkpoint(tmp_path / "two" / "checkpoint.pth")["world_size"] == 2
     assert_same_weights(tmp_path / "one", tmp_path / "two", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_new_epoch_ends_the_previous_one_and_close_releases_the_workers(folder, workers):
+    """The loader (and its workers) outlive an epoch: an epoch abandoned half-way, a later one started with a
+    `start`, and the loader closed and started again all give exactly a fresh pipeline's batches; a generator
+    of a superseded epoch raises instead of handing out another epoch's batches."""
+    def fresh():
+        return build_pipeline(build_dataset("images", str(folder)), aug(), batch_size=4, seed=2, data_path="cpu",
+                              workers=workers)
+
+    pipe = fresh()
+    old = pipe.epoch(0)
+    next(old)  # epoch 0 abandoned after one batch
+    got = [(idx.tolist(), int(b["step"][0])) for b, _, idx in pipe.epoch(1, start=2)]
+    want = [(idx.tolist(), int(b["step"][0])) for b, _, idx in fresh().epoch(1, start=2)]
+    assert got == want and [s for _, s in got] == [6, 7]
+    with pytest.raises(RuntimeError, match="later epoch"):
+        next(old)
+    pipe.close()
+    again = epoch_views(pipe, 0)
+    ref = epoch_views(fresh(), 0)
+    assert [i for i, _ in again] == [i for i, _ in ref]
+    for (_, a), (_, b) in zip(again, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    pipe.close()

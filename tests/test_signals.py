@@ -112,3 +112,35 @@ def test_graceful_stop_exit_status_from_the_command_line(fmnist_dir, tmp_path):
     assert proc.returncode == GRACEFUL_STOP_EXIT == 75, stderr
     assert "Traceback" not in stderr and "(signal)" in stdout
     assert (out / "checkpoint.pth").is_file()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_stops_a_folder_run_cleanly(tmp_path, sig):
+    """SLURM (scancel, time limit), systemd and Ctrl-C signal every process of the job, the loader workers of
+    the cpu data path included: the workers leave the signal to the trainer, which checkpoints and exits 75
+    with one notice, no traceback, and no worker left behind."""
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imgs", per_class=16, size=48, splits=("train",))
+    out = tmp_path / "r"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SLURM_JOB_ID", None)
+    args = ["--dataset", "images", "--data-dir", str(folder), "--image-size", "32", "--backbone", "resnet18",
+            "--width", "8", "--stem", "small", "--projector", "32-32", "--batch-size", "8", "--workers", "2",
+            "--data-path", "cpu", "--no-progress", "--log-every", "1", "--epochs", "500", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "barlowtwins", "pretrain", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "metrics.jsonl").exists()
+                                          and (out / "metrics.jsonl").read_text().count('"loss"') >= 2):
+        time.sleep(0.2)
+    children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) >= 3, children  # the trainer and its two loader workers, in one process group
+    os.killpg(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == GRACEFUL_STOP_EXIT == 75, stderr
+    assert "Traceback" not in stderr and (out / "checkpoint.pth").is_file()
+    assert stdout.count("stopping after this step") + stderr.count("stopping after this step") <= 1
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not left, left

@@ -11,15 +11,6 @@ and a pretrained backbone loads from any source (run folder, .pth, .safetensors,
 
 __version__ = "0.1.0"
 
-import os as _os
-import sys as _sys
-
-if "torch" not in _sys.modules:
-    # Large CPU tensors (a batch of views, activations) in 2 MB transparent huge pages: a fresh 38 MB tensor
-    # costs ~9 ms instead of ~28 ms of page faults on a VM. PyTorch reads this once, when it is imported;
-    # set THP_MEM_ALLOC_ENABLE=0 to keep the default.
-    _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 from .export import load_backbone  # noqa: E402
 from .augment import AugmentConfig, BatchViews, TwoViewTransform, augment_config  # noqa: E402
 from .losses import BarlowTwinsLoss, BarlowTwinsLossOutput, barlow_twins_loss, cross_correlation  # noqa: E402

@@ -195,10 +195,13 @@ class _OfficialFiles(torch.utils.data.Dataset):
         return self.transform(img), 0
 
 
-def official_loader(files, image_size: int, batch_size: int, workers: int):
-    """The official script's DataLoader (shuffled, pinned memory when CUDA is there)."""
+def official_loader(files, image_size: int, batch_size: int, workers: int, persistent: bool = False):
+    """The official script's DataLoader (shuffled, pinned memory when CUDA is there). ``persistent`` keeps its
+    workers across epochs (the official script does not; `run_bench` does, so that on a small folder neither
+    pipeline is timed re-starting workers at epoch boundaries, which a long ImageNet epoch makes negligible)."""
     return torch.utils.data.DataLoader(_OfficialFiles(files, image_size), batch_size=batch_size, shuffle=True,
-                                       num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=True)
+                                       num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=True,
+                                       persistent_workers=persistent and workers > 0)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -354,13 +357,17 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
         measure[f"data path {pipe.kind}"] = alone
         measure[f"end to end {pipe.kind}"] = end_to_end
     if spec.official and not spec.dataset:
-        loader = official_loader(list(dataset.files), s, n, workers)
-        measure["official PIL pipeline"] = lambda: time_batches(_cycle(lambda e: iter(loader)),
-                                                               lambda b: b[0][0].to(device), n, spec.iters,
-                                                               spec.warmup, device)
+        def official():
+            loader = official_loader(list(dataset.files), s, n, workers, persistent=True)  # its workers end with it
+            return time_batches(_cycle(lambda e: iter(loader)), lambda b: b[0][0].to(device), n, spec.iters,
+                                spec.warmup, device)
+
+        measure["official PIL pipeline"] = official
     for r in range(max(1, spec.repeats)):
         for name, fn in measure.items():
             result.runs.setdefault(name, []).append(fn())
+            for pipe in pipes.values():  # no worker of this measurement may still be busy during the next
+                pipe.close()
             log(f"{name}: {result.runs[name][-1]:.1f} samples/s (run {r + 1} of {max(1, spec.repeats)})")
     rate = float(np.median(result.runs["model only"]))
     tflops = flops * rate / n / 1e12
@@ -423,7 +430,8 @@ def results_row(result: BenchResult) -> str:
     mem = next(v for k, v in m.items() if k.endswith("_gib"))
     official = "" if result.official_pil is None else f"{result.official_pil:.1f}"
     net = s["backbone"] + (f" width {s['width']}" if s.get("width") else "")
-    net += (f", {s['stem']} stem" if s.get("stem", "standard") != "standard" else "") + f", projector {s['projector']}"
+    net += f", {s['stem']} stem" if s.get("stem", "standard") != "standard" else ""
+    net += f", projector {s['projector']}" if s.get("projector") else ""
     return (f"| {e['date']} | {e['device']} | {e['torch']} / {e['torchvision']} | {net} | "
             f"{s['image_size']} | {s['batch_size']} | {s['workers']} | {m['samples_per_sec']:.1f} | {paths} | "
             f"{official} | {m['tflops']:.3f} | {_pct(m['mfu'])} | {mem:.2f} |")

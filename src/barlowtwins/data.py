@@ -15,6 +15,7 @@ Unlabelled samples have label -1.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -194,19 +195,22 @@ def read_image(source: str | os.PathLike | bytes, name: str | None = None,
     the file for the header and the decode).
     """
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-    try:
-        with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as f:
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb"))
             img = Image.open(f, formats=PIL_FORMATS)
-            if callable(draft):
-                draft = draft(*img.size)
+            size = img.size
+        except Exception as e:  # noqa: BLE001 -- decoders raise many types on hostile input; all mean "unreadable"
+            raise unreadable(name, e) from None
+        if callable(draft):
+            draft = draft(*size)  # outside the handlers: an error here is a bug to report, not a bad file
+        try:
             if draft is not None and img.format == "JPEG":
                 img.draft("RGB", draft)
             img.load()
             return img if img.mode == "RGB" else img.convert("RGB")
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 -- decoders raise many types on hostile input; all mean "unreadable"
-        raise unreadable(name, e) from None
+        except Exception as e:  # noqa: BLE001
+            raise unreadable(name, e) from None
 
 
 def unreadable(name, e: Exception) -> DataError:

@@ -124,12 +124,16 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray, t: dict) -> np.ndar
 
 
 def shift_hue(img: Image.Image, delta: int) -> Image.Image:
-    """``img`` (RGB) with PIL's uint8 H channel shifted by ``delta`` (mod 256): equal to
-    ``Image.merge("HSV", (H.point(lambda x: (x + delta) % 256), S, V)).convert("RGB")``."""
+    """``img`` with PIL's uint8 H channel shifted by ``delta`` (mod 256): equal to
+    ``Image.merge("HSV", (H.point(lambda x: (x + delta) % 256), S, V)).convert(img.mode)``. Like torchvision's
+    ``adjust_hue``, single-channel images (L, 1, I, F) come back unchanged and other modes go through RGB."""
+    if img.mode != "RGB":
+        return img if img.mode in ("L", "1", "I", "F") else shift_hue(img.convert("RGB"), delta).convert(img.mode)
     t = tables()
     if not t:
         return pil_shift_hue(img, delta)
-    px = np.frombuffer(img.tobytes("raw", "RGBX"), np.uint32)  # R | G << 8 | B << 16 | X << 24
+    px = np.frombuffer(img.tobytes("raw", "RGBX"), "<u4")  # bytes R, G, B, X: R | G << 8 | B << 16 | X << 24
     h, s, v = _rgb_to_hsv(px & 255, (px >> 8) & 255, (px >> 16) & 255, t)
     h += np.uint8(delta % 256)  # uint8 arithmetic wraps, as PIL's lookup table does
-    return Image.frombytes("RGB", img.size, _hsv_to_rgb(h, s, v, t).tobytes(), "raw", "RGBX")
+    packed = _hsv_to_rgb(h, s, v, t).astype("<u4", copy=False)  # back to bytes R, G, B, 0 on any host
+    return Image.frombytes("RGB", img.size, packed.tobytes(), "raw", "RGBX")

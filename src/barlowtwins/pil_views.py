@@ -104,6 +104,8 @@ def gaussian_blur(img: Image.Image, sigma: float, kernel_size: int) -> Image.Ima
     4 sigma (weights < 1e-4 of the centre's) are left out: about half the time of PIL's box-filter
     approximation at sigma = 2, a quarter at small sigma, and closer to the Gaussian (PIL's filter, which
     the official code uses, differs from it by up to 9 levels; this one by at most 1)."""
+    if not sigma > 0:
+        raise ValueError(f"the blur's sigma must be positive, got {sigma}")
     r = min(kernel_size // 2, max(1, math.ceil(4 * sigma)))
     x = np.arange(-r, r + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / sigma) ** 2)

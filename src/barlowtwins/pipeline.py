@@ -111,6 +111,9 @@ class DataPath:
     def views(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release loader workers, if any (a later epoch() starts new ones)."""
+
 
 class MemoryPath(DataPath):
     """In-memory data: batches sliced from the uint8 tensor, both views made batched on the device."""
@@ -140,11 +143,12 @@ class _StepBatches(Sampler):
         self.order, self.batch_size, self.rank, self.epoch, self.start = order, batch_size, rank, epoch, start
 
     def __iter__(self):
-        self.order.set_epoch(self.epoch)
+        epoch, start = self.epoch, self.start  # fixed for this pass, whatever the next epoch sets
+        self.order.set_epoch(epoch)
         idx = list(self.order)
         steps = self.order.num_batches()
-        for b in range(self.start, steps):
-            step = self.epoch * steps + b
+        for b in range(start, steps):
+            step = epoch * steps + b
             yield [(i, step, self.rank * self.batch_size + j)
                    for j, i in enumerate(idx[b * self.batch_size: (b + 1) * self.batch_size])]
 
@@ -252,15 +256,41 @@ class _FilePath(DataPath):
     def _batches(self, make_samples, epoch: int, start: int, collate=None) -> Iterator:
         """The loader's batches for one epoch from batch ``start``. One DataLoader per path, its workers kept
         from epoch to epoch (a new epoch only re-keys the sampler): no re-fork of the training process (and
-        of everything it holds) at every epoch boundary."""
+        of everything it holds) at every epoch boundary. Starting an epoch ends the previous one: a generator
+        of an earlier epoch that is used again raises instead of giving another epoch's batches."""
         if getattr(self, "_data_loader", None) is None:
             self._sampler = _StepBatches(self.order, self.batch_size, self.rank, epoch, start)
             self._data_loader = DataLoader(
                 make_samples(), batch_sampler=self._sampler, num_workers=self.workers,
                 pin_memory=self.device.type == "cuda", collate_fn=collate,
-                prefetch_factor=4 if self.workers > 0 else None, persistent_workers=self.workers > 0)
+                prefetch_factor=4 if self.workers > 0 else None, persistent_workers=self.workers > 0,
+                worker_init_fn=_ignore_stop_signals if self.workers > 0 else None)
+        self._generation = getattr(self, "_generation", 0) + 1
+        generation = self._generation
         self._sampler.epoch, self._sampler.start = epoch, start
-        return iter(self._data_loader)
+        for batch in iter(self._data_loader):
+            yield batch
+            if self._generation != generation:
+                raise RuntimeError(f"epoch {epoch}'s batches were asked for after a later epoch() started")
+
+    def close(self) -> None:
+        """Stop the loader workers now (they also stop with the process); the next epoch() starts new ones."""
+        loader, self._data_loader = getattr(self, "_data_loader", None), None
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave stop signals to the training process: a SIGTERM/SIGINT/SIGUSR1 sent to the whole
+    process group (SLURM's scancel and time limit, systemd, Ctrl-C) would otherwise kill a worker, and the
+    loader would fail the run with a traceback instead of the trainer's clean stop. The workers still end
+    when the loader shuts down or the training process dies."""
+    import signal
+
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 class CpuPath(_FilePath):

@@ -47,6 +47,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import tempfile
 
 
@@ -63,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jpeg-size MIN MAX needs 1 <= MIN <= MAX, got {args.jpeg_size[0]} {args.jpeg_size[1]}")
     if args.dataset is None and args.jpeg_dir is None and not args.make_jpegs:
         raise ConfigError("give images to read: --jpeg-dir DIR, --make-jpegs N (synthetic), or --dataset NAME")
+    if args.dataset is None and args.jpeg_dir and not args.make_jpegs and not os.path.isdir(args.jpeg_dir):
+        raise ConfigError(f"--jpeg-dir {args.jpeg_dir} is not a folder; give a folder of images, or add "
+                          "--make-jpegs N to write N synthetic JPEGs there")
     device = select_device(args.device)
     paths = tuple(args.data_path or (("cpu", "device") if device.type == "cuda" else ("cpu",)))
     if args.dataset:
