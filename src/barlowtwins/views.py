@@ -171,6 +171,12 @@ def crop_box(u: list[float], aspect: list[float], height: int, width: int, scale
     return math.floor((height - h) / 2), math.floor((width - w) / 2), h, w
 
 
+def jitter_ranges(cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(lows, highs) of the brightness, contrast, saturation factors and the hue shift, as torchvision draws them."""
+    return ((max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation), -cfg.hue),
+            (1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue))
+
+
 def sample_uniforms(cfg, seed: int, step: int, positions) -> tuple[list, list]:
     """What `sample_views_from` needs for the samples at ``positions`` of one step, in one numpy pass: the
     uniforms of both views and their candidate aspect ratios, as nested lists [view][sample][...]."""
@@ -183,8 +189,7 @@ def sample_uniforms(cfg, seed: int, step: int, positions) -> tuple[list, list]:
 def sample_views_from(cfg, u: tuple[list, list], aspects: tuple[list, list], height: int,
                       width: int) -> tuple[SampleView, SampleView]:
     """Both views' parameters of one sample from its rows of `sample_uniforms` (``u[v]``, ``aspects[v]``)."""
-    lows = (max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation), -cfg.hue)
-    highs = (1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue)
+    lows, highs = jitter_ranges(cfg)
     out = []
     for view in (0, 1):
         uv, p = u[view], cfg.view(view)
@@ -214,9 +219,7 @@ def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths) -> View
     p = cfg.view(view)
     boxes = crop_boxes(u[:, _AREA], u[:, _RATIO], u[:, _TOP], u[:, _LEFT], heights, widths, cfg.crop_scale,
                        cfg.crop_ratio)
-    lows = np.array([max(0.0, 1 - cfg.brightness), max(0.0, 1 - cfg.contrast), max(0.0, 1 - cfg.saturation),
-                     -cfg.hue])
-    highs = np.array([1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue])
+    lows, highs = (np.array(r) for r in jitter_ranges(cfg))
     t = torch.from_numpy
     return ViewParams(
         boxes=boxes,
