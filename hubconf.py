@@ -21,8 +21,8 @@ except ImportError:  # a source checkout: the package lives in src/
 
 
 def _backbone(name, weights=None, num_classes=None, **arch):
-    from barlowtwins.export import load_backbone
-    from barlowtwins.models import _set_submodule, create_backbone
+    from barlowtwins.models.backbones import create_backbone, set_submodule
+    from barlowtwins.weights.load import load_backbone
 
     if weights is not None:
         return load_backbone(weights, backbone=name, num_classes=num_classes, **arch)
@@ -30,7 +30,7 @@ def _backbone(name, weights=None, num_classes=None, **arch):
     if num_classes is not None:
         import torch
 
-        _set_submodule(net, net.head_name, torch.nn.Linear(net.num_features, num_classes))
+        set_submodule(net, net.head_name, torch.nn.Linear(net.num_features, num_classes))
     return net
 
 

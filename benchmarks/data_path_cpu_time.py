@@ -2,7 +2,7 @@
 
     python benchmarks/data_path_cpu_time.py [--images 200] [--repeats 3]
 
-Both from the same synthetic JPEGs (350-500 px, quality 90; `barlowtwins.bench.make_jpeg_folder`), both views at
+Both from the same synthetic JPEGs (350-500 px, quality 90; `barlowtwins.training.bench.make_jpeg_folder`), both views at
 224 px, decode included, one thread, alternated ``--repeats`` times. Process CPU time, not wall time: on a shared
 machine it is much less disturbed by other jobs than samples/s, and when the loader workers keep every core busy
 it is what bounds the data path's throughput. (The official pipeline's extra cost of moving float32 views, 4x the
@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from barlowtwins.augment import augment_config
-from barlowtwins.bench import _OfficialFiles, make_jpeg_folder
-from barlowtwins.data import build_dataset
-from barlowtwins.hue_shift import tables
-from barlowtwins.pipeline import _PilViews
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.pipeline import _PilViews
+from barlowtwins.training.bench import _OfficialFiles, make_jpeg_folder
+from barlowtwins.transforms.hue_shift import tables
+from barlowtwins.transforms.spec import augment_config
 
 
 def cpu_ms_per_sample(fn, n: int) -> float:

@@ -33,10 +33,10 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, args: argparse.Namespace, compress: bool, queue) -> None:
-    from barlowtwins import distributed as D
-    from barlowtwins.hardware import autocast, autocast_dtype, select_device
-    from barlowtwins.models import build_model
-    from barlowtwins.optim import LARS, lars_param_groups, set_learning_rates
+    from barlowtwins.models.barlow_twins import build_model
+    from barlowtwins.runtime import distributed as D
+    from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
+    from barlowtwins.training.optim import LARS, lars_param_groups, set_learning_rates
 
     cpus = os.cpu_count() or 1
     torch.set_num_threads(max(1, cpus // world))

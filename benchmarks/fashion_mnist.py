@@ -78,11 +78,11 @@ def features(backbone, dataset, cfg, device):
 def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float | None, work: Path, device_name: str,
                      train, test, epochs: int | None = None) -> dict:
     """Pretrain for ``budget`` minutes of wall-clock time, or for exactly ``epochs`` epochs when it is given."""
-    from barlowtwins.checkpoint import load_backbone_state, load_backbone_weights
-    from barlowtwins.config import config_from_dict, preset_values
     from barlowtwins.evaluate.collapse import effective_rank
-    from barlowtwins.hardware import select_device
-    from barlowtwins.train import build_pretrain_model, pretrain
+    from barlowtwins.runtime.hardware import select_device
+    from barlowtwins.training.config import config_from_dict, preset_values
+    from barlowtwins.training.trainer import build_pretrain_model, pretrain
+    from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
     # The budget alone sets the length: the preset's epoch count would otherwise cap the schedule.
     # A fixed length turns the budget off (0) and fits the warm-up and cosine into `epochs`.
@@ -119,7 +119,7 @@ def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float | None
 
 
 def run_random_init(cfg, train, test, device) -> dict:
-    from barlowtwins.models import create_backbone
+    from barlowtwins.models.backbones import create_backbone
 
     torch.manual_seed(0)
     net = create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width, zero_init_residual=False).to(device)
@@ -142,7 +142,7 @@ def run_pixels(train, test, device) -> dict:
 def run_supervised(cfg, train, test, budget: float, device) -> dict:
     """The same backbone + a linear head trained with labels (cross-entropy, SGD, crop + flip) for the budget."""
     from barlowtwins.evaluate.classifier import ClassifierRun, evaluate_classifier, new_linear_head, train_classifier
-    from barlowtwins.models import create_backbone
+    from barlowtwins.models.backbones import create_backbone
 
     torch.manual_seed(0)
     net = create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width).to(device)
@@ -230,9 +230,9 @@ def main(argv=None) -> int:
         p.error(f"--epochs must be at least 1, got {args.epochs}")
 
     from barlowtwins import __version__
-    from barlowtwins.config import config_from_dict, preset_values
-    from barlowtwins.data import load_fashion_mnist
-    from barlowtwins.hardware import select_device
+    from barlowtwins.data.datasets import load_fashion_mnist
+    from barlowtwins.runtime.hardware import select_device
+    from barlowtwins.training.config import config_from_dict, preset_values
 
     overrides = parse_set(args.set)
     if args.data_dir:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from PIL import Image
+
+from barlowtwins.training.config import PretrainConfig
 
 torch.set_num_threads(2)
 
@@ -65,3 +69,23 @@ def fmnist_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def image_tree(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+def tiny_config(data_dir, out, **kw) -> PretrainConfig:
+    """A pretraining config that runs in a second on the fake Fashion-MNIST: 16 px, a width-8 ResNet-18."""
+    base = dict(dataset="fashion-mnist", data_dir=str(data_dir), image_size=16, backbone="resnet18", stem="small",
+                width=8, projector="32-32", epochs=2, batch_size=16, warmup_epochs=0.5, lr_weights=0.3,
+                progress=False, log_every=2, out=str(out), seed=7)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, *args, world=2):
+    """Run ``fn(rank, world, port, *args)`` in ``world`` CPU processes (gloo)."""
+    mp.spawn(fn, args=(world, free_port(), *args), nprocs=world, join=True)

@@ -9,9 +9,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from barlowtwins import distributed as D
-from barlowtwins.models import build_model
-from barlowtwins.optim import LARS, lars_param_groups, set_learning_rates
+from barlowtwins.models.barlow_twins import build_model
+from barlowtwins.runtime import distributed as D
+from barlowtwins.training.optim import LARS, lars_param_groups, set_learning_rates
 
 
 def init(rank: int, world: int, port: int) -> None:
@@ -38,7 +38,7 @@ def _plain_all_reduce(t: torch.Tensor, group=None) -> torch.Tensor:
 def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool) -> None:
     init(rank, world, port)
     if plain:
-        import barlowtwins.losses as L
+        import barlowtwins.models.loss as L
 
         L.all_reduce_sum = _plain_all_reduce
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
 
 def gather_features(rank: int, world: int, port: int, out_dir: str) -> None:
     init(rank, world, port)
-    from barlowtwins.data import InMemoryImages
+    from barlowtwins.data.datasets import InMemoryImages
     from barlowtwins.evaluate.features import extract_features
 
     g = torch.Generator().manual_seed(5)
@@ -101,8 +101,8 @@ def pretrain_worker(rank: int, world: int, port: int, cfg_dict: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from barlowtwins.config import PretrainConfig
-    from barlowtwins.train import pretrain
+    from barlowtwins.training.config import PretrainConfig
+    from barlowtwins.training.trainer import pretrain
 
     pretrain(PretrainConfig(**cfg_dict))
 

@@ -11,11 +11,15 @@ and a pretrained backbone loads from any source (run folder, .pth, .safetensors,
 
 __version__ = "0.1.0"
 
-from .export import load_backbone  # noqa: E402
-from .augment import AugmentConfig, BatchViews, TwoViewTransform, augment_config  # noqa: E402
-from .losses import BarlowTwinsLoss, BarlowTwinsLossOutput, barlow_twins_loss, cross_correlation  # noqa: E402
-from .models import BarlowTwins, Projector, build_model, create_backbone, parse_projector_spec  # noqa: E402
-from .optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates  # noqa: E402
+from barlowtwins.models.backbones import create_backbone  # noqa: E402
+from barlowtwins.models.barlow_twins import BarlowTwins, build_model
+from barlowtwins.models.loss import BarlowTwinsLoss, BarlowTwinsLossOutput, barlow_twins_loss, cross_correlation  # noqa: E402
+from barlowtwins.models.projector import Projector, parse_projector_spec
+from barlowtwins.training.optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates  # noqa: E402
+from barlowtwins.transforms.spec import AugmentConfig, augment_config
+from barlowtwins.transforms.tensor import BatchViews
+from barlowtwins.transforms.two_view import TwoViewTransform  # noqa: E402
+from barlowtwins.weights.load import load_backbone  # noqa: E402
 
 __all__ = [
     "AugmentConfig", "BatchViews", "TwoViewTransform", "augment_config",

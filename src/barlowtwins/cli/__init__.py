@@ -7,10 +7,10 @@ import argparse
 import os
 import sys
 
-from .. import signals
-from ..errors import BarlowTwinsError
-from . import (bench, detect, embed, env, export, finetune, knn, linear, list_backbones, neighbors, pretrain,
-               report, results, transfer)
+from barlowtwins.cli import (bench, detect, embed, env, export, finetune, knn, linear, list_backbones, neighbors,
+                             pretrain, report, results, transfer)
+from barlowtwins.errors import BarlowTwinsError
+from barlowtwins.training import signals
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -43,7 +43,7 @@ class Parser(argparse.ArgumentParser):
             command = getattr(parsed, "command", None)
             sub = self._command_parsers.get(command)
             options = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
-            from ..config import suggest
+            from barlowtwins.training.config import suggest
 
             hint = suggest(unknown.split("=", 1)[0], options) if unknown.startswith("--") else ""
             (sub or self).error(f"unrecognized arguments: {' '.join(extra)}{hint}")
@@ -51,7 +51,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from barlowtwins.version import __version__
 
     parser = Parser(prog="barlowtwins", allow_abbrev=False,
                                      description="Barlow Twins self-supervised pretraining and evaluation.")

@@ -50,10 +50,9 @@ def run(args: argparse.Namespace) -> int:
     import os
     import tempfile
 
-
-    from ..bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
-    from ..errors import ConfigError
-    from ..hardware import select_device
+    from barlowtwins.errors import ConfigError
+    from barlowtwins.runtime.hardware import select_device
+    from barlowtwins.training.bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
 
     for flag in ("image_size", "batch_size", "iters", "repeats"):
         if getattr(args, flag) < 1:

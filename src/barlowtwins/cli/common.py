@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import functools
 
-from ..errors import ConfigError
+from barlowtwins.errors import ConfigError
 
 
 def leaves_process_group(run):
     """Wrap a command's handler so the process group it may have started is left on every exit path."""
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
-        from .. import distributed as D
+        from barlowtwins.runtime import distributed as D
 
         try:
             return run(args)
@@ -75,7 +75,7 @@ def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split"
 
 def setup_backbone(args: argparse.Namespace):
     """The backbone the flags describe, with the checkpoint's weights loaded (or random ones)."""
-    from ..evaluate.backbone import load_eval_backbone
+    from barlowtwins.evaluate.backbone import load_eval_backbone
 
     return load_eval_backbone(args.checkpoint, random_init=args.random_init, backbone=args.backbone,
                               stem=args.stem, width=args.width, image_size=args.image_size, mean=args.mean,
@@ -91,7 +91,7 @@ def resolve_data(args: argparse.Namespace, arch: dict | None = None) -> tuple[st
     if dataset is None or dataset == "images":
         raise ConfigError("name a labelled data set: --dataset fashion-mnist|cifar10|cifar100|stl10|folder "
                           "(with --data-dir for folders)")
-    from ..data import default_val_split
+    from barlowtwins.data.datasets import default_val_split
 
     val = args.val_split or default_val_split(dataset)
     return dataset, data_dir, val

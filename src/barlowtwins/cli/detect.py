@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_backbone_args, leaves_process_group, setup_backbone
+from barlowtwins.cli.common import add_backbone_args, leaves_process_group, setup_backbone
 
 MIN_SIZES = {"voc": tuple(range(480, 801, 32)), "coco": tuple(range(640, 801, 32))}
 
@@ -50,7 +50,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from ..errors import ConfigError
+    from barlowtwins.errors import ConfigError
 
     if args.iterations is not None and args.iterations < 1:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
@@ -72,7 +72,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def load_data(args: argparse.Namespace):
     """(train, test) data sets the flags name; raises DataError/ConfigError before any model is built."""
-    from ..evaluate.detection.data import coco_detection, coco_layout, voc_detection
+    from barlowtwins.evaluate.detection.data import coco_detection, coco_layout, voc_detection
 
     if args.dataset == "voc":
         return (voc_detection(args.data_dir, args.train_sets, train=True),
@@ -92,10 +92,10 @@ def load_data(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import distributed as D
-    from ..evaluate.detection.model import build_detector
-    from ..evaluate.detection.protocol import DetectionRun, run_detection, standard_schedule
-    from ..evaluate.results import result_path, write_result
+    from barlowtwins.evaluate.detection.model import build_detector
+    from barlowtwins.evaluate.detection.protocol import DetectionRun, run_detection, standard_schedule
+    from barlowtwins.evaluate.results import result_path, write_result
+    from barlowtwins.runtime import distributed as D
 
     _check(args)
     train, test = load_data(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_architecture_args, add_device_args, leaves_process_group
+from barlowtwins.cli.common import add_architecture_args, add_device_args, leaves_process_group
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -42,7 +42,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def setup_from_args(args: argparse.Namespace, checkpoint: str, arch: dict | None = None):
-    from ..evaluate.backbone import load_eval_backbone
+    from barlowtwins.evaluate.backbone import load_eval_backbone
 
     arch = arch or {}
     return load_eval_backbone(checkpoint, backbone=args.backbone or arch.get("backbone"),
@@ -58,12 +58,12 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from .. import __version__
-    from .. import distributed as D
-    from ..data import build_dataset
-    from ..embed import index_entries, resolve_index_format, write_embeddings
-    from ..errors import ConfigError
-    from ..evaluate.features import extract_features
+    from barlowtwins.data.datasets import build_dataset
+    from barlowtwins.errors import ConfigError
+    from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, write_embeddings
+    from barlowtwins.evaluate.features import extract_features
+    from barlowtwins.runtime import distributed as D
+    from barlowtwins.version import __version__
 
     if not str(args.output).endswith(".npy"):
         raise ConfigError(f"--output {args.output}: name the embeddings file with .npy, e.g. emb.npy")

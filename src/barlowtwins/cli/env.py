@@ -18,7 +18,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..environment import collect, format_text
+    from barlowtwins.report.environment import collect, format_text
 
     info = collect()
     print(json.dumps(info, indent=2) if args.json else format_text(info))

@@ -1,5 +1,5 @@
 """``barlowtwins export``: write a backbone from any supported source as pth, safetensors, TorchScript, ONNX or
-the detectron2 layout (the writers are in `barlowtwins.export`)."""
+the detectron2 layout (the writers are in `barlowtwins.weights.formats`)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_backbone_file
+    from barlowtwins.weights.formats import export_backbone_file
 
     src, how = export_backbone_file(args.checkpoint, args.format, args.output, image_size=args.image_size,
                                     backbone=args.backbone, stem=args.stem, width=args.width)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
+from barlowtwins.cli.common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -36,8 +36,14 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 def choose_subset(args: argparse.Namespace, train, seed: int):
     """(indices, description) of the labelled subset the flags ask for."""
-    from ..errors import DataError
-    from ..subsets import STANDARD_PERCENTS, balanced_subset, imagenet_subset, is_imagenet_folder, read_subset_file
+    from barlowtwins.data.subsets import (
+        STANDARD_PERCENTS,
+        balanced_subset,
+        imagenet_subset,
+        is_imagenet_folder,
+        read_subset_file,
+    )
+    from barlowtwins.errors import DataError
 
     if args.subset_file:
         return read_subset_file(args.subset_file, train), f"list file {args.subset_file}"
@@ -53,10 +59,10 @@ def choose_subset(args: argparse.Namespace, train, seed: int):
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as D
-    from ..data import build_dataset
-    from ..evaluate.results import result_path, write_result
-    from ..subsets import write_subset_file
+    from barlowtwins.data.datasets import build_dataset
+    from barlowtwins.data.subsets import write_subset_file
+    from barlowtwins.evaluate.results import result_path, write_result
+    from barlowtwins.runtime import distributed as D
 
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if D.is_main_process():
         write_subset_file(Path(str(path).removesuffix(".json") + ".subset.txt"), train, indices)
         print(f"fine-tuning on {len(subset)} of {len(train)} labelled images: {how}")
-    from ..evaluate.protocols import finetune_protocol
+    from barlowtwins.evaluate.protocols import finetune_protocol
 
     result = finetune_protocol(setup, subset, val, names=(dataset, args.train_split, val_split),
                                num_classes=max(train.num_classes, val.num_classes), train_percent=args.train_percent,

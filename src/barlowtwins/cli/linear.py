@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (add_backbone_args, add_data_args, add_linear_protocol_args, leaves_process_group,
-                     resolve_data, setup_backbone)
+from barlowtwins.cli.common import (
+    add_backbone_args,
+    add_data_args,
+    add_linear_protocol_args,
+    leaves_process_group,
+    resolve_data,
+    setup_backbone,
+)
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -30,15 +36,15 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as D
-    from ..data import build_dataset
-    from ..evaluate.results import result_path, write_result
+    from barlowtwins.data.datasets import build_dataset
+    from barlowtwins.evaluate.results import result_path, write_result
+    from barlowtwins.runtime import distributed as D
 
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
-    from ..evaluate.protocols import linear_protocol
+    from barlowtwins.evaluate.protocols import linear_protocol
 
     result = linear_protocol(setup, train, val, names=(dataset, args.train_split, val_split), protocol=args.protocol,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

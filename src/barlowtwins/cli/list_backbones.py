@@ -15,13 +15,13 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..models import _timm, list_backbones
+    from barlowtwins.errors import ConfigError
+    from barlowtwins.models.backbones import list_backbones, timm_module
 
     names = list_backbones(args.pattern)
     if not names:
         raise ConfigError(f"no backbone matches '{args.pattern}'; try a shorter pattern, e.g. resnet")
     print("\n".join(names))
-    if _timm() is None:
+    if timm_module() is None:
         print("(timm is not installed: pip install 'barlowtwins[timm]' for timm:<name> backbones)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .embed import add_model_args
+from barlowtwins.cli.embed import add_model_args
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..embed import contact_sheet, cosine_neighbors, embed_image_files, read_embeddings
-    from ..errors import ConfigError, DataError
-    from .embed import setup_from_args
+    from barlowtwins.cli.embed import setup_from_args
+    from barlowtwins.errors import ConfigError, DataError
+    from barlowtwins.evaluate.embeddings import contact_sheet, cosine_neighbors, embed_image_files, read_embeddings
 
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import PretrainConfig, add_config_flags, available_presets, config_from_dict, resolve_values
+from barlowtwins.training.config import (
+    PretrainConfig,
+    add_config_flags,
+    available_presets,
+    config_from_dict,
+    resolve_values,
+)
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -25,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
-    from .. import distributed as D
-    from ..autoconfig import fit_to_data
+    from barlowtwins.runtime import distributed as D
+    from barlowtwins.training.autoconfig import fit_to_data
 
     values = resolve_values(args.preset, args.config, flags)
     cfg, note = fit_to_data(config_from_dict(values), explicit=set(values))  # small images: no ImageNet recipe
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if note and (D.launcher_env() is None or D.launcher_env().get("rank") == 0):
         print(note, flush=True)
-    from ..train import pretrain
+    from barlowtwins.training.trainer import pretrain
 
     summary = pretrain(cfg)
     if D.launcher_env() is None or D.launcher_env().get("rank") == 0:

@@ -29,9 +29,9 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import ConfigError
-    from ..report import build_report
-    from ..report.plots import require_matplotlib
+    from barlowtwins.errors import ConfigError
+    from barlowtwins.report import build_report
+    from barlowtwins.report.plots import require_matplotlib
 
     require_matplotlib()  # one line and exit 2 before any work when the extra is missing
     if args.samples < 2:

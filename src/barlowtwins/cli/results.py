@@ -14,8 +14,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import DataError
-    from ..evaluate.results import find_results, markdown_table
+    from barlowtwins.errors import DataError
+    from barlowtwins.evaluate.results import find_results, markdown_table
 
     found = find_results(args.paths)
     if not found:

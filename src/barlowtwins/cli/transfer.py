@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_backbone_args, add_linear_protocol_args, leaves_process_group, setup_backbone
+from barlowtwins.cli.common import add_backbone_args, add_linear_protocol_args, leaves_process_group, setup_backbone
 
 DEFAULT_SPLITS = {"folder": ("train", "val"), "inat2018": ("train", "val"), "places205": ("train", "val"),
                   "voc2007": ("trainval", "test")}
@@ -31,10 +31,10 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as D
-    from ..data import labelled_folder
-    from ..evaluate.results import result_path, write_result
-    from ..transfer_data import build_transfer_dataset
+    from barlowtwins.data.datasets import labelled_folder
+    from barlowtwins.data.transfer import build_transfer_dataset
+    from barlowtwins.evaluate.results import result_path, write_result
+    from barlowtwins.runtime import distributed as D
 
     setup = setup_backbone(args)
     train_split = args.train_split or DEFAULT_SPLITS[args.dataset][0]
@@ -46,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
         val = build_transfer_dataset(args.dataset, args.data_dir, val_split, args.image_root)
     names = (args.dataset, train_split, val_split)
     if args.dataset == "voc2007":
-        from ..evaluate.protocols import svm_protocol
+        from barlowtwins.evaluate.protocols import svm_protocol
 
         result = svm_protocol(setup, train, val, names=names, batch_size=args.batch_size, workers=args.workers)
     else:
-        from ..evaluate.protocols import linear_protocol
+        from barlowtwins.evaluate.protocols import linear_protocol
 
         result = linear_protocol(setup, train, val, names=names, protocol=args.protocol, prefix="transfer-linear",
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

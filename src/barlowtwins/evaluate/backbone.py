@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..augment import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import ConfigError
+from barlowtwins.errors import ConfigError
+from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass
@@ -37,7 +37,7 @@ class EvalSetup:
     def features(self, dataset, dataset_name: str, split: str, *, mirror: bool = False, batch_size: int = 256,
                  workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen features of ``dataset`` (cached in ``cache_dir`` and reused when possible)."""
-        from .features import cached_features
+        from barlowtwins.evaluate.features import cached_features
 
         key = {"checkpoint": self.checkpoint_sha256 or self.checkpoint, "arch": self.describe()["backbone"],
                "dataset": dataset_name, "split": split, "image_size": self.image_size, "mean": list(self.mean),
@@ -61,10 +61,10 @@ def load_eval_backbone(checkpoint: str | None, *, random_init: bool = False, bac
     residual branches), the usual random-features baseline. ``cache_dir="auto"`` keeps extracted features in
     ``<run>/eval/cache`` when the checkpoint is a run folder (a trained backbone only); ``None`` turns caching off.
     """
-    from .. import distributed as D
-    from ..checkpoint import load_backbone_state, load_backbone_weights
-    from ..hardware import autocast_dtype, select_device
-    from ..models import create_backbone
+    from barlowtwins.models.backbones import create_backbone
+    from barlowtwins.runtime import distributed as D
+    from barlowtwins.runtime.hardware import autocast_dtype, select_device
+    from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
     info = D.init_distributed()
     if checkpoint is None and not (random_init and backbone):

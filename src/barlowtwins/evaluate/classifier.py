@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2 as T
 
-from .. import distributed as D
-from ..augment import resized_crop, sample_crop_boxes, to_float_rgb
-from ..batches import BatchStream
-from ..data import is_in_memory
-from ..hardware import autocast
-from .features import eval_transform, normalize, prepare_batch
-from .knn import topk_accuracy
+from barlowtwins.data.datasets import is_in_memory
+from barlowtwins.data.sampling import BatchStream
+from barlowtwins.evaluate.features import eval_transform, normalize, prepare_batch
+from barlowtwins.evaluate.knn import topk_accuracy
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import autocast
+from barlowtwins.transforms.tensor import resized_crop, sample_crop_boxes, to_float_rgb
 
 
 @dataclass
@@ -136,7 +136,7 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
     if run.progress and D.is_main_process():
         from tqdm.auto import tqdm
 
-        from ..progress import on_terminal
+        from barlowtwins.runtime.console import on_terminal
 
         bar = tqdm(total=run.epochs * len(stream), unit="step", desc="classifier", dynamic_ncols=True,
                    disable=not on_terminal())

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2 as T
 
-from .. import distributed as D
-from ..augment import IMAGENET_MEAN, IMAGENET_STD, to_float_rgb
-from ..batches import BatchStream
-from ..data import is_in_memory
-from ..hardware import autocast
+from barlowtwins.data.datasets import is_in_memory
+from barlowtwins.data.sampling import BatchStream
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import autocast
+from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
+from barlowtwins.transforms.tensor import to_float_rgb
 
 
 def eval_transform(image_size: int, crop_ratio: float = 0.875) -> T.Compose:
@@ -64,7 +65,7 @@ def extract_features(backbone: torch.nn.Module, dataset, *, image_size: int, dev
     if progress and D.is_main_process():
         from tqdm.auto import tqdm
 
-        from ..progress import on_terminal
+        from barlowtwins.runtime.console import on_terminal
 
         batches = tqdm(batches, total=len(stream), desc="features", unit="batch", leave=False,
                        disable=not on_terminal())
@@ -103,7 +104,8 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
     import json
     from pathlib import Path
 
-    from ..checkpoint import load_checkpoint, save_atomic
+    from barlowtwins.runtime.files import save_atomic
+    from barlowtwins.weights.run_files import load_checkpoint
 
     if cache_dir is None:
         return extract_features(backbone, dataset, mirror=mirror, **kwargs)

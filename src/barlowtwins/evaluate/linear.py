@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .knn import topk_accuracy
+from barlowtwins.evaluate.knn import topk_accuracy
 
 DEFAULT_LRS = (0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_WDS = (0.0, 1e-5, 1e-4, 1e-3)

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from .backbone import EvalSetup
-from .results import EvalResult
+from barlowtwins.evaluate.backbone import EvalSetup
+from barlowtwins.evaluate.results import EvalResult
 
 
 def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metrics: dict, hyper: dict, t0: float,
@@ -26,7 +26,7 @@ def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metric
 def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k=(20, 200),
                  temperature: float = 0.07, batch_size: int = 256, workers: int | None = None) -> EvalResult:
     """Weighted kNN on frozen, L2-normalised features; metrics per k: ``{"k=20": {"top1", "top5"}, ...}``."""
-    from .knn import knn_evaluate
+    from barlowtwins.evaluate.knn import knn_evaluate
 
     t0 = time.time()
     kw = dict(batch_size=batch_size, workers=workers)
@@ -62,7 +62,7 @@ def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str]
 def svm_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], batch_size: int = 256,
                  workers: int | None = None) -> EvalResult:
     """VOC07: per-class linear SVMs on L2-normalised frozen features (cost by 3-fold CV), mAP on the test split."""
-    from .svm import voc07_svm_map
+    from barlowtwins.evaluate.svm import voc07_svm_map
 
     t0 = time.time()
     kw = dict(batch_size=batch_size, workers=workers)
@@ -81,7 +81,7 @@ def finetune_protocol(setup: EvalSetup, subset, val, *, names: tuple[str, str, s
                       schedule: str = "cosine", milestones=(12, 16), seed: int = 0, workers: int | None = None,
                       log=print) -> EvalResult:
     """Semi-supervised fine-tuning of backbone + a new linear head on ``subset`` (learning rates x batch/256)."""
-    from .classifier import ClassifierRun, new_linear_head, train_classifier
+    from barlowtwins.evaluate.classifier import ClassifierRun, new_linear_head, train_classifier
 
     head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)
     scale = batch_size / 256
@@ -109,7 +109,7 @@ def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], ep
 
     ``names`` = (data set, train split, test split), which name the feature cache entries.
     """
-    from .linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_probe
+    from barlowtwins.evaluate.linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_probe
 
     kw = dict(batch_size=batch_size, workers=workers)
     ftr, ytr = setup.features(train, names[0], names[1], **kw)
@@ -130,7 +130,13 @@ def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], ep
 def linear_paper(setup: EvalSetup, train, val, *, epochs: int = 100, batch_size: int = 256, lr: float = 0.3,
                  weight_decay: float = 1e-6, seed: int = 0, workers: int | None = None, log=print):
     """The official linear protocol; raises if the backbone changed in any way during training."""
-    from .classifier import ClassifierRun, assert_unchanged, new_linear_head, snapshot, train_classifier
+    from barlowtwins.evaluate.classifier import (
+        ClassifierRun,
+        assert_unchanged,
+        new_linear_head,
+        snapshot,
+        train_classifier,
+    )
 
     num_classes = max(train.num_classes, val.num_classes)
     head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
+from barlowtwins.version import __version__
 
 RESULTS_DIRNAME = "eval"
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .html import RESULTS_HEAD, figure, note, page, result_rows, table
-from .runs import RunData, load_run
+from barlowtwins.report.html import RESULTS_HEAD, figure, note, page, result_rows, table
+from barlowtwins.report.runs import RunData, load_run
 
 __all__ = ["ReportResult", "build_report", "load_run", "RunData"]
 
@@ -34,8 +34,8 @@ def _slug(name: str) -> str:
 def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics: bool = True, samples: int = 512,
                  device: str = "cpu", map_method: str = "auto", title: str | None = None) -> ReportResult:
     """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written."""
-    from . import plots
-    from .diagnostics import run_diagnostics
+    from barlowtwins.report import plots
+    from barlowtwins.report.diagnostics import run_diagnostics
 
     plots.require_matplotlib()
     runs = [load_run(p) for p in run_dirs]  # one-line errors before any work

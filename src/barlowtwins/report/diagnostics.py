@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import BarlowTwinsError, DataError
+from barlowtwins.errors import BarlowTwinsError, DataError
 
 
 @dataclass
@@ -94,7 +94,7 @@ def map_2d(x: np.ndarray, seed: int = 0, method: str = "auto") -> tuple[np.ndarr
 
 def _held_out(cfg, samples: int):
     """A labelled evaluation split of the run's data when there is one, else its training images."""
-    from ..data import build_dataset, default_val_split, image_folder
+    from barlowtwins.data.datasets import build_dataset, default_val_split, image_folder
 
     name = cfg.dataset
     candidates = []
@@ -120,15 +120,16 @@ def _held_out(cfg, samples: int):
 def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu", map_method: str = "auto",
                     seed: int = 0) -> Diagnostics:
     """Load the run's network (``checkpoint.pth``, else ``backbone.pth`` without projector) and measure it."""
-    from ..augment import augment_config
-    from ..checkpoint import BACKBONE_NAME, CHECKPOINT_NAME, load_backbone_state, load_backbone_weights, \
-        load_checkpoint
-    from ..config import PretrainConfig, config_from_dict
-    from ..evaluate.collapse import effective_rank
-    from ..evaluate.features import extract_features
-    from ..hardware import select_device
-    from ..train import build_pretrain_model
     import yaml
+
+    from barlowtwins.evaluate.collapse import effective_rank
+    from barlowtwins.evaluate.features import extract_features
+    from barlowtwins.runtime.hardware import select_device
+    from barlowtwins.training.config import PretrainConfig, config_from_dict
+    from barlowtwins.training.trainer import build_pretrain_model
+    from barlowtwins.transforms.spec import augment_config
+    from barlowtwins.weights.run_files import BACKBONE_NAME, CHECKPOINT_NAME, load_checkpoint
+    from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
     run = Path(run_dir)
     known = {f.name for f in dataclasses.fields(PretrainConfig)}

@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from ..errors import ConfigError
+from barlowtwins.errors import ConfigError
 
 
 def require_matplotlib() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import DataError
-from ..evaluate.results import find_results
-from ..monitor import read_snapshots
+from barlowtwins.errors import DataError
+from barlowtwins.evaluate.results import find_results
+from barlowtwins.training.monitor import read_snapshots
 
 
 @dataclass

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
-from ...errors import ConfigError, DataError
-from ...transfer_data import VOC_CLASSES
+from barlowtwins.data.transfer import VOC_CLASSES
+from barlowtwins.errors import ConfigError, DataError
 
 DEFAULT_VOC_TRAIN = ("2007-trainval", "2012-trainval")
 DEFAULT_VOC_TEST = ("2007-test",)
@@ -254,7 +254,7 @@ def coco_detection(ann_file: str | Path, image_dir: str | Path, *, train: bool =
             raise DataError(f"{ann_file}: annotation {a.get('id')} names an unknown image or category")
         per_image[a["image_id"]].append(a)
     if masks:
-        from .ap import pycocotools_available
+        from barlowtwins.evaluate.detection.ap import pycocotools_available
 
         if not pycocotools_available():
             raise ConfigError("instance segmentation needs pycocotools: pip install 'barlowtwins[detection]'")

@@ -31,7 +31,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from ...errors import ConfigError
+from barlowtwins.errors import ConfigError
 
 HEADS = ("c4", "fpn")
 TASKS = ("detection", "instance-segmentation")

@@ -22,10 +22,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ... import distributed as D
-from ...hardware import autocast
-from .ap import coco_detection_ap, detections_to_coco, pycocotools_ap, pycocotools_available, voc_detection_ap
-from .data import DetectionDataset, collate
+from barlowtwins.evaluate.detection.ap import (
+    coco_detection_ap,
+    detections_to_coco,
+    pycocotools_ap,
+    pycocotools_available,
+    voc_detection_ap,
+)
+from barlowtwins.evaluate.detection.data import DetectionDataset, collate
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import autocast
 
 STANDARD_SCHEDULES = {
     "voc": dict(iterations=24_000, steps=(18_000, 22_000), warmup=100),
@@ -159,7 +165,7 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
     if run.progress and D.is_main_process():
         from tqdm.auto import tqdm
 
-        from ...progress import on_terminal
+        from barlowtwins.runtime.console import on_terminal
 
         bar = tqdm(total=sched.iterations, unit="it", desc="detection", dynamic_ncols=True,
                    disable=not on_terminal())

@@ -1,0 +1,327 @@
+"""Data sets: labelled and unlabelled image folders, Fashion-MNIST from IDX files, CIFAR-10/100 and STL-10.
+
+    >>> ds = build_dataset("folder", "/data/imagenet", split="train")   # train/<class>/*.JPEG
+    >>> ds = build_dataset("images", "/data/my_scans")                  # any images, any depth, no labels
+    >>> ds = build_dataset("fashion-mnist")                             # finds /usr/share/datasets/fashion-mnist
+    >>> ds = build_dataset("cifar10", "./data", split="test", download=True)
+
+Every data set is an entry of `DATASETS` (name -> reader, splits, default evaluation split, in memory or
+files); `build_dataset` is the one entry point and `register_dataset` adds one. Small data sets
+(Fashion-MNIST, CIFAR, STL-10) are held in memory as one uint8 tensor ``images`` of shape (N, C, H, W) and are
+augmented a batch at a time; folders are lists of files read by `read_image`, which turns every failure
+(corrupt, truncated, unknown format, over PIL's pixel limit) into a one-line `DataError` naming the file.
+Unlabelled samples have label -1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from barlowtwins.data.images import IMAGE_EXTENSIONS, is_image_file, read_image
+from barlowtwins.errors import DataError
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+
+
+# --------------------------------------------------------------------------------------------------------
+# In-memory data sets
+# --------------------------------------------------------------------------------------------------------
+
+class InMemoryImages(torch.utils.data.Dataset):
+    """uint8 images (N, C, H, W) with int64 labels (N,) (-1 = unlabelled), indexable like any data set."""
+
+    in_memory = True
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, classes: Sequence[str] = (),
+                 name: str = ""):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(images) == 0:
+            raise DataError(f"data set {name or 'in memory'} is empty")
+        self.images = images
+        self.labels = labels if labels is not None else torch.full((len(images),), -1, dtype=torch.int64)
+        self.classes = list(classes)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.images[i], int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> "InMemoryImages":
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return InMemoryImages(self.images[idx], self.labels[idx], self.classes, self.name)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An IDX file (the MNIST format), gzipped or not, as a numpy array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}; re-download or reinstall it") from None
+    if len(data) < 4:
+        raise DataError(f"IDX file {path} is truncated; re-download or reinstall it")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+    if zero != 0 or dtype_code not in dtypes:
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    shape = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])
+    arr = np.frombuffer(data, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise DataError(f"IDX file {path} is truncated ({arr.size} of {int(np.prod(shape))} values)")
+    return arr.reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path:
+    """The folder holding Fashion-MNIST's IDX files: ``root`` (or its FashionMNIST/raw), else Debian's."""
+    candidates = []
+    if root is not None:
+        r = Path(root).expanduser()
+        candidates += [r, r / "FashionMNIST" / "raw", r / "fashion-mnist"]
+    if os.environ.get("FASHION_MNIST_DIR"):
+        candidates.append(Path(os.environ["FASHION_MNIST_DIR"]))
+    candidates += [Path(d) for d in FASHION_MNIST_DIRS]
+    for c in candidates:
+        if _find_idx(c, "train-images-idx3-ubyte") is not None:
+            return c
+    where = ", ".join(str(c) for c in candidates)
+    raise DataError(f"Fashion-MNIST not found (looked in {where}); on Debian/Ubuntu run "
+                    "'apt-get install dataset-fashion-mnist', or pass --data-dir with train-images-idx3-ubyte.gz")
+
+
+def load_fashion_mnist(root: str | os.PathLike | None = None, split: str = "train",
+                       download: bool = False) -> InMemoryImages:
+    """Fashion-MNIST from its IDX files: 60k train / 10k test, (N, 1, 28, 28) uint8."""
+    if split not in ("train", "test"):
+        raise DataError(f"Fashion-MNIST has splits train and test, not '{split}'")
+    try:
+        folder = find_fashion_mnist(root)
+    except DataError:
+        if not download:
+            raise
+        import torchvision
+
+        torchvision.datasets.FashionMNIST(str(root or "data"), train=True, download=True)
+        torchvision.datasets.FashionMNIST(str(root or "data"), train=False, download=True)
+        folder = find_fashion_mnist(root or "data")
+    prefix = "train" if split == "train" else "t10k"
+    img_path = _find_idx(folder, f"{prefix}-images-idx3-ubyte")
+    lbl_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
+    if img_path is None or lbl_path is None:
+        raise DataError(f"Fashion-MNIST {split} files missing in {folder}")
+    images = torch.from_numpy(read_idx(img_path).copy()).unsqueeze(1)
+    labels = torch.from_numpy(read_idx(lbl_path).astype(np.int64))
+    if len(images) != len(labels):
+        raise DataError(f"Fashion-MNIST {split}: {len(images)} images but {len(labels)} labels in {folder}")
+    return InMemoryImages(images, labels, FASHION_MNIST_CLASSES, "fashion-mnist")
+
+
+def _torchvision_dataset(name: str, root: str | os.PathLike | None, split: str, download: bool) -> InMemoryImages:
+    import torchvision.datasets as tvd
+
+    root = str(Path(root or "data").expanduser())
+    try:
+        if name in ("cifar10", "cifar100"):
+            if split not in ("train", "test"):
+                raise DataError(f"{name} has splits train and test, not '{split}'")
+            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+            ds = cls(root, train=split == "train", download=download)
+            images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+            return InMemoryImages(images, torch.as_tensor(ds.targets, dtype=torch.int64), ds.classes, name)
+        if name == "stl10":
+            splits = ("train", "test", "unlabeled", "train+unlabeled")
+            if split not in splits:
+                raise DataError(f"stl10 has splits {', '.join(splits)}, not '{split}'")
+            ds = tvd.STL10(root, split=split, download=download)
+            images = torch.from_numpy(np.asarray(ds.data))  # already (N, 3, 96, 96)
+            return InMemoryImages(images, torch.as_tensor(ds.labels, dtype=torch.int64), ds.classes, name)
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise DataError(f"{name} not found under {root} ({e}); pass --download on a machine with internet, "
+                        "or --data-dir pointing at an existing copy") from None
+    raise DataError(f"unknown data set '{name}'")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Folders of image files
+# --------------------------------------------------------------------------------------------------------
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """A list of image files with labels (-1 = unlabelled); ``transform`` is applied to the PIL image."""
+
+    in_memory = False
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], classes: Sequence[str] = (), name: str = "",
+                 transform: Callable | None = None):
+        self.files = list(files)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.int64)
+        self.classes = list(classes)
+        self.name = name
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        img = read_image(self.files[i])
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageFiles":
+        idx = [int(i) for i in indices]
+        return ImageFiles([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
+                          self.transform)
+
+
+def labelled_folder(root: str | os.PathLike, split: str | None = "train") -> ImageFiles:
+    """``root/<split>/<class>/<image>`` (ImageNet layout); ``split=None`` reads ``root/<class>/<image>``."""
+    base = Path(root).expanduser()
+    folder = base / split if split else base
+    if not folder.is_dir():
+        hint = f" (expected {base}/{split}/<class>/<image>, the ImageNet layout)" if split else ""
+        raise DataError(f"data folder {folder} does not exist{hint}; check --data-dir")
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"data folder {folder} has no class sub-folders; put images in {folder}/<class>/, "
+                        "or use --dataset images for unlabelled images")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        for dirpath, _, names in os.walk(folder / cls, followlinks=True):
+            for n in sorted(names):
+                if is_image_file(n):
+                    files.append(os.path.join(dirpath, n))
+                    labels.append(label)
+    if not files:
+        raise DataError(f"data folder {folder} has class folders but no images "
+                        f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return ImageFiles(files, labels, classes, str(folder))
+
+
+def image_folder(root: str | os.PathLike) -> ImageFiles:
+    """Every image under ``root`` at any depth, without labels (label -1)."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder} does not exist; check --data-dir")
+    files = []
+    for dirpath, dirnames, names in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        files += [os.path.join(dirpath, n) for n in sorted(names) if is_image_file(n)]
+    if not files:
+        raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)")
+    return ImageFiles(files, [-1] * len(files), (), str(folder))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A data set by name: ``reader(root, split, download)`` returns it; ``splits`` are the valid splits
+    (empty: any folder name); ``eval_split`` is the default evaluation split; ``in_memory`` says whether it is
+    one uint8 tensor (augmented a batch at a time) or a list of files (decoded per image); ``needs_root``
+    whether ``--data-dir`` is required."""
+
+    name: str
+    reader: Callable
+    splits: tuple[str, ...]
+    eval_split: str
+    in_memory: bool
+    needs_root: bool = False
+    labelled: bool = True
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add (or replace) a data set by name."""
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def _tv(name: str) -> Callable:
+    return lambda root, split, download: _torchvision_dataset(name, root, split, download)
+
+
+for _spec in (
+    DatasetSpec("fashion-mnist", load_fashion_mnist, ("train", "test"), "test", in_memory=True),
+    DatasetSpec("cifar10", _tv("cifar10"), ("train", "test"), "test", in_memory=True),
+    DatasetSpec("cifar100", _tv("cifar100"), ("train", "test"), "test", in_memory=True),
+    DatasetSpec("stl10", _tv("stl10"), ("train", "test", "unlabeled", "train+unlabeled"), "test", in_memory=True),
+    DatasetSpec("folder", lambda root, split, download: labelled_folder(root, split), (), "val", in_memory=False,
+                needs_root=True),
+    DatasetSpec("images", lambda root, split, download: image_folder(root), (), "val", in_memory=False,
+                needs_root=True, labelled=False),
+):
+    register_dataset(_spec)
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registry entry of ``name``, with a one-line error listing the valid names."""
+    if name not in DATASETS:
+        raise DataError(f"unknown data set '{name}'; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def is_in_memory(dataset) -> bool:
+    """True for data sets held as one uint8 tensor (`InMemoryImages`), False for files."""
+    return bool(getattr(dataset, "in_memory", False))
+
+
+def default_val_split(name: str) -> str:
+    """The evaluation split of a data set: ``test`` for the built-in ones, ``val`` for folders (ImageNet)."""
+    return DATASETS[name].eval_split if name in DATASETS else "val"
+
+
+def build_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train",
+                  download: bool = False):
+    """A data set by name (see `DATASETS`): ``fashion-mnist``, ``cifar10``, ``cifar100``, ``stl10``,
+    ``folder``, ``images``.
+
+    ``folder`` reads ``root/<split>/<class>/*``; ``images`` reads every image under ``root`` (no labels).
+    """
+    spec = dataset_spec(name)
+    if spec.needs_root and root is None:
+        raise DataError(f"--dataset {name} needs --data-dir pointing at your images")
+    if spec.splits and split not in spec.splits:
+        raise DataError(f"{name} has splits {', '.join(spec.splits)}, not '{split}'")
+    return spec.reader(root, split, download)

@@ -1,0 +1,401 @@
+"""The pretraining data path, from a data set to the two normalised views on the training device.
+
+    >>> pipe = build_pipeline(dataset, aug, batch_size=64, seed=0, rank=0, world=1, device=torch.device("cpu"),
+    ...                       data_path="auto")
+    >>> for batch, labels, indices in pipe.epoch(epoch, start=first_batch):
+    ...     x1, x2 = pipe.views(batch, step)                     # (B, 3, S, S) float32 each, on the device
+    ...     step += 1
+
+Three paths, one contract (`DataPath`):
+
+- ``memory``: data sets held as one uint8 tensor (Fashion-MNIST, CIFAR, STL-10) are sliced per batch and
+  augmented batched on the device (`augment.BatchViews`). Used for in-memory data whatever ``data_path`` says.
+- ``cpu`` (the default for folders without a GPU): each loader worker reads a file once and makes both views
+  whole with PIL (`pil_views`), so every core works; the device only normalises.
+- ``device`` (the default for folders with a GPU): workers read bytes; JPEGs are decoded in batches on the
+  device, cropped, resized and coloured there (`device_views`, `augment.photometric`).
+
+On every path the parameters of a view are `views.view_params` of (seed, step, position in the global batch),
+so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
+global batch, and a run resumed at batch k of an epoch draws the views of the uninterrupted run.
+
+A file that cannot be decoded is replaced, deterministically, by the next readable file of the data set, with
+one warning line naming it (once per file and process); ``skipped`` counts them. With ``strict`` every file
+is decoded once before training, and any unreadable one is an error.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from barlowtwins.data.datasets import is_in_memory
+from barlowtwins.data.images import first_decodable, read_image, scan_images, unreadable
+from barlowtwins.data.sampling import BatchStream, GlobalBatchSampler, default_workers
+from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.runtime.hardware import to_device
+from barlowtwins.transforms.params import sample_uniforms, sample_views_from, view_params
+from barlowtwins.transforms.pil import draft_size
+from barlowtwins.transforms.spec import AugmentConfig, augment_config
+from barlowtwins.transforms.tensor import BatchViews, photometric
+
+DATA_PATHS = ("auto", "cpu", "device")
+MAX_REPLACEMENTS = 32  # files tried after an unreadable one before giving up
+
+
+def choose_data_path(data_path: str, dataset, device: torch.device) -> str:
+    """``memory`` for in-memory data; for files ``cpu`` or ``device`` (``auto``: device on CUDA, else cpu)."""
+    if data_path not in DATA_PATHS:
+        raise ConfigError(f"unknown --data-path '{data_path}'; choose {', '.join(DATA_PATHS)}")
+    if is_in_memory(dataset):
+        return "memory"
+    if data_path == "auto":
+        return "device" if device.type == "cuda" else "cpu"
+    return data_path
+
+
+def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                   device: torch.device | str = "cpu", data_path: str = "auto", workers: int | None = None,
+                   strict: bool = False) -> "DataPath":
+    """The pretraining data path for ``dataset``: ``batch_size`` is per rank; see the module docstring."""
+    device = torch.device(device)
+    kind = choose_data_path(data_path, dataset, device)
+    cls = {"memory": MemoryPath, "cpu": CpuPath, "device": DevicePath}[kind]
+    return cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
+               workers=workers, strict=strict)
+
+
+def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.device) -> "DataPath":
+    """`build_pipeline` with the settings of a `config.PretrainConfig`."""
+    aug = augment_config(cfg.image_size, getattr(dataset, "channels", 3), **cfg.augment_overrides())
+    return build_pipeline(dataset, aug, batch_size=cfg.batch_size // world, seed=cfg.seed, rank=rank, world=world,
+                          device=device, data_path=getattr(cfg, "data_path", "auto"), workers=cfg.workers,
+                          strict=getattr(cfg, "strict_data", False))
+
+
+class DataPath:
+    """Batches of one rank and the views of each batch (see the module docstring)."""
+
+    kind = ""
+
+    def __init__(self, dataset, aug: AugmentConfig, *, batch_size: int, seed: int, rank: int, world: int,
+                 device: torch.device, workers: int | None, strict: bool):
+        self.dataset, self.aug, self.batch_size, self.seed = dataset, aug, batch_size, seed
+        self.rank, self.world, self.device, self.strict = rank, world, device, strict
+        self.workers = default_workers(world) if workers is None else workers
+        self.batch_views = BatchViews(aug)
+        self.skipped: dict[str, str] = {}  # unreadable file -> reason, as seen by this process
+
+    def __len__(self) -> int:
+        """Steps per epoch (incomplete global batches are dropped)."""
+        return len(self.dataset) // (self.batch_size * self.world)
+
+    def positions(self, n: int) -> np.ndarray:
+        """Global positions of this rank's ``n`` samples: rank r holds slice r of the global batch."""
+        return self.rank * n + np.arange(n)
+
+    def metrics(self) -> dict:
+        return {"skipped_files": len(self.skipped)}
+
+    def _note_skips(self, skipped) -> None:
+        for entry in skipped:
+            path, _, reason = entry.partition("\t")
+            if path and path not in self.skipped:
+                self.skipped[path] = reason
+                print(f"warning: skipping unreadable image {path} ({reason}); the next readable file is used "
+                      "in its place (--strict-data makes this an error)", file=sys.stderr, flush=True)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
+        raise NotImplementedError
+
+    def views(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release loader workers, if any (a later epoch() starts new ones)."""
+
+
+class MemoryPath(DataPath):
+    """In-memory data: batches sliced from the uint8 tensor, both views made batched on the device."""
+
+    kind = "memory"
+
+    def __init__(self, dataset, aug, **kw):
+        super().__init__(dataset, aug, **kw)
+        self.stream = BatchStream(dataset, self.batch_size, shuffle=True, drop_last=True, seed=self.seed,
+                                  rank=self.rank, world_size=self.world, workers=0)
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
+        yield from self.stream.epoch(epoch, start)
+
+    def views(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, h, w = images.shape
+        pos = self.positions(n)
+        p1, p2 = (view_params(self.aug, v, self.seed, step, pos, h, w) for v in (0, 1))
+        return self.batch_views.views(to_device(images, self.device), p1, p2)
+
+
+class _StepBatches(Sampler):
+    """Lists of ``(index, step, position)`` for the batches of one epoch from batch ``start``: the keys the
+    workers need to draw each sample's views without any shared state."""
+
+    def __init__(self, order: GlobalBatchSampler, batch_size: int, rank: int, epoch: int, start: int):
+        self.order, self.batch_size, self.rank, self.epoch, self.start = order, batch_size, rank, epoch, start
+
+    def __iter__(self):
+        epoch, start = self.epoch, self.start  # fixed for this pass, whatever the next epoch sets
+        self.order.set_epoch(epoch)
+        idx = list(self.order)
+        steps = self.order.num_batches()
+        for b in range(start, steps):
+            step = epoch * steps + b
+            yield [(i, step, self.rank * self.batch_size + j)
+                   for j, i in enumerate(idx[b * self.batch_size: (b + 1) * self.batch_size])]
+
+    def __len__(self) -> int:
+        return max(self.order.num_batches() - self.start, 0)
+
+
+class _FileSamples(Dataset):
+    """Base of the worker-side data sets: a file list, with the replacement rule for unreadable files."""
+
+    def __init__(self, files: list[str], aug: AugmentConfig, seed: int, strict: bool):
+        self.files, self.aug, self.seed, self.strict = files, aug, seed, strict
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read_first_readable(self, i: int, read):
+        """``read(path)`` of file i, else of the next readable file; returns (result, skip note or "")."""
+        note = ""
+        for k in range(min(MAX_REPLACEMENTS, len(self.files))):
+            path = self.files[(i + k) % len(self.files)]
+            try:
+                return read(path), note
+            except DataError as e:
+                if self.strict:
+                    raise
+                note = note or f"{path}\t{getattr(e, 'reason', e)}"
+        raise DataError(f"{MAX_REPLACEMENTS} image files in a row from {self.files[i]} cannot be decoded; "
+                        "check the data folder (run with --strict-data to list every unreadable file)")
+
+
+class _PilViews(_FileSamples):
+    """Worker side of the cpu path: ``(index, step, position)`` -> both views as (S, S, 3) uint8. A batch's
+    keys come to `__getitems__` together (one step): its random numbers are drawn in one numpy pass."""
+
+    def __getitem__(self, key):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys):
+        from barlowtwins.data.pipeline import decode_for_views
+        from barlowtwins.transforms.pil import two_views
+
+        step = keys[0][1]
+        if any(k[1] != step for k in keys):
+            raise ValueError("the keys of one batch belong to one step")
+        u, aspects = sample_uniforms(self.aug, self.seed, step, [k[2] for k in keys])
+        out = []
+        for j, (i, _, _) in enumerate(keys):
+            def params(width, height, j=j):
+                return sample_views_from(self.aug, (u[0][j], u[1][j]), (aspects[0][j], aspects[1][j]), height, width)
+
+            (img, full, p1, p2), note = self.read_first_readable(
+                i, lambda path: decode_for_views(path, params, self.aug.image_size))
+            v1, v2 = two_views(img, full, p1, p2, self.aug)
+            out.append((torch.from_numpy(v1), torch.from_numpy(v2), i, step, note))
+        return out
+
+
+class _Bytes(_FileSamples):
+    """Worker side of the device path: ``(index, step, position)`` -> the file's bytes (JPEG), or the decoded
+    (3, H, W) uint8 image for other formats (decoded here, on the CPU)."""
+
+    def __getitem__(self, key):
+        from barlowtwins.transforms.device import JPEG_MAGIC
+
+        i, step, pos = key
+
+        def read(path):
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:  # a file that vanished or cannot be read is skipped like a corrupt one
+                raise unreadable(path, e) from None
+            if data[:3] == JPEG_MAGIC:
+                return True, torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            img = read_image(data, name=path)
+            return False, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+        (encoded, data), note = self.read_first_readable(i, read)
+        return encoded, data, i, step, pos, note
+
+
+def _collate_bytes(samples):
+    encoded, data, idx, step, pos, note = zip(*samples)
+    return {"encoded": list(encoded), "data": list(data), "index": torch.tensor(idx), "step": torch.tensor(step),
+            "position": torch.tensor(pos), "skipped": list(note)}
+
+
+class _FilePath(DataPath):
+    def __init__(self, dataset, aug, **kw):
+        super().__init__(dataset, aug, **kw)
+        self.files = list(dataset.files)
+        self.labels = dataset.labels
+        if not self.strict:
+            first_decodable(self.files, getattr(dataset, "name", "") or "the data set")  # stops at the first good one
+        else:
+            bad = scan_images(self.files, workers=self.workers)
+            if bad:
+                listing = "; ".join(f for f, _ in bad[:3])
+                raise DataError(f"{len(bad)} of {len(self.files)} image files cannot be decoded ({listing}"
+                                f"{' ...' if len(bad) > 3 else ''}); remove or replace them, or run without "
+                                "--strict-data to skip them with a warning")
+        self.order = GlobalBatchSampler(len(self.files), self.batch_size, shuffle=True, seed=self.seed,
+                                        rank=self.rank, world_size=self.world)
+
+    def _batches(self, make_samples, epoch: int, start: int, collate=None) -> Iterator:
+        """The loader's batches for one epoch from batch ``start``. One DataLoader per path, its workers kept
+        from epoch to epoch (a new epoch only re-keys the sampler): no re-fork of the training process (and
+        of everything it holds) at every epoch boundary. Starting an epoch ends the previous one: a generator
+        of an earlier epoch that is used again raises instead of giving another epoch's batches."""
+        if getattr(self, "_data_loader", None) is None:
+            self._sampler = _StepBatches(self.order, self.batch_size, self.rank, epoch, start)
+            self._data_loader = DataLoader(
+                make_samples(), batch_sampler=self._sampler, num_workers=self.workers,
+                pin_memory=self.device.type == "cuda", collate_fn=collate,
+                prefetch_factor=4 if self.workers > 0 else None, persistent_workers=self.workers > 0,
+                worker_init_fn=_ignore_stop_signals if self.workers > 0 else None)
+        self._generation = getattr(self, "_generation", 0) + 1
+        generation = self._generation
+        self._sampler.epoch, self._sampler.start = epoch, start
+        for batch in iter(self._data_loader):
+            yield batch
+            if self._generation != generation:
+                raise RuntimeError(f"epoch {epoch}'s batches were asked for after a later epoch() started")
+
+    def close(self) -> None:
+        """Stop the loader workers now (they also stop with the process); the next epoch() starts new ones."""
+        loader, self._data_loader = getattr(self, "_data_loader", None), None
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave stop signals to the training process: a SIGTERM/SIGINT/SIGUSR1 sent to the whole
+    process group (SLURM's scancel and time limit, systemd, Ctrl-C) would otherwise kill a worker, and the
+    loader would fail the run with a traceback instead of the trainer's clean stop. The workers still end
+    when the loader shuts down or the training process dies."""
+    import signal
+
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+class CpuPath(_FilePath):
+    """Files, views made whole per image in the loader workers (PIL); the device only normalises."""
+
+    kind = "cpu"
+
+    def __init__(self, dataset, aug, **kw):
+        super().__init__(dataset, aug, **kw)
+        if aug.hue and aug.jitter_p:
+            from barlowtwins.transforms.hue_shift import tables
+
+            tables()  # built here once: loader workers forked from this process share them
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
+        samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict)  # noqa: E731
+        for v1, v2, idx, step, notes in self._batches(samples, epoch, start):
+            self._note_skips(notes)
+            yield {"views": (v1, v2), "step": step}, self.labels[idx], idx
+
+    def views(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if int(batch["step"][0]) != step:
+            raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
+        # (B, S, S, 3) uint8 -> (B, 3, S, S) float, channels-last in memory.
+        if self.device.type != "cpu" or self.workers == 0:
+            return tuple(self.batch_views.finish_hwc_uint8(v.to(self.device, non_blocking=True))
+                         for v in batch["views"])
+        # On a CPU host the loader workers keep every core busy: one thread here, not a pool whose idle threads
+        # spin between the two short passes and take CPU from the workers (measured: 12% instead of 18% of a
+        # core at 2 workers). The model step after this gets all its threads back.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return tuple(self.batch_views.finish_hwc_uint8(v) for v in batch["views"])
+        finally:
+            torch.set_num_threads(threads)
+
+
+class DevicePath(_FilePath):
+    """Files, read as bytes in the workers; JPEG decode, crops and colour batched on the device."""
+
+    kind = "device"
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
+        samples = lambda: _Bytes(self.files, self.aug, self.seed, self.strict)  # noqa: E731
+        for batch in self._batches(samples, epoch, start, collate=_collate_bytes):
+            self._note_skips(batch["skipped"])
+            yield batch, self.labels[batch["index"]], batch["index"]
+
+    def decode(self, batch: dict) -> list[torch.Tensor]:
+        """The batch's images as (3, H_i, W_i) uint8 on the device; undecodable JPEGs replaced by the next
+        readable file (decoded on the CPU)."""
+        from barlowtwins.transforms.device import decode_batch
+
+        jpeg = [k for k, e in enumerate(batch["encoded"]) if e]
+        images = [d.to(self.device, non_blocking=True) if not e else None
+                  for e, d in zip(batch["encoded"], batch["data"])]
+        decoded, errors = decode_batch([batch["data"][k] for k in jpeg], self.device)
+        failures = iter(errors)
+        for k, img in zip(jpeg, decoded):
+            if img is None:
+                images[k] = self._replacement(int(batch["index"][k]), next(failures))
+            else:
+                images[k] = img
+        return images
+
+    def _replacement(self, i: int, reason: str) -> torch.Tensor:
+        path = self.files[i]
+        if self.strict:
+            raise DataError(f"corrupt or unreadable image {path} ({reason}); remove or replace the file")
+        self._note_skips([f"{path}\t{reason}"])
+        samples = _FileSamples(self.files, self.aug, self.seed, strict=False)
+        img, _ = samples.read_first_readable((i + 1) % len(self.files), read_image)
+        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
+
+    def views(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from barlowtwins.transforms.device import crop_resize_each
+
+        if int(batch["step"][0]) != step:
+            raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
+        images = self.decode(batch)
+        heights = np.array([img.shape[1] for img in images])
+        widths = np.array([img.shape[2] for img in images])
+        out = []
+        for v in (0, 1):
+            p = view_params(self.aug, v, self.seed, step, batch["position"].numpy(), heights, widths)
+            x = crop_resize_each(images, p.boxes, p.flip, self.aug.image_size, self.aug.interpolation)
+            out.append(self.batch_views.finish(photometric(x, p, self.aug)))
+        return out[0], out[1]
+
+
+def decode_for_views(path: str, params_for_size, size: int):
+    """Read ``path`` once for two views: ``params_for_size(width, height) -> (p1, p2)`` draws the parameters
+    from the header's size; the decode is drafted when both crops allow. Returns (image, full size, p1, p2)."""
+    drawn = {}
+
+    def draft(width: int, height: int):
+        drawn["size"] = (width, height)
+        drawn["params"] = params_for_size(width, height)
+        return draft_size(width, height, list(drawn["params"]), size)
+
+    img = read_image(path, draft=draft)  # one open: header, parameters, drafted decode
+    return (img, drawn["size"], *drawn["params"])

@@ -1,0 +1,40 @@
+"""The Barlow Twins module: backbone, projector and loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.models.loss import BarlowTwinsLoss, BarlowTwinsLossOutput
+from barlowtwins.models.projector import Projector
+
+
+class BarlowTwins(nn.Module):
+    """Backbone + projector + loss, one module so that DDP wraps the whole step (like the official code).
+
+    ``forward(x1, x2)`` runs the two views through the network separately (BN statistics per view, as in
+    the paper) and returns ``BarlowTwinsLossOutput``.
+    """
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module, loss: BarlowTwinsLoss | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = projector
+        self.loss = loss if loss is not None else BarlowTwinsLoss()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images -> (N, D) projector output."""
+        return self.projector(self.backbone(x))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> BarlowTwinsLossOutput:
+        return self.loss(self.embed(x1), self.embed(x2))
+
+
+def build_model(backbone: str = "resnet50", projector: str = "8192-8192-8192", *, stem: str = "standard",
+                width: int | None = None, zero_init_residual: bool = True, projector_bn: bool = True,
+                lambd: float = 0.0051) -> BarlowTwins:
+    """The whole Barlow Twins network from names: ``build_model("resnet50", "8192-8192-8192")``."""
+    net = create_backbone(backbone, stem=stem, width=width, zero_init_residual=zero_init_residual)
+    return BarlowTwins(net, Projector(net.num_features, projector, batch_norm=projector_bn),
+                       BarlowTwinsLoss(lambd=lambd))

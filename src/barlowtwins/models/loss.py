@@ -1,0 +1,144 @@
+"""The Barlow Twins objective (Zbontar et al., 2021, eq. 1).
+
+    C_ij = sum_b  ẑ1_bi ẑ2_bj / N           ẑ = z standardised per dimension over the (global) batch
+    L    = sum_i (1 - C_ii)^2  +  λ sum_{i≠j} C_ij^2
+
+Usable on its own:
+
+    >>> loss_fn = BarlowTwinsLoss(lambd=0.0051)
+    >>> out = loss_fn(z1, z2)          # z1, z2: (N, D) projector outputs of the two views
+    >>> out.loss.backward()
+
+Under torch.distributed the batch statistics and C are global (summed over ranks with an autograd-aware
+collective), so loss and gradients equal those of one process on the whole global batch.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from barlowtwins.runtime.distributed import all_reduce_sum, world_size
+
+
+class BarlowTwinsLossOutput(NamedTuple):
+    loss: torch.Tensor  # scalar: on_diag + lambd * off_diag
+    on_diag: torch.Tensor  # scalar: sum_i (1 - C_ii)^2
+    off_diag: torch.Tensor  # scalar: sum_{i != j} C_ij^2 (before λ)
+    # (k, k) detached copy of the top-left block C[:k, :k] (global under torch.distributed, as C is), when the
+    # loss was asked for one (``c_block=k``); None otherwise. A cheap window on C for run reports.
+    c_block: torch.Tensor | None = None
+
+
+def _standardise(z1: torch.Tensor, z2: torch.Tensor, eps: float, distributed: bool):
+    """Per-dimension (z - mean) / sqrt(var + eps) over the global batch, biased variance (as BatchNorm).
+
+    Returns ẑ1, ẑ2 (N_local, D) and the global batch size as a 0-d tensor (kept on device: no host sync).
+    """
+    n_local = z1.shape[0]
+    d = z1.shape[1]
+    # One collective for both means and the count: (2D + 1,)
+    stats = torch.cat([z1.sum(0), z2.sum(0), z1.new_full((1,), float(n_local))])
+    if distributed:
+        stats = all_reduce_sum(stats)
+    n = stats[-1]
+    mean1, mean2 = stats[:d] / n, stats[d: 2 * d] / n
+    c1, c2 = z1 - mean1, z2 - mean2
+    # Two-pass variance: more accurate than E[z^2] - E[z]^2 when the mean is large.
+    sq = torch.cat([c1.square().sum(0), c2.square().sum(0)])
+    if distributed:
+        sq = all_reduce_sum(sq)
+    var1, var2 = sq[:d] / n, sq[d:] / n
+    return c1 * torch.rsqrt(var1 + eps), c2 * torch.rsqrt(var2 + eps), n
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
+                      distributed: bool | None = None) -> torch.Tensor:
+    """The D x D cross-correlation matrix C of two (N, D) batches, global under torch.distributed."""
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(f"Barlow Twins loss: expected two (N, D) tensors of the same shape, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    if distributed is None:
+        distributed = world_size() > 1
+    z1n, z2n, n = _standardise(z1, z2, eps, distributed)
+    c = z1n.T @ z2n  # (D, D): local sum over the batch
+    if distributed:
+        c = all_reduce_sum(c)
+    return c / n
+
+
+TERMS = ("both", "on-diagonal", "off-diagonal")
+
+
+def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5,
+                      distributed: bool | None = None, terms: str = "both",
+                      c_block: int = 0) -> BarlowTwinsLossOutput:
+    """Functional form of :class:`BarlowTwinsLoss`; computed in float32 at least (autocast is turned off).
+
+    ``c_block=k`` also returns C[:k, :k] (detached, on C's device): a slice of the matrix the loss builds anyway,
+    so it costs one k x k copy and no extra collective."""
+    if distributed is None:
+        distributed = world_size() > 1
+    if not distributed and z1.shape[0] < 2:
+        raise ValueError(f"Barlow Twins loss: batch size {z1.shape[0]} is too small; the per-dimension "
+                         "standardisation needs at least 2 samples (use --batch-size 2 or more)")
+    device_type = z1.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        # Half precision in, float32 math (float64 stays float64, for gradient checks).
+        if z1.dtype in (torch.float16, torch.bfloat16):
+            z1, z2 = z1.float(), z2.float()
+        c = cross_correlation(z1, z2.to(z1.dtype), eps=eps, distributed=distributed)
+        diag = torch.diagonal(c)
+        on_diag = (1.0 - diag).square().sum()
+        # Sum of squares of the off-diagonal entries without a masked D x D copy: ||C||_F^2 - ||diag C||^2.
+        # vector_norm reduces C in place (no D x D temporary for C**2).
+        off_diag = torch.linalg.vector_norm(c).square() - diag.square().sum()
+        if terms == "both":
+            loss = on_diag + lambd * off_diag
+        elif terms == "on-diagonal":
+            loss = on_diag
+        elif terms == "off-diagonal":
+            loss = lambd * off_diag
+        else:
+            raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
+        block = c[:c_block, :c_block].detach().clone() if c_block > 0 else None
+    return BarlowTwinsLossOutput(loss, on_diag, off_diag, block)
+
+
+class BarlowTwinsLoss(nn.Module):
+    """Barlow Twins redundancy-reduction loss.
+
+    Args:
+        lambd: weight of the off-diagonal (redundancy) term; the paper uses 0.0051.
+        eps: added to the per-dimension variance before the square root (BatchNorm's default, as the
+            official code standardises with an affine-free ``BatchNorm1d``).
+        distributed: ``None`` (default) uses the global batch whenever a process group with more than one
+            rank is initialised; ``False`` forces per-process statistics.
+        terms: ``both`` (the paper); ``on-diagonal`` or ``off-diagonal`` keep one term (Table 5 ablations).
+        c_block: when > 0, every output also carries ``c_block``: the detached top-left (k, k) block of C (for
+            run reports; set the attribute before the first call when the module is compiled).
+
+    ``forward(z1, z2)`` takes two (N, D) embeddings and returns ``BarlowTwinsLossOutput(loss, on_diag,
+    off_diag, c_block)``.
+    """
+
+    def __init__(self, lambd: float = 0.0051, eps: float = 1e-5, distributed: bool | None = None,
+                 terms: str = "both", c_block: int = 0):
+        super().__init__()
+        if lambd < 0:
+            raise ValueError(f"Barlow Twins loss: lambd must be >= 0, got {lambd}")
+        if terms not in TERMS:
+            raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
+        self.lambd = float(lambd)
+        self.eps = float(eps)
+        self.distributed = distributed
+        self.terms = terms
+        self.c_block = int(c_block)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsLossOutput:
+        return barlow_twins_loss(z1, z2, self.lambd, self.eps, self.distributed, self.terms, self.c_block)
+
+    def extra_repr(self) -> str:
+        return f"lambd={self.lambd}, eps={self.eps}, terms={self.terms}"

@@ -1,0 +1,459 @@
+"""Throughput measurements behind ``barlowtwins bench``: model only, data path only, end to end, and the
+official Barlow Twins per-image PIL pipeline for comparison, with FLOPs, MFU and peak memory.
+
+    >>> spec = BenchSpec(backbone="resnet50", image_size=224, batch_size=64, data_paths=("cpu",), workers=2)
+    >>> result = run_bench(spec, jpeg_dir="/tmp/jpegs")          # a BenchResult; .to_dict() is the JSON
+
+Samples/s are two-view samples per second (one sample = one image = two views). Every figure is timed after
+``warmup`` batches (worker start-up, cuDNN autotuning and allocator growth excluded), over ``iters`` batches,
+with the device synchronised at both ends; the measurements run in turn ``repeats`` times and each reports
+its median (all runs are kept in the JSON). FLOPs of one training step (forward + backward of both views) are
+counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU = achieved FLOP/s over the device's peak, only
+where the peak is known (`PEAK_TFLOPS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Dense peak TFLOP/s by device name (vendor data sheets, SXM parts unless named): bf16 tensor cores, fp32 CUDA cores.
+PEAK_TFLOPS = {
+    "H100 PCIe": {"bf16": 756.0, "fp32": 51.0},
+    "H100": {"bf16": 989.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp32": 19.5},
+}
+
+
+def peak_tflops(device: torch.device, dtype: str) -> float | None:
+    """The device's peak dense TFLOP/s for ``dtype`` (bf16 | fp32), or None when not in `PEAK_TFLOPS` (CPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # "H100 PCIe" before "H100"
+        if key in name:
+            return PEAK_TFLOPS[key][dtype]
+    return None
+
+
+@dataclass
+class BenchSpec:
+    """What to measure. ``data_paths``: any of cpu, device (folders) or memory (an in-memory ``dataset``)."""
+
+    backbone: str = "resnet50"
+    stem: str = "standard"
+    width: int | None = None
+    projector: str = "8192-8192-8192"
+    image_size: int = 224
+    batch_size: int = 64
+    precision: str = "auto"
+    device: str = "auto"
+    data_paths: tuple[str, ...] = ("cpu",)
+    workers: int | None = None
+    iters: int = 20
+    warmup: int = 3
+    repeats: int = 3  # each measurement this many times, in turn; the median is reported
+    official: bool = True  # also time the official per-image PIL pipeline
+    dataset: str | None = None  # an in-memory data set (e.g. fashion-mnist) instead of a JPEG folder
+    data_dir: str | None = None
+    seed: int = 0
+    channels_last: bool = True
+
+
+@dataclass
+class BenchResult:
+    spec: dict
+    environment: dict
+    model_only: dict = field(default_factory=dict)
+    data_only: dict = field(default_factory=dict)  # data path -> samples/s
+    end_to_end: dict = field(default_factory=dict)  # data path -> samples/s
+    official_pil: float | None = None  # samples/s
+    runs: dict = field(default_factory=dict)  # measurement -> samples/s of every repeat, in order
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def environment(device: torch.device) -> dict:
+    import torchvision
+    from PIL import __version__ as pil_version
+
+    from barlowtwins.version import __version__
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{_cpu_model() or platform.processor() or platform.machine()} ({_cpus()} cores)"
+    return {"device": name, "device_type": device.type, "cpus": _cpus(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pillow": pil_version, "barlowtwins": __version__,
+            "python": platform.python_version(), "date": datetime.date.today().isoformat()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name on Linux (``/proc/cpuinfo``), else ""."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def make_jpeg_folder(folder: str | os.PathLike, count: int, size_range: tuple[int, int] = (350, 500),
+                     quality: int = 90, seed: int = 0) -> Path:
+    """``count`` synthetic photographs-like JPEGs (smooth colour fields plus grain) with sides drawn uniformly
+    from ``size_range``; files already there are kept, so a second run reuses them."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        w, h = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
+        path = folder / f"img_{i:06d}.jpg"
+        if path.exists():
+            continue
+        coarse = rng.integers(0, 256, (h // 16 + 2, w // 16 + 2, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.int16)
+        grain = rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
+        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(path, quality=quality)
+    return folder
+
+
+# --------------------------------------------------------------------------------------------------------
+# The official pipeline (facebookresearch/barlowtwins main.py: Transform), per image with torchvision v1 + PIL
+# --------------------------------------------------------------------------------------------------------
+
+class _OfficialBlur:
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, img):
+        from PIL import ImageFilter
+
+        if random.random() < self.p:
+            return img.filter(ImageFilter.GaussianBlur(radius=random.random() * 1.9 + 0.1))
+        return img
+
+
+class _OfficialSolarize:
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, img):
+        from PIL import ImageOps
+
+        return ImageOps.solarize(img) if random.random() < self.p else img
+
+
+def official_transform(image_size: int = 224):
+    """The official two-view ``Transform``: image -> (view1, view2) normalised float tensors."""
+    import torchvision.transforms as T
+
+    def view(blur_p, solarize_p):
+        return T.Compose([
+            T.RandomResizedCrop(image_size, interpolation=T.InterpolationMode.BICUBIC),
+            T.RandomHorizontalFlip(p=0.5),
+            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2), _OfficialBlur(blur_p), _OfficialSolarize(solarize_p), T.ToTensor(),
+            T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+
+    v1, v2 = view(1.0, 0.0), view(0.1, 0.2)
+    return lambda img: (v1(img), v2(img))
+
+
+class _OfficialFiles(torch.utils.data.Dataset):
+    def __init__(self, files, image_size):
+        self.files, self.transform = files, official_transform(image_size)
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with open(self.files[i], "rb") as f:
+            img = Image.open(f).convert("RGB")  # torchvision's default ImageFolder loader
+        return self.transform(img), 0
+
+
+def official_loader(files, image_size: int, batch_size: int, workers: int, persistent: bool = False):
+    """The official script's DataLoader (shuffled, pinned memory when CUDA is there). ``persistent`` keeps its
+    workers across epochs (the official script does not; `run_bench` does, so that on a small folder neither
+    pipeline is timed re-starting workers at epoch boundaries, which a long ImageNet epoch makes negligible)."""
+    return torch.utils.data.DataLoader(_OfficialFiles(files, image_size), batch_size=batch_size, shuffle=True,
+                                       num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=True,
+                                       persistent_workers=persistent and workers > 0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cycle(make_epoch):
+    """Batches from successive epochs, without end."""
+    epoch = 0
+    while True:
+        empty = True
+        for item in make_epoch(epoch):
+            empty = False
+            yield item
+        if empty:
+            raise ValueError("the data set has fewer images than one batch")
+        epoch += 1
+
+
+def time_batches(batches, consume, batch_size: int, iters: int, warmup: int, device: torch.device) -> float:
+    """Samples/s of ``consume(batch)`` over ``iters`` batches after ``warmup`` ones."""
+    it = iter(batches)
+    for _ in range(warmup):
+        consume(next(it))
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        consume(next(it))
+    _sync(device)
+    return iters * batch_size / (time.perf_counter() - start)
+
+
+def _peak_memory(device: torch.device) -> tuple[str, float]:
+    if device.type == "cuda":
+        return "device_max_allocated_gib", torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return "host_max_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+class _Model:
+    """Network + LARS + one training step on two views, as the trainer does it."""
+
+    def __init__(self, spec: BenchSpec, device: torch.device, amp_dtype):
+        from barlowtwins.training.config import PretrainConfig
+        from barlowtwins.training.optim import build_optimizer, set_learning_rates
+        from barlowtwins.training.trainer import build_pretrain_model
+
+        cfg = PretrainConfig(backbone=spec.backbone, stem=spec.stem, width=spec.width, projector=spec.projector)
+        torch.manual_seed(spec.seed)
+        self.model = build_pretrain_model(cfg).to(device)
+        if spec.channels_last and device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = build_optimizer(cfg.optimizer, self.model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
+                                   cfg.momentum, cfg.eta)
+        set_learning_rates(self.opt, 0.01)
+        self.device, self.amp_dtype = device, amp_dtype
+
+    def step(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        from barlowtwins.runtime.hardware import autocast
+
+        with autocast(self.device, self.amp_dtype):
+            loss = self.model(x1, x2).loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def flops_per_step(self, x1: torch.Tensor, x2: torch.Tensor) -> int:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step(x1, x2)
+        return int(counter.get_total_flops())
+
+
+def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=print) -> BenchResult:
+    """Measure what ``spec`` asks for (see the module docstring); ``jpeg_dir`` is the folder for file paths."""
+    from barlowtwins.data.datasets import build_dataset
+    from barlowtwins.data.pipeline import build_pipeline
+    from barlowtwins.data.sampling import default_workers
+    from barlowtwins.errors import DataError
+    from barlowtwins.runtime.hardware import autocast_dtype, select_device
+    from barlowtwins.transforms.spec import augment_config
+
+    device = select_device(spec.device)
+    amp_dtype = autocast_dtype(spec.precision, device)
+    workers = default_workers() if spec.workers is None else spec.workers
+    result = BenchResult(spec={**dataclasses.asdict(spec), "workers": workers}, environment=environment(device))
+    n, s = spec.batch_size, spec.image_size
+    # The data first (an in-memory data set, or a folder of images), so that bad input stops before any work.
+    if spec.dataset:
+        dataset = build_dataset(spec.dataset, spec.data_dir, "train")
+    else:
+        dataset = build_dataset("images", jpeg_dir)
+    for path in spec.data_paths:  # checks each path's name
+        build_pipeline(dataset, augment_config(s), batch_size=n, seed=spec.seed, device=device, data_path=path,
+                       workers=0)
+    if len(dataset) < n:
+        raise DataError(f"{len(dataset)} images are fewer than one batch of {n}; lower --batch-size or add images "
+                        "(--make-jpegs N)")
+
+    # Model only: synthetic views already on the device.
+    model = _Model(spec, device, amp_dtype)
+    g = torch.Generator().manual_seed(spec.seed)
+    x1 = torch.randn(n, 3, s, s, generator=g).to(device)
+    x2 = torch.randn(n, 3, s, s, generator=g).to(device)
+    if spec.channels_last and device.type == "cuda":
+        x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+    flops = model.flops_per_step(x1, x2)
+    peak = peak_tflops(device, "bf16" if amp_dtype == torch.bfloat16 else "fp32")
+
+    # Every measurement, as a function returning samples/s. They run in turn, `repeats` times (model only,
+    # each data path alone and end to end, the official pipeline; again ...), and each reports its median:
+    # a slow minute of a shared host then touches every measurement alike instead of one of them.
+    measure = {"model only": lambda: time_batches(iter(lambda: (x1, x2), None), lambda b: model.step(*b), n,
+                                                  spec.iters, spec.warmup, device)}
+    aug = augment_config(s, getattr(dataset, "channels", 3))
+    pipes = {}
+    for path in spec.data_paths:
+        pipe = build_pipeline(dataset, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
+                              workers=workers)
+        pipes[pipe.kind] = pipe
+
+        def batches(pipe=pipe):
+            state = {"step": 0}
+
+            def epochs(e):
+                for batch, _, _ in pipe.epoch(e):
+                    yield batch
+
+            def views(batch):
+                out = pipe.views(batch, state["step"])
+                state["step"] += 1
+                return out
+
+            return _cycle(epochs), views
+
+        def alone(batches=batches):
+            it, views = batches()
+            return time_batches(it, views, n, spec.iters, spec.warmup, device)
+
+        def end_to_end(batches=batches):
+            it, views = batches()
+            return time_batches(it, lambda b: model.step(*_cl(views(b), spec, device)), n, spec.iters, spec.warmup,
+                                device)
+
+        measure[f"data path {pipe.kind}"] = alone
+        measure[f"end to end {pipe.kind}"] = end_to_end
+    if spec.official and not spec.dataset:
+        def official():
+            loader = official_loader(list(dataset.files), s, n, workers, persistent=True)  # its workers end with it
+            return time_batches(_cycle(lambda e: iter(loader)), lambda b: b[0][0].to(device), n, spec.iters,
+                                spec.warmup, device)
+
+        measure["official PIL pipeline"] = official
+    for r in range(max(1, spec.repeats)):
+        for name, fn in measure.items():
+            result.runs.setdefault(name, []).append(fn())
+            for pipe in pipes.values():  # no worker of this measurement may still be busy during the next
+                pipe.close()
+            log(f"{name}: {result.runs[name][-1]:.1f} samples/s (run {r + 1} of {max(1, spec.repeats)})")
+    rate = float(np.median(result.runs["model only"]))
+    tflops = flops * rate / n / 1e12
+    result.model_only = {"samples_per_sec": rate, "gflop_per_sample": flops / n / 1e9, "tflops": tflops,
+                         "mfu": tflops / peak if peak else None, "peak_tflops": peak}
+    for key, pipe in pipes.items():
+        result.data_only[key] = float(np.median(result.runs[f"data path {key}"]))
+        result.end_to_end[key] = float(np.median(result.runs[f"end to end {key}"]))
+        if pipe.skipped:
+            result.notes.append(f"{len(pipe.skipped)} unreadable files skipped on the {key} path")
+    if "official PIL pipeline" in result.runs:
+        result.official_pil = float(np.median(result.runs["official PIL pipeline"]))
+    key, value = _peak_memory(device)
+    result.model_only[key] = value
+    return result
+
+
+def _cl(xs, spec: BenchSpec, device: torch.device):
+    if spec.channels_last and device.type == "cuda":
+        return tuple(x.contiguous(memory_format=torch.channels_last) for x in xs)
+    return xs
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------------------
+
+def table(result: BenchResult) -> str:
+    """The printed summary: one line per measurement."""
+    m = result.model_only
+    lines = [f"{'measurement':38s} {'samples/s':>10s}  notes",
+             f"{'model only (synthetic device tensors)':38s} {m['samples_per_sec']:10.1f}  "
+             f"{m['tflops']:.3f} TFLOP/s, MFU {_pct(m['mfu'])}, {m['gflop_per_sample']:.2f} GFLOP/sample"]
+    for key, rate in result.data_only.items():
+        lines.append(f"{'data path ' + key + ' (no model)':38s} {rate:10.1f}")
+        e2e = result.end_to_end[key]
+        lines.append(f"{'end to end, ' + key:38s} {e2e:10.1f}  {e2e / m['samples_per_sec']:.2f} of model only")
+    if result.official_pil is not None:
+        lines.append(f"{'official PIL pipeline (no model)':38s} {result.official_pil:10.1f}")
+        for key, rate in result.data_only.items():
+            lines.append(f"{'  ratio ' + key + ' / official':38s} {rate / result.official_pil:10.2f}x")
+    mem_key = next(k for k in m if k.endswith("_gib"))
+    lines.append(f"peak memory ({mem_key.replace('_gib', '').replace('_', ' ')}): {m[mem_key]:.2f} GiB")
+    return "\n".join(lines)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+RESULTS_HEADER = ("| date | device | torch / torchvision | backbone | size | batch | workers | model only | "
+                  "data path (alone / end to end) | official PIL | TFLOP/s | MFU | peak mem GiB |\n"
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def results_row(result: BenchResult) -> str:
+    """One Markdown row for ``benchmarks/RESULTS.md`` (samples/s are two-view samples per second)."""
+    s, e, m = result.spec, result.environment, result.model_only
+    paths = "; ".join(f"{k} {result.data_only[k]:.1f} / {result.end_to_end[k]:.1f}" for k in result.data_only)
+    mem = next(v for k, v in m.items() if k.endswith("_gib"))
+    official = "" if result.official_pil is None else f"{result.official_pil:.1f}"
+    net = s["backbone"] + (f" width {s['width']}" if s.get("width") else "")
+    net += f", {s['stem']} stem" if s.get("stem", "standard") != "standard" else ""
+    net += f", projector {s['projector']}" if s.get("projector") else ""
+    return (f"| {e['date']} | {e['device']} | {e['torch']} / {e['torchvision']} | {net} | "
+            f"{s['image_size']} | {s['batch_size']} | {s['workers']} | {m['samples_per_sec']:.1f} | {paths} | "
+            f"{official} | {m['tflops']:.3f} | {_pct(m['mfu'])} | {mem:.2f} |")
+
+
+def append_results(path: str | os.PathLike, result: BenchResult) -> None:
+    """Append the row under a ``## barlowtwins bench`` table (created at the end of the file if missing)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    title = "## `barlowtwins bench`: throughput (two-view samples/s)"
+    if title not in text:
+        text = text.rstrip("\n") + f"\n\n{title}\n\n{RESULTS_HEADER}\n"
+    lines = text.rstrip("\n").split("\n")
+    at = lines.index(title) + 1
+    while at < len(lines) and not lines[at].startswith("|"):
+        at += 1
+    while at < len(lines) and lines[at].startswith("|"):  # the end of this table, even if sections follow
+        at += 1
+    lines.insert(at, results_row(result))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def save_json(path: str | os.PathLike, result: BenchResult) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result.to_dict(), indent=2))

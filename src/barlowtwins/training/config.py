@@ -1,0 +1,422 @@
+"""Pretraining configuration: a preset YAML, then an optional user YAML, then command-line flags.
+
+Every field of `PretrainConfig` is a flag (``batch_size`` -> ``--batch-size``). The fully resolved config is
+saved as ``config.yaml`` in the run folder and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import math
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from barlowtwins.errors import ConfigError
+
+
+def _choices(name: str):
+    """Allowed values of a choice field, looked up when validating (the lists live with the code they pick)."""
+    def get() -> tuple[str, ...]:
+        if name == "dataset":
+            from barlowtwins.data.datasets import DATASETS
+            return tuple(DATASETS)
+        if name == "stem":
+            from barlowtwins.models.backbones import STEMS
+            return tuple(STEMS)
+        if name == "loss_terms":
+            from barlowtwins.models.loss import TERMS
+            return tuple(TERMS)
+        if name == "optimizer":
+            from barlowtwins.training.optim import OPTIMIZERS
+            return tuple(OPTIMIZERS)
+        raise KeyError(name)
+    return get
+
+
+def _projector_ok(value: str) -> None:
+    from barlowtwins.models.projector import parse_projector_spec
+
+    parse_projector_spec(value)
+
+
+def _backbone_ok(value: str) -> None:
+    from barlowtwins.models.backbones import check_backbone_name
+
+    check_backbone_name(value)
+
+
+def _device_ok(value: str) -> str | None:
+    if value in ("auto", "cuda", "mps", "cpu") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return None
+    return "auto, cuda, cuda:<index>, mps or cpu"
+
+
+def opt(default, help: str, *, ge=None, gt=None, le=None, lt=None, choices=None, ordered: bool = False,
+        check=None, why: str = ""):
+    """A config field with its one-sentence ``help`` and its allowed values, declared in one place.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (every element of a tuple); ``choices`` is a tuple of strings or a
+    function returning one; ``ordered`` asks a pair to be (low, high); ``check`` is a function that raises
+    `ConfigError` or returns a description of what is allowed when the value is not; ``why`` explains a bound.
+    """
+    return field(default=default, metadata={"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt,
+                                            "choices": choices, "ordered": ordered, "check": check, "why": why})
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of a pretraining run; each field is also a flag (``batch_size`` -> ``--batch-size``).
+
+    Types and allowed values are declared per field (`opt`) and checked on construction (`validate_config`),
+    so a bad value fails with one line before any work starts.
+    """
+
+    # Data
+    dataset: str = opt("folder", "training data: a built-in data set, 'folder' (<data-dir>/<split>/<class>/*) "
+                                 "or 'images' (every image under --data-dir, no labels)", choices=_choices("dataset"))
+    data_dir: str | None = opt(None, "folder holding the images or the built-in data set's files")
+    split: str = opt("train", "the split (sub-folder for 'folder') to pretrain on")
+    download: bool = opt(False, "let torchvision download CIFAR/STL-10 (needs internet)")
+    image_size: int = opt(224, "side in pixels of the square crops the network sees", ge=8,
+                          why="smaller crops leave nothing for the network's strides")
+    workers: int | None = opt(None, "data-loader processes for image folders (default: from the CPU count)", ge=0)
+    data_path: str = opt("auto", "where views are made for image folders: cpu (whole views in the loader workers), "
+                                 "device (JPEG decode and views on the GPU) or auto (device on CUDA, else cpu)",
+                         choices=("auto", "cpu", "device"))
+    strict_data: bool = opt(False, "decode every file before training and stop on any unreadable one (default: "
+                                   "skip it with a warning)")
+    # Network
+    backbone: str = opt("resnet50", "backbone: a torchvision model name (resnet18, resnet50, ...) or timm:<name>",
+                        check=_backbone_ok)
+    stem: str = opt("standard", "ResNet stem: standard (ImageNet), small (3x3 stride 1, no max-pool, for 32 px) "
+                                "or small-pool", choices=_choices("stem"))
+    width: int | None = opt(None, "channels of a ResNet's first stage (torchvision's 64; narrower for CPU runs)",
+                            ge=1)
+    zero_init_residual: bool = opt(True, "start every residual branch's last BatchNorm at zero")
+    projector: str = opt("8192-8192-8192", "projector layer sizes joined by '-' (the paper's 8192-8192-8192)",
+                         check=_projector_ok)
+    projector_bn: bool = opt(True, "BatchNorm between the projector's linear layers")
+    # Loss
+    lambd: float = opt(0.0051, "weight of the off-diagonal (redundancy) term of the loss", ge=0)
+    loss_terms: str = opt("both", "loss terms to use: both, or on-diagonal/off-diagonal only (ablations)",
+                          choices=_choices("loss_terms"))
+    # Optimisation (paper: LARS, lr x batch/256, 10 warm-up epochs, cosine to 1/1000)
+    optimizer: str = opt("lars", "optimiser: lars (the paper's) or adamw", choices=_choices("optimizer"))
+    epochs: int = opt(1000, "length of the schedule in passes over the data (an upper bound under a time budget)",
+                      ge=1)
+    batch_size: int = opt(2048, "global batch size, divided over all processes", ge=2,
+                          why="the loss standardises every dimension over the batch, which needs at least 2 samples")
+    lr_weights: float = opt(0.2, "base learning rate of the weights per 256 samples", gt=0)
+    lr_biases: float = opt(0.0048, "base learning rate of biases and BatchNorm parameters per 256 samples", gt=0)
+    weight_decay: float = opt(1.5e-6, "weight decay of the weights (biases and norms take none)", ge=0)
+    momentum: float = opt(0.9, "LARS momentum (AdamW's beta1)", ge=0, lt=1)
+    eta: float = opt(0.001, "LARS trust coefficient: caps each layer's relative change per step", gt=0)
+    warmup_epochs: float = opt(10, "epochs of linear learning-rate warm-up before the cosine decay", ge=0)
+    final_lr_ratio: float = opt(0.001, "learning rate at the end of the cosine as a share of the peak", ge=0, le=1)
+    # Augmentation: None = the paper's value adapted to image size and channels (augment.augment_config)
+    crop_scale: tuple[float, float] | None = opt(None, "smallest and largest crop area as shares of the image",
+                                                 gt=0, le=1, ordered=True)
+    hflip_p: float | None = opt(None, "probability of a horizontal flip", ge=0, le=1)
+    jitter_p: float | None = opt(None, "probability of colour jitter", ge=0, le=1)
+    brightness: float | None = opt(None, "colour-jitter brightness strength", ge=0)
+    contrast: float | None = opt(None, "colour-jitter contrast strength", ge=0)
+    saturation: float | None = opt(None, "colour-jitter saturation strength", ge=0)
+    hue: float | None = opt(None, "colour-jitter hue shift, as a share of the colour circle", ge=0, le=0.5)
+    grayscale_p: float | None = opt(None, "probability of converting a view to grayscale", ge=0, le=1)
+    blur_p: tuple[float, float] | None = opt(None, "Gaussian-blur probability of view 1 and view 2", ge=0, le=1)
+    blur_sigma: tuple[float, float] | None = opt(None, "smallest and largest Gaussian-blur sigma in pixels", gt=0,
+                                                 ordered=True)
+    solarize_p: tuple[float, float] | None = opt(None, "solarisation probability of view 1 and view 2", ge=0, le=1)
+    interpolation: str | None = opt(None, "resampling of the random crops", choices=("bicubic", "bilinear", "nearest"))
+    mean: tuple[float, float, float] | None = opt(None, "per-channel normalisation mean (RGB, 0-1 scale)")
+    std: tuple[float, float, float] | None = opt(None, "per-channel normalisation standard deviation (RGB, 0-1 scale)",
+                                                 gt=0, why="the input is divided by it")
+    # Hardware and run
+    device: str = opt("auto", "where to train: auto, cuda, cuda:<index>, mps or cpu", check=_device_ok)
+    precision: str = opt("auto", "arithmetic: auto (bf16 on CUDA when supported), fp32 or bf16",
+                         choices=("auto", "fp32", "bf16"))
+    channels_last: bool = opt(True, "channels-last memory format (faster convolutions on GPUs)")
+    compile: bool = opt(False, "compile the network with torch.compile")
+    sync_bn: bool = opt(True, "synchronise BatchNorm statistics over all processes (the paper's setting)")
+    grad_compression: str = opt("none", "DDP gradient communication: none or bf16 (half the traffic)",
+                                choices=("none", "bf16"))
+    seed: int = opt(0, "seed of the initial weights, the data order and the augmentations", ge=0, le=2**32 - 1)
+    out: str = opt("runs/pretrain", "run folder: config, metrics, checkpoints and backbone.pth; rerun to resume",
+                   check=lambda v: None if v.strip() else "a non-empty folder path")
+    checkpoint_minutes: float = opt(10.0, "minutes between checkpoints (also written every epoch and on a stop)",
+                                    ge=0)
+    keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (an older one is used if the newest "
+                                   "is damaged)", ge=1)
+    log_every: int = opt(20, "steps between two lines of metrics.jsonl (and loss checks)", ge=1)
+    max_steps: int | None = opt(None, "stop (with a checkpoint) at this step of the schedule, on every run", ge=1)
+    time_limit_minutes: float | None = opt(None, "stop (with a checkpoint) after this many minutes of this process",
+                                           gt=0)
+    time_budget_minutes: float | None = opt(None, "fit the whole schedule (warm-up + cosine) into this many minutes "
+                                                  "over all resumes; 0 turns a preset's budget off", ge=0)
+    progress: bool = opt(True, "show a progress bar")
+    progress_seconds: float = opt(30.0, "without a terminal (log file, SLURM, CI): seconds between plain progress "
+                                        "lines (0: every step)", ge=0)
+    tensorboard: bool = opt(False, "also write TensorBoard scalars and C heat maps to <out>/tensorboard")
+    correlation_dims: int = opt(64, "side of the C[:k, :k] snapshots saved to <out>/correlation.jsonl for "
+                                    "'barlowtwins report' (0: off)", ge=0)
+    # Online kNN monitor (0 = off): labelled data for it, evaluated every N epochs
+    knn_every: int = opt(0, "evaluate a kNN classifier every this many epochs (0: never)", ge=0)
+    knn_dataset: str | None = opt(None, "labelled data set of the kNN monitor (default: the training one)",
+                                  choices=_choices("dataset"))
+    knn_data_dir: str | None = opt(None, "folder of the kNN monitor's data (default: --data-dir)")
+    knn_train_split: str = opt("train", "split the kNN monitor takes its memory bank from")
+    knn_val_split: str | None = opt(None, "split the kNN monitor classifies (default: test, or val for folders)")
+    knn_max_samples: int | None = opt(10000, "at most this many images of each kNN split (for speed)", ge=1)
+    preset: str | None = opt(None, "the preset this config started from")
+
+    def __post_init__(self):
+        validate_config(self)
+
+    def augment_overrides(self) -> dict:
+        names = ("crop_scale", "hflip_p", "jitter_p", "brightness", "contrast", "saturation", "hue",
+                 "grayscale_p", "blur_p", "blur_sigma", "solarize_p", "interpolation", "mean", "std")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def suggest(name: str, known, prefix: str = "") -> str:
+    """`` (did you mean X?)`` for the closest of ``known`` (difflib), or an empty string."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def _base_type(cls, name: str):
+    hint = _field_types(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+
+
+def _check_type(name: str, value, base) -> None:
+    def bad(what: str):
+        raise ConfigError(f"{flag(name)}: {value!r} is not {what}")
+
+    if typing.get_origin(base) is tuple:
+        n = len(typing.get_args(base))
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            bad(f"{n} numbers")
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                bad(f"{n} finite numbers")
+    elif base is bool:
+        if not isinstance(value, bool):
+            bad("true or false")
+    elif base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            bad("a whole number")
+    elif base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            bad("a finite number")
+    elif base is str:
+        if not isinstance(value, str):
+            bad("a string")
+
+
+def _describe_range(meta: dict) -> str:
+    parts = []
+    for key, word in (("gt", "> "), ("ge", ">= "), ("lt", "< "), ("le", "<= ")):
+        if meta.get(key) is not None:
+            parts.append(f"{word}{meta[key]}")
+    return " and ".join(parts)
+
+
+def validate_config(cfg) -> None:
+    """Check every field of a config dataclass against its declared type and range: one-line `ConfigError`."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        base, optional = _base_type(type(cfg), f.name)
+        if value is None:
+            if optional:
+                continue
+            raise ConfigError(f"{flag(f.name)} cannot be empty")
+        _check_type(f.name, value, base)
+        meta = f.metadata
+        if not meta:
+            continue
+        numbers = list(value) if isinstance(value, (tuple, list)) else [value] if base in (int, float) else []
+        for v in numbers:
+            ok = ((meta["ge"] is None or v >= meta["ge"]) and (meta["gt"] is None or v > meta["gt"])
+                  and (meta["le"] is None or v <= meta["le"]) and (meta["lt"] is None or v < meta["lt"]))
+            if not ok:
+                why = f" ({meta['why']})" if meta.get("why") else ""
+                each = "each value of " if len(numbers) > 1 else ""
+                shown = " ".join(str(x) for x in value) if isinstance(value, (tuple, list)) else value
+                raise ConfigError(f"{each}{flag(f.name)} must be {_describe_range(meta)}{why}, got {shown}")
+        if meta["ordered"] and value[0] > value[1]:
+            raise ConfigError(f"{flag(f.name)} takes the low value first, got {value[0]} {value[1]}; "
+                              f"write {flag(f.name)} {value[1]} {value[0]}")
+        if meta["choices"] is not None:
+            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            if value not in choices:
+                listed = ", ".join(choices) if len(choices) <= 12 else "any torchvision classification model name"
+                raise ConfigError(f"unknown {f.name} '{value}'{suggest(value, choices)}; choose {listed}")
+        if meta["check"] is not None:
+            allowed = meta["check"](value)
+            if allowed:
+                raise ConfigError(f"{flag(f.name)} '{value}' is not valid; use {allowed}")
+
+
+PRESETS_PACKAGE = "barlowtwins.configs"
+
+
+def available_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
+
+
+def parse_yaml(text: str, what: str) -> dict:
+    """A YAML mapping, with a one-line error naming ``what`` when it is not one."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"cannot read {what}: {problem}{where}; it is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a mapping of field: value")
+    return data
+
+
+def preset_values(name: str) -> dict:
+    if name not in available_presets():
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(available_presets())}")
+    text = resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml").read_text()
+    return parse_yaml(text, f"preset {name}")
+
+
+def _field_types(cls) -> dict[str, type]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(cls, name: str, value):
+    """YAML value -> the field's type (tuples from lists), with a clear error on a mismatch."""
+    hint = _field_types(cls)[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"config field '{name}' cannot be empty")
+    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    origin = typing.get_origin(base)
+    try:
+        if origin is tuple:
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            elem = typing.get_args(base)
+            if elem and elem[-1] is not Ellipsis and len(items) != len(elem):
+                raise ValueError(f"expected {len(elem)} values")
+            if any(isinstance(v, (dict, list, bool)) for v in items):
+                raise ValueError("expected numbers")
+            return tuple(float(v) for v in items)
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "yes", "1", "on"):
+                return True
+            if str(value).lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected a whole number")
+            if isinstance(value, (dict, list)):
+                raise ValueError("expected a whole number")
+            return int(value)
+        if base is float:
+            if isinstance(value, (dict, list)):
+                raise ValueError("expected a number")
+            return float(value)
+        if isinstance(value, (dict, list)):
+            raise ValueError("expected a single value")
+        return str(value)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ConfigError(f"config field '{name}': {str(value)[:60]!r} is not valid ({e})") from None
+
+
+def config_from_dict(values: dict, cls=PretrainConfig, base=None):
+    """Apply ``values`` onto ``base`` (default: the dataclass defaults) with type checks."""
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted((str(k) for k in values if k not in valid), key=str)
+    if unknown:
+        raise ConfigError(f"unknown config field '{unknown[0]}'{suggest(unknown[0], valid)}"
+                          f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}; "
+                          "see 'barlowtwins pretrain --help'")
+    cfg = base if base is not None else cls()
+    return dataclasses.replace(cfg, **{k: _coerce(cls, k, v) for k, v in values.items()})
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field; every default is None so that only flags the user gave override the YAML."""
+    group = parser.add_argument_group("config fields (override the preset and --config)")
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = _field_types(cls)[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = args[0] if args else hint
+        default = f.default if f.default is not dataclasses.MISSING else None
+        meta = f.metadata or {}
+        bounds = _describe_range(meta) if meta else ""
+        help_text = (meta.get("help", "") + (f"; {bounds}" if bounds else "") +
+                     f" (default: {default})").strip().replace("%", "%%")
+        if base is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+        elif typing.get_origin(base) is tuple:
+            n = len(typing.get_args(base))
+            group.add_argument(flag, dest=f.name, type=float, nargs=n, default=None, metavar="X", help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=str if base not in (int, float) else base, default=None,
+                               help=help_text)
+
+
+def resolve_config(preset: str | None, config_file: str | None, flags: dict, cls=PretrainConfig):
+    """Preset YAML -> user YAML -> flags."""
+    return config_from_dict(resolve_values(preset, config_file, flags), cls)
+
+
+def resolve_values(preset: str | None, config_file: str | None, flags: dict) -> dict:
+    """The field values the preset, the user YAML and the flags set (later ones win): the explicit settings."""
+    values: dict = {}
+    if preset:
+        values.update(preset_values(preset))
+        values["preset"] = preset
+    if config_file:
+        try:
+            text = Path(config_file).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"cannot read config file {config_file}: it is not a text (YAML) file") from None
+        values.update(parse_yaml(text, f"config file {config_file}"))
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return values
+
+
+def save_config(cfg, path: Path) -> None:
+    """Write the resolved config as YAML, atomically (a kill mid-write leaves the previous file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+

@@ -1,0 +1,58 @@
+"""Checks a pretraining run makes before any work: the run folder, the online-kNN data, resume compatibility.
+
+Each failure is one line (`ConfigError`/`DataError`) naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from barlowtwins.errors import ConfigError
+
+# Fields that must not change when a run is resumed: they define the network, the meaning of a step, or (seed)
+# the data order and augmentations the run replays.
+RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size",
+               "optimizer", "seed")
+
+
+def check_output_folder(out: str | os.PathLike) -> None:
+    """``out`` is (or can be created as) a writable folder."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out} cannot be created: {existing} is a file; choose another --out")
+    try:  # os.access says yes to root on a read-only mount: try a real write
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"--out {out} is not writable ({e.strerror or e}); choose another --out") from None
+
+
+def check_knn_data(cfg) -> None:
+    """The online kNN monitor's labelled data exists and loads (only with ``--knn-every``)."""
+    if not cfg.knn_every:
+        return
+    if (cfg.knn_dataset or cfg.dataset) == "images":
+        raise ConfigError("--knn-every needs labelled data: give --knn-dataset (and --knn-data-dir), e.g. "
+                          "--knn-dataset folder --knn-data-dir /data/imagenet")
+    from barlowtwins.training.knn_monitor import knn_monitor_sets
+
+    knn_monitor_sets(cfg)  # loads (and caches) both splits: a missing folder or split fails here
+
+
+def check_resume(saved: dict, cfg, path: Path) -> None:
+    """A run folder's checkpoint was made with the same network, data, batch size and seed as ``cfg``."""
+    defaults = type(cfg).__dataclass_fields__
+    was = {k: saved.get(k, defaults[k].default) for k in RESUME_KEYS}
+    now = {k: getattr(cfg, k) for k in RESUME_KEYS}
+    diffs = [f"{k}={was[k]!r} (now {now[k]!r})" for k in RESUME_KEYS if was[k] != now[k]]
+    if diffs:
+        raise ConfigError(f"run folder {path.parent} was started with {', '.join(diffs)}; "
+                          "resume with the same settings or choose a new --out")

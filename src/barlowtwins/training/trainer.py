@@ -1,0 +1,369 @@
+"""Barlow Twins pretraining: one code path for one CPU, one GPU, and torchrun/SLURM over many GPUs.
+
+`pretrain(cfg)` does everything `barlowtwins pretrain` does: checks the config, the run folder and the data
+before any work, builds data, network and LARS, resumes from the newest good checkpoint in ``<out>`` when there
+is one, trains with the paper's per-step schedule, writes metrics as JSON lines, checkpoints atomically (every
+``checkpoint_minutes``, every epoch, and on a stop), and at the end exports ``backbone.pth``: a plain torchvision
+state dict. Nothing non-finite is ever saved.
+
+The loop lives here; its parts live in their own modules: `budget` (a time budget as a step count), `signals`
+(stop requests), `metrics` (the JSON-lines log and the loss window), `checkpoint_store` (the last K checkpoints
+with checksums), `preflight` (up-front checks) and `finite` (the finiteness guard).
+
+Under torchrun, ``batch_size`` is global: every rank takes ``batch_size / world_size`` samples, the loss
+standardises and correlates over the global batch, BN layers are synchronised, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.pipeline import pipeline_from_config
+from barlowtwins.errors import CheckpointError, ConfigError, DataError
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.models.barlow_twins import BarlowTwins
+from barlowtwins.models.loss import BarlowTwinsLoss
+from barlowtwins.models.projector import Projector
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
+from barlowtwins.training import signals
+from barlowtwins.training.budget import TimeBudget, warmup_steps
+from barlowtwins.training.checkpoints import CheckpointStore, remove_stale_temps
+from barlowtwins.training.config import PretrainConfig, save_config
+from barlowtwins.training.finite import divergence_hint, divergence_message, nonfinite_names, training_state_tensors
+from barlowtwins.training.metrics import LossWindow, MetricsLog
+from barlowtwins.training.monitor import RunMonitor
+from barlowtwins.training.optim import WarmupCosine, build_optimizer, move_state_to_params, set_learning_rates
+from barlowtwins.training.preflight import RESUME_KEYS, check_knn_data, check_output_folder, check_resume  # noqa: F401 (RESUME_KEYS)
+from barlowtwins.training.progress import Progress
+from barlowtwins.weights.run_files import FORMAT
+from barlowtwins.weights.save import write_run_backbone
+
+
+def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
+    """The network and loss a config describes (on the CPU, before any wrapping)."""
+    backbone = create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width,
+                               zero_init_residual=cfg.zero_init_residual)
+    projector = Projector(backbone.num_features, cfg.projector, batch_norm=cfg.projector_bn)
+    loss = BarlowTwinsLoss(lambd=cfg.lambd, terms=cfg.loss_terms)
+    return BarlowTwins(backbone, projector, loss)
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Run (or resume) pretraining as configured; return a summary dict (rank 0's view).
+
+    Stop signals are handled from here on (the CLI installs the handlers earlier, on its first line); the
+    summary's ``exit_status`` is 0 when the schedule (or ``--max-steps``) was reached and
+    `signals.GRACEFUL_STOP_EXIT` when a signal or the time limit stopped the run early.
+    """
+    installed = signals.install()
+    try:
+        info = D.init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        try:
+            return Trainer(cfg, info).run()
+        finally:
+            D.shutdown()
+    finally:
+        if installed:
+            signals.STOP.restore()
+
+
+class Trainer:
+    """One pretraining run: everything is validated and built in ``__init__``, before any work starts."""
+
+    def __init__(self, cfg: PretrainConfig, info: D.DistInfo):
+        self.cfg, self.info, self.world = cfg, info, info.world_size
+        self.device = select_device(cfg.device, info.local_rank)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.out = Path(cfg.out)
+        self.store = CheckpointStore(self.out, cfg.keep_checkpoints)
+        self.ckpt_path = self.store.latest
+        # Up front, in this order: settings, run folder, resume compatibility (before the data set is scanned),
+        # the online-kNN data; only then the network and the data.
+        self._validate()
+        check_output_folder(self.out)
+        resumed = self._read_resume()
+        check_knn_data(cfg)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
+        self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
+        self.pipeline = pipeline_from_config(cfg, self.dataset, info.rank, self.world, self.device)
+        self.steps_per_epoch = len(self.pipeline)
+        if self.steps_per_epoch == 0:
+            raise DataError(f"the data set has {len(self.dataset)} images, fewer than one batch of {cfg.batch_size}; "
+                            "lower --batch-size or add images")
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
+                                         cfg.momentum, cfg.eta)
+        self.step = 0
+        self.saved_step: int | None = None  # the step of the newest checkpoint on disk
+        budget_state = self._resume(model, resumed) if resumed is not None else None
+        self.budget = TimeBudget(cfg.time_budget_minutes, self.step, self.total_steps, budget_state)
+        if self.budget.estimated_total is not None:  # a resumed budget run keeps the length it chose
+            self.total_steps = self.budget.estimated_total
+        self.schedule = self._schedule()
+        self.raw_model, self.model = self._place(model)
+        move_state_to_params(self.optimizer)  # the optimiser state follows the model to its device and dtype
+        self.log = RunMonitor.for_run(cfg, MetricsLog(self.out / "metrics.jsonl" if info.is_main else None),
+                                      self.raw_model, self.out if info.is_main else None)
+        self.window = LossWindow(self.device)
+        self.start_time = time.time()
+
+    def _validate(self) -> None:
+        """What depends on the process layout (every field's own range is checked by the config itself)."""
+        cfg = self.cfg
+        if cfg.batch_size % self.world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is global and must divide evenly over "
+                              f"{self.world} processes")
+
+    def _read_resume(self) -> dict | None:
+        """The newest good checkpoint of the run folder, checked against this config (None for a new run)."""
+        found = self.store.load_latest()
+        if found is None:
+            return None
+        ckpt, path, problems = found
+        if problems and self.info.is_main:
+            print(f"warning: {problems[0]}; resuming from the previous checkpoint {path.name}", file=sys.stderr)
+        check_resume(ckpt["config"], self.cfg, path)
+        self.resumed_from = path
+        return ckpt
+
+    def _resume(self, model: nn.Module, ckpt: dict) -> dict | None:
+        """Load a checkpoint's weights, optimiser state and step; return its time-budget state."""
+        try:
+            model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.resumed_from} does not match this network ({str(e).splitlines()[0]}); "
+                                  "choose a new --out") from None
+        self.step = self.saved_step = int(ckpt["step"])
+        if not self.cfg.time_budget_minutes:
+            return None
+        if isinstance(ckpt.get("budget"), dict):
+            return ckpt["budget"]
+        if ckpt.get("budget_total_steps"):  # written by earlier versions: the total only
+            return {"total_steps": int(ckpt["budget_total_steps"]), "pending": []}
+        return None
+
+    def _schedule(self) -> WarmupCosine:
+        budgeted = self.budget.estimated_total is not None
+        return WarmupCosine(self.total_steps, warmup_steps(self.warmup_steps, self.total_steps, budgeted),
+                            self.cfg.final_lr_ratio)
+
+    def _place(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """Device, memory format, SyncBN and DDP: returns (the plain model, the one to call)."""
+        cfg = self.cfg
+        model.to(self.device)
+        if cfg.channels_last and self.device.type != "mps":
+            model.to(memory_format=torch.channels_last)
+        if self.world > 1 and cfg.sync_bn:
+            model = D.convert_sync_batchnorm(model, self.device.type)
+        raw = model
+        if self.world > 1:
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                gradient_as_bucket_view=True, static_graph=True, broadcast_buffers=False)
+            if cfg.grad_compression == "bf16":
+                from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+                model.register_comm_hook(None, default_hooks.bf16_compress_hook)
+        if cfg.compile:
+            model = torch.compile(model)
+        return raw, model
+
+    # ---- one step ------------------------------------------------------------------------------------
+    def _views(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        x1, x2 = self.pipeline.views(images, self.step)  # per-sample parameters of (seed, step, position)
+        dev = self.device
+        if self.cfg.channels_last and dev.type != "mps":
+            x1 = x1.contiguous(memory_format=torch.channels_last)
+            x2 = x2.contiguous(memory_format=torch.channels_last)
+        return x1, x2
+
+    def train_step(self, images):
+        """Schedule, views, forward, backward, LARS. No host sync."""
+        set_learning_rates(self.optimizer, self.schedule(self.step) * self.cfg.batch_size / 256)
+        x1, x2 = self._views(images)
+        with autocast(self.device, self.amp_dtype):
+            result = self.model(x1, x2)
+        self.optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return result
+
+    # ---- what is saved -------------------------------------------------------------------------------
+    def _diverged(self, what: str, loss: dict | None, weights_only: bool = False) -> FloatingPointError:
+        last = (f"the last good checkpoint is {self.ckpt_path} (step {self.saved_step})"
+                if self.saved_step is not None else "no checkpoint had been written")
+        cfg = self.cfg
+        hint = divergence_hint(first_steps=self.step <= 2, weights_only=weights_only, amp=self.amp_dtype is not None,
+                               lr_weights=cfg.lr_weights, lr_biases=cfg.lr_biases, eta=cfg.eta, optimizer=cfg.optimizer)
+        return FloatingPointError(divergence_message(step=self.step, what=what, loss=loss, lrs=[
+            g["lr"] for g in self.optimizer.param_groups], last_good=last, hint=hint))
+
+    def ensure_finite(self) -> None:
+        """Raise `FloatingPointError` unless the loss window and every tensor a checkpoint holds are finite.
+
+        Every rank reaches the same verdict (the parameters and the global loss are replicated)."""
+        window = self.window.means()
+        if not all(math.isfinite(v) for v in window.values()):
+            raise self._diverged("the loss", window)
+        bad = nonfinite_names(training_state_tensors(self.raw_model, self.optimizer))
+        if bad:
+            raise self._diverged(f"{bad[0]} (and {len(bad) - 1} more tensors)" if len(bad) > 1 else bad[0],
+                                 self.window.last or window, weights_only=True)
+
+    def checkpoint_state(self) -> dict:
+        """Everything a resume needs, as plain tensors and containers (loadable with weights_only=True)."""
+        return {"format": FORMAT, "version": 2, "step": self.step,
+                "epoch": self.step / self.steps_per_epoch, "steps_per_epoch": self.steps_per_epoch,
+                "total_steps": self.total_steps, "budget": self.budget.state(),
+                "budget_total_steps": self.budget.estimated_total,
+                "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "config": self.cfg.to_dict(), "world_size": self.world}
+
+    def save_checkpoint(self, reason: str) -> None:
+        """The one place the run writes its state: a finiteness check, then the checkpoint (rank 0).
+
+        Every rank calls it. A write failure on rank 0 (disk full) is shared with the other ranks, so all of them
+        stop with the same one-line error and none waits forever in a collective."""
+        self.ensure_finite()
+        error = None
+        if self.info.is_main:
+            try:
+                self.store.save(self.checkpoint_state())
+                # backbone.pth / .safetensors always current, so a stopped run needs no export step
+                write_run_backbone(self.raw_model.backbone, self.out, self.cfg.to_dict())
+            except CheckpointError as e:
+                error = str(e)
+            except OSError as e:
+                error = (f"cannot write the backbone files in {self.out} ({e.strerror or e}); the checkpoint is "
+                         "saved: free disk space and run the same command again")
+        error = D.broadcast_object(error)
+        if error:
+            raise CheckpointError(error)
+        self.saved_step = self.step
+        self.log.write({"event": "checkpoint", "step": self.step, "reason": reason, "time": time.time()})
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def _stop_reason(self) -> str:
+        return signals.stop_reason(self.step, max_steps=self.cfg.max_steps,
+                                   time_limit_minutes=self.cfg.time_limit_minutes, start_time=self.start_time)
+
+    def run(self) -> dict:
+        cfg, info = self.cfg, self.info
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out)
+            self.log.rewind(self.step)  # records after the checkpoint are about to be written again
+            save_config(cfg, self.out / "config.yaml")
+            self.log.write({"event": "start" if self.step == 0 else "resume", "step": self.step,
+                            "world_size": self.world, "device": str(self.device),
+                            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                            "images": len(self.dataset), "time": time.time()})
+        bar = None
+        if info.is_main and cfg.progress:
+            bar = Progress.for_run(cfg, self.total_steps, self.step)
+        self.start_time = last_ckpt = time.time()
+        self.window = LossWindow(self.device)
+        # A stop asked for during set-up, or --max-steps already reached (a rerun): no step is taken.
+        reason = self._stop_reason()
+        self.model.train()
+        try:
+            while self.step < self.total_steps and reason == "finished":
+                epoch, first = divmod(self.step, self.steps_per_epoch)
+                for images, _, _ in self.log.batches(self.pipeline.epoch(epoch, start=first)):
+                    result = self.train_step(images)
+                    self.window.add(result)
+                    self.log.after_step(self.step, result)
+                    if self.budget.active and self.budget.observe(self.step):
+                        self._fix_budget(bar)
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                        record = self._log_window()  # the only host syncs of the loop
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{record['loss']:.1f}", img_s=f"{record['images_per_sec']:.0f}",
+                                            epoch=f"{record['epoch']:.2f}")
+                        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
+                            self.save_checkpoint("periodic")
+                            last_ckpt = time.time()
+                    # Every step on one process; under DDP only at steps where every rank checks (a collective).
+                    if self.world == 1 or self.step % cfg.log_every == 0 or \
+                            (cfg.max_steps is not None and self.step >= cfg.max_steps):
+                        reason = self._stop_reason()
+                    if self.step >= self.total_steps or reason != "finished":
+                        break
+                epoch_done = self.step % self.steps_per_epoch == 0
+                if epoch_done or self.step >= self.total_steps or reason != "finished":
+                    if self.saved_step != self.step:
+                        self.save_checkpoint("epoch" if reason == "finished" else reason)
+                    last_ckpt = time.time()
+                if cfg.knn_every and reason == "finished" and epoch_done and \
+                        (self.step // self.steps_per_epoch) % cfg.knn_every == 0:
+                    self._online_knn()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.log.close()
+        return self._finish(reason)
+
+    def _log_window(self) -> dict:
+        """Flush the loss window into metrics.jsonl; a non-finite loss stops the run before anything is saved."""
+        means = self.window.means()
+        if not all(math.isfinite(v) for v in means.values()):
+            raise self._diverged("the loss", means)
+        w = self.window.flush()
+        record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": w["loss"],
+                  "on_diag": w["on_diag"], "off_diag": w["off_diag"], "lr_weights": self.optimizer.param_groups[0]["lr"],
+                  "images_per_sec": w["steps"] * self.cfg.batch_size / w["seconds"],
+                  "elapsed_sec": time.time() - self.start_time, **self.pipeline.metrics()}
+        self.log.write(record)
+        return record
+
+    def _fix_budget(self, bar) -> None:
+        """Set the schedule's length from the throughput measured so far, so that it ends inside the budget."""
+        self.total_steps = self.budget.total_steps(self.step)
+        self.schedule = self._schedule()
+        if bar is not None:
+            bar.total = self.total_steps
+            bar.refresh()
+        self.log.write({"event": "budget", "total_steps": self.total_steps,
+                        "epochs": self.total_steps / self.steps_per_epoch,
+                        "warmup_steps": self.schedule.warmup_steps,
+                        "seconds_per_step": self.budget.seconds_per_step})
+
+    def _online_knn(self) -> None:
+        from barlowtwins.training.knn_monitor import knn_monitor
+
+        result = knn_monitor(self.cfg, self.raw_model.backbone, self.device, self.amp_dtype)
+        if result is not None:
+            self.log.write({"event": "knn", "step": self.step, "epoch": self.step // self.steps_per_epoch, **result})
+        self.model.train()
+
+    def _finish(self, reason: str) -> dict:
+        done = self.step >= self.total_steps
+        if done:
+            self.ensure_finite()
+            if self.info.is_main:
+                write_run_backbone(self.raw_model.backbone, self.out, self.cfg.to_dict())
+                self.log.write({"event": "done", "step": self.step, "time": time.time()})
+        early = not done and reason in ("signal", "time_limit")
+        summary = {"run_dir": str(self.out), "step": self.step, "total_steps": self.total_steps, "finished": done,
+                   "stopped_by": None if done else reason, "minutes": (time.time() - self.start_time) / 60,
+                   "signal": signals.STOP.received,
+                   "exit_status": signals.GRACEFUL_STOP_EXIT if early else 0}
+        if signals.STOP.received is not None and self.info.is_main:
+            from barlowtwins.training.slurm import requeue_if_slurm
+
+            summary["requeued"] = requeue_if_slurm()
+        return summary

@@ -1,0 +1,225 @@
+"""The pretraining data path on a folder of real JPEG/PNG files and in memory: views, ranks, resume, the choice
+of path, unreadable files, and pretraining runs (resumed; 2 processes) on a folder."""
+
+import json
+
+import dist_workers
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import make_image_folder
+from PIL import Image
+
+from barlowtwins.data.datasets import build_dataset, load_fashion_mnist
+from barlowtwins.data.pipeline import build_pipeline, choose_data_path
+from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.training.config import PretrainConfig
+from barlowtwins.training.trainer import pretrain
+from barlowtwins.transforms.spec import augment_config
+from barlowtwins.weights.run_files import load_checkpoint
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "imgs", per_class=8, size=40, splits=("train",))  # 16 files, JPEG + PNG
+
+
+def aug(size=24, **kw):
+    return augment_config(size, blur_kernel=5, **kw)
+
+
+def epoch_views(pipe, epoch, start=0):
+    out = []
+    for b, (batch, _, idx) in enumerate(pipe.epoch(epoch, start)):
+        step = epoch * len(pipe) + start + b
+        out.append((idx.tolist(), pipe.views(batch, step)))
+    return out
+
+
+def dataset_for(kind, folder, fmnist_dir):
+    return load_fashion_mnist(fmnist_dir) if kind == "memory" else build_dataset("folder", folder, "train")
+
+
+@pytest.mark.parametrize("kind", ["cpu", "device", "memory"])
+def test_views_are_normalised_float32_on_the_device(kind, folder, fmnist_dir):
+    ds = dataset_for(kind, folder, fmnist_dir)
+    pipe = build_pipeline(ds, aug(), batch_size=4, seed=0, device=CPU, data_path=kind if kind != "memory" else "auto",
+                          workers=0)
+    assert pipe.kind == kind and len(pipe) == len(ds) // 4
+    batch, labels, idx = next(iter(pipe.epoch(0)))
+    x1, x2 = pipe.views(batch, 0)
+    for x in (x1, x2):
+        assert x.shape == (4, 3, 24, 24) and x.dtype == torch.float32 and x.device == CPU
+        assert torch.isfinite(x).all() and -3 < float(x.mean()) < 3
+    assert not torch.equal(x1, x2)
+    assert labels.shape == idx.shape == (4,)
+
+
+@pytest.mark.parametrize("kind", ["cpu", "device", "memory"])
+def test_two_ranks_draw_the_views_of_one_process_and_a_resume_draws_the_same(kind, folder, fmnist_dir):
+    ds = dataset_for(kind, folder, fmnist_dir)
+    path = kind if kind != "memory" else "auto"
+    one = build_pipeline(ds, aug(), batch_size=8, seed=3, device=CPU, data_path=path, workers=0)
+    ranks = [build_pipeline(ds, aug(), batch_size=4, seed=3, rank=r, world=2, device=CPU, data_path=path, workers=0)
+             for r in range(2)]
+    whole = epoch_views(one, 1)
+    parts = [epoch_views(p, 1) for p in ranks]
+    assert len(whole) == len(parts[0]) == len(ds) // 8
+    for b, (idx, (x1, x2)) in enumerate(whole):
+        assert parts[0][b][0] + parts[1][b][0] == idx
+        torch.testing.assert_close(torch.cat([parts[0][b][1][0], parts[1][b][1][0]]), x1, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.cat([parts[0][b][1][1], parts[1][b][1][1]]), x2, atol=1e-5, rtol=0)
+    resumed = epoch_views(one, 1, start=1)
+    for (i_a, (a1, a2)), (i_b, (b1, b2)) in zip(whole[1:], resumed):
+        assert i_a == i_b and torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert not torch.equal(whole[0][1][0], epoch_views(one, 2)[0][1][0])  # another epoch, other views
+
+
+@pytest.mark.parametrize("kind", ["cpu", "device"])
+def test_ranks_draw_different_crops_of_the_same_image(kind, tmp_path):
+    """Every file the same image: whatever differs between the ranks' views comes from their parameters."""
+    d = tmp_path / "same"
+    d.mkdir()
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    for i in range(8):
+        img.save(d / f"{i}.jpg", quality=95)
+    ds = build_dataset("images", d)
+    views = [build_pipeline(ds, aug(16, jitter_p=0.0, grayscale_p=0.0), batch_size=4, seed=0, rank=r, world=2,
+                            device=CPU, data_path=kind, workers=0) for r in range(2)]
+    x = [p.views(next(iter(p.epoch(0)))[0], 0)[0] for p in views]
+    assert all(not torch.allclose(x[0][i], x[1][j], atol=0.05) for i in range(4) for j in range(4))
+
+
+def test_cpu_and_device_paths_make_the_same_crops(folder):
+    """Colour off: both paths crop the same boxes and resize with an antialiased bicubic filter."""
+    ds = build_dataset("folder", folder, "train")
+    cfg = aug(24, jitter_p=0.0, grayscale_p=0.0, blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0))
+    out = {}
+    for kind in ("cpu", "device"):
+        pipe = build_pipeline(ds, cfg, batch_size=8, seed=1, device=CPU, data_path=kind, workers=0)
+        out[kind] = epoch_views(pipe, 0)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    for (_, (c1, c2)), (_, (d1, d2)) in zip(out["cpu"], out["device"]):
+        for c, d in ((c1, d1), (c2, d2)):
+            diff = ((c - d) * std).abs()  # in [0, 1] pixel units
+            assert float(diff.mean()) < 0.02 and float(diff.quantile(0.99)) < 0.12
+
+
+def test_the_worker_path_with_worker_processes(folder):
+    ds = build_dataset("folder", folder, "train")
+    a = epoch_views(build_pipeline(ds, aug(), batch_size=8, seed=0, device=CPU, data_path="cpu", workers=0), 0)
+    b = epoch_views(build_pipeline(ds, aug(), batch_size=8, seed=0, device=CPU, data_path="cpu", workers=2), 0)
+    for (ia, (a1, a2)), (ib, (b1, b2)) in zip(a, b):
+        assert ia == ib and torch.equal(a1, b1) and torch.equal(a2, b2)
+
+
+def test_choice_of_path(folder, fmnist_dir):
+    files, memory = build_dataset("folder", folder, "train"), load_fashion_mnist(fmnist_dir)
+    assert choose_data_path("auto", files, CPU) == "cpu"
+    assert choose_data_path("auto", files, torch.device("cuda")) == "device"
+    assert choose_data_path("device", memory, CPU) == "memory"
+    with pytest.raises(ConfigError, match="unknown --data-path 'gpu'; choose auto, cpu, device"):
+        choose_data_path("gpu", files, CPU)
+
+
+def corrupt(folder):
+    bad = folder / "train" / "cat" / "cat_0.jpg"  # a real file of the folder, garbled after its header
+    data = bad.read_bytes()
+    bad.write_bytes(data[:200] + bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8)))
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["cpu", "device"])
+def test_an_unreadable_file_is_skipped_named_once_and_counted(kind, folder, capsys):
+    bad = corrupt(folder)
+    ds = build_dataset("folder", folder, "train")
+    pipe = build_pipeline(ds, aug(), batch_size=8, seed=0, device=CPU, data_path=kind, workers=1 if kind == "cpu"
+                          else 0)
+    for _ in range(2):
+        for _, (x1, x2) in epoch_views(pipe, 0):
+            assert torch.isfinite(x1).all() and x1.shape[0] == 8
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "skipping unreadable image" in ln]
+    assert len(lines) == 1 and str(bad) in lines[0] and "--strict-data" in lines[0], err
+    assert pipe.metrics() == {"skipped_files": 1}
+
+
+def test_a_folder_where_nothing_decodes_stops_before_any_work(tmp_path):
+    d = tmp_path / "junk"
+    d.mkdir()
+    for i in range(4):
+        (d / f"{i}.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(DataError, match="none of the 4 image files in .*junk can be decoded"):
+        build_pipeline(build_dataset("images", d), aug(), batch_size=2, seed=0, device=CPU, workers=0)
+
+
+def test_strict_data_refuses_before_any_batch(folder):
+    bad = corrupt(folder)
+    ds = build_dataset("folder", folder, "train")
+    with pytest.raises(DataError, match=f"1 of 16 image files cannot be decoded \\({bad}\\)"):
+        build_pipeline(ds, aug(), batch_size=8, seed=0, device=CPU, data_path="cpu", workers=0, strict=True)
+
+
+def _tiny(folder, out, **kw):
+    base = dict(dataset="folder", data_dir=str(folder), image_size=16, backbone="resnet18", stem="small", width=8,
+                projector="32-32", epochs=2, batch_size=8, warmup_epochs=0.5, lr_weights=0.3, progress=False,
+                log_every=1, out=str(out), seed=5, workers=0, checkpoint_minutes=1000, blur_p=(0.5, 0.1))
+    base.update(kw)
+    return base
+
+
+def assert_same_weights(a_dir, b_dir, **tol):
+    a, b = load_checkpoint(a_dir / "checkpoint.pth"), load_checkpoint(b_dir / "checkpoint.pth")
+    assert a["step"] == b["step"]
+    for k, v in a["model"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(b["model"][k], v, msg=k, **tol)
+
+
+def test_a_folder_run_resumed_mid_epoch_ends_where_the_uninterrupted_one_ends(folder, tmp_path):
+    pretrain(PretrainConfig(**_tiny(folder, tmp_path / "a")))  # 16 files / 8 = 2 steps x 2 epochs
+    stopped = pretrain(PretrainConfig(**_tiny(folder, tmp_path / "b", max_steps=1)))  # stops mid-epoch 0
+    assert stopped["step"] == 1 and not stopped["finished"]
+    assert pretrain(PretrainConfig(**_tiny(folder, tmp_path / "b")))["finished"]
+    assert_same_weights(tmp_path / "a", tmp_path / "b", rtol=1e-5, atol=1e-6)
+    records = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["skipped_files"] == 0 for r in records if "loss" in r)
+
+
+def test_two_processes_on_a_folder_train_like_one(folder, tmp_path):
+    from conftest import free_port
+
+    pretrain(PretrainConfig(**_tiny(folder, tmp_path / "one", epochs=1)))
+    mp.spawn(dist_workers.pretrain_worker, args=(2, free_port(), _tiny(folder, tmp_path / "two", epochs=1)),
+             nprocs=2, join=True)
+    assert load_checkpoint(tmp_path / "two" / "checkpoint.pth")["world_size"] == 2
+    assert_same_weights(tmp_path / "one", tmp_path / "two", rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_new_epoch_ends_the_previous_one_and_close_releases_the_workers(folder, workers):
+    """The loader (and its workers) outlive an epoch: an epoch abandoned half-way, a later one started with a
+    `start`, and the loader closed and started again all give exactly a fresh pipeline's batches; a generator
+    of a superseded epoch raises instead of handing out another epoch's batches."""
+    def fresh():
+        return build_pipeline(build_dataset("images", str(folder)), aug(), batch_size=4, seed=2, data_path="cpu",
+                              workers=workers)
+
+    pipe = fresh()
+    old = pipe.epoch(0)
+    next(old)  # epoch 0 abandoned after one batch
+    got = [(idx.tolist(), int(b["step"][0])) for b, _, idx in pipe.epoch(1, start=2)]
+    want = [(idx.tolist(), int(b["step"][0])) for b, _, idx in fresh().epoch(1, start=2)]
+    assert got == want and [s for _, s in got] == [6, 7]
+    with pytest.raises(RuntimeError, match="later epoch"):
+        next(old)
+    pipe.close()
+    again = epoch_views(pipe, 0)
+    ref = epoch_views(fresh(), 0)
+    assert [i for i, _ in again] == [i for i, _ in ref]
+    for (_, a), (_, b) in zip(again, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    pipe.close()

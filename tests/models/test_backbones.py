@@ -1,0 +1,148 @@
+"""Backbones by name, stems, widths, the projector spec, and the exported state dict."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from barlowtwins.errors import ConfigError
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.models.barlow_twins import BarlowTwins, build_model
+from barlowtwins.models.projector import Projector, parse_projector_spec
+from barlowtwins.weights.sources import export_backbone
+
+
+@pytest.mark.parametrize("name,features", [("resnet18", 512), ("resnet50", 2048), ("mobilenet_v3_small", 1024),
+                                           ("efficientnet_b0", 1280), ("convnext_tiny", 768)])
+def test_feature_size_is_discovered(name, features):
+    net = create_backbone(name)
+    assert net.num_features == features
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, features)
+
+
+def test_zero_init_residual_on_resnets():
+    net = create_backbone("resnet18")
+    assert all(torch.count_nonzero(b.bn2.weight) == 0 for layer in (net.layer1, net.layer4) for b in layer)
+    net = create_backbone("resnet50", zero_init_residual=False)
+    assert torch.count_nonzero(net.layer1[0].bn3.weight) > 0
+    # Not a ResNet: silently not applicable.
+    create_backbone("mobilenet_v3_small", zero_init_residual=True)
+
+
+def test_small_stems():
+    small = create_backbone("resnet18", stem="small")
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
+    assert isinstance(small.maxpool, nn.Identity)
+    pool = create_backbone("resnet18", stem="small-pool")
+    assert pool.conv1.kernel_size == (3, 3) and isinstance(pool.maxpool, nn.MaxPool2d)
+    x = torch.randn(2, 3, 32, 32)
+    small.eval(), pool.eval()
+    with torch.no_grad():
+        assert small(x).shape == pool(x).shape == (2, 512)
+    with pytest.raises(ConfigError, match="only supported for ResNet"):
+        create_backbone("mobilenet_v3_small", stem="small")
+    with pytest.raises(ConfigError, match="unknown stem"):
+        create_backbone("resnet18", stem="tiny")
+
+
+def test_width_scales_a_resnet_and_keeps_torchvision_keys():
+    narrow = create_backbone("resnet18", width=16)
+    assert narrow.num_features == 128
+    reference = torchvision.models.resnet18()
+    assert set(narrow.state_dict()) == set(reference.state_dict()) - {"fc.weight", "fc.bias"}
+    assert create_backbone("resnet50", width=16).num_features == 16 * 8 * 4
+    with pytest.raises(ConfigError, match="only supported for ResNet"):
+        create_backbone("mobilenet_v3_small", width=16)
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet19'"):
+        create_backbone("resnet19")
+
+
+def test_exported_backbone_loads_into_torchvision_minus_the_head(tmp_path):
+    for name in ("resnet18", "resnet50"):
+        net = create_backbone(name)
+        path = tmp_path / f"{name}.pth"
+        export_backbone(net, path)
+        state = torch.load(path, weights_only=True)
+        target = getattr(torchvision.models, name)()
+        result = target.load_state_dict(state, strict=False)
+        assert sorted(result.missing_keys) == ["fc.bias", "fc.weight"]
+        assert result.unexpected_keys == []
+        for k, v in state.items():
+            assert torch.equal(target.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("spec,sizes", [("8192-8192-8192", [8192, 8192, 8192]), ("256", [256]),
+                                        (" 64-32 ", [64, 32]), ([16, 8], [16, 8])])
+def test_projector_spec_parsing(spec, sizes):
+    assert parse_projector_spec(spec) == sizes
+
+
+@pytest.mark.parametrize("spec", ["", "8192-", "8192-abc", "0-64", "-5", "1.5-3", "8192--8192"])
+def test_projector_spec_errors(spec):
+    with pytest.raises(ConfigError, match="malformed projector spec"):
+        parse_projector_spec(spec)
+
+
+def test_projector_layers_follow_the_paper():
+    p = Projector(512, "64-64-32")
+    kinds = [type(m).__name__ for m in p]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
+    linears = [m for m in p if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 64), (64, 64), (64, 32)]
+    assert all(m.bias is None for m in linears)
+    assert p.out_features == 32
+    no_bn = Projector(512, "64-32", batch_norm=False)
+    assert [type(m).__name__ for m in no_bn] == ["Linear", "ReLU", "Linear"]
+
+
+def test_barlow_twins_module_forward_and_backward():
+    model = build_model("resnet18", "32-32", stem="small", width=8)
+    x1, x2 = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
+    out = model(x1, x2)
+    out.loss.backward()
+    assert isinstance(model, BarlowTwins) and out.loss.ndim == 0
+    assert model.backbone.conv1.weight.grad is not None
+    assert model.embed(x1).shape == (4, 32)
+
+
+def test_unknown_backbone_suggests_the_closest_names():
+    with pytest.raises(ConfigError, match=r"did you mean resnet50") as e:
+        create_backbone("resnet05")
+    assert "list-backbones" in str(e.value)
+
+
+def test_list_backbones_filters_by_pattern():
+    from barlowtwins.models.backbones import list_backbones
+
+    tv = list_backbones("resnet*", include_timm=False)
+    assert "resnet18" in tv and "wide_resnet50_2" not in tv and all(n.startswith("resnet") for n in tv)
+    assert "wide_resnet50_2" in list_backbones("resnet", include_timm=False)  # no wildcard: contains
+
+
+def test_timm_backbone_feature_size_is_discovered():
+    timm = pytest.importorskip("timm")
+    net = create_backbone("timm:test_resnet")
+    reference = timm.create_model("test_resnet", num_classes=0)
+    assert net.num_features == reference.num_features
+    assert not any(k.startswith(("fc.", "head.")) for k in net.state_dict())  # no classifier keys
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 32, 32)).shape == (2, net.num_features)
+    from barlowtwins.models.backbones import list_backbones
+
+    assert "timm:test_resnet" in list_backbones("timm:test_res*")
+
+
+@pytest.mark.parametrize("kw,message", [({"name": "timm:resnet10q"}, r"did you mean .*resnet10t"),
+                                        ({"name": "timm:test_resnet", "width": 8}, "torchvision ResNets only"),
+                                        ({"name": "timm:test_resnet", "stem": "small"}, "torchvision ResNets only")])
+def test_timm_errors(kw, message):
+    pytest.importorskip("timm")
+    with pytest.raises(ConfigError, match=message):
+        create_backbone(**kw)

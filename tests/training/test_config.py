@@ -1,0 +1,119 @@
+"""Config fields: one declaration of type, range and help per field; every bad value is one line before any
+work; closest-name suggestions; fuzzed config dicts and command lines never give a traceback."""
+
+import dataclasses
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from barlowtwins.cli import main
+from barlowtwins.errors import ConfigError
+from barlowtwins.training.config import PretrainConfig, config_from_dict, resolve_config
+
+
+def test_every_field_has_a_one_sentence_help_in_the_flag_list(capsys):
+    for f in dataclasses.fields(PretrainConfig):
+        help_text = f.metadata.get("help", "")
+        assert len(help_text.split()) >= 3 and help_text.replace("e.g. ", "").count(". ") == 0, f.name
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines (also at hyphens)
+    for f in dataclasses.fields(PretrainConfig):
+        if f.name != "preset":
+            assert "".join(f.metadata["help"].split()) in text, f.name
+    assert "".join("side in pixels of the square crops the network sees; >= 8 (default: 224)".split()) in text
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(lambd=-1), "--lambd must be >= 0"),
+    (dict(eta=0), "--eta must be > 0"),
+    (dict(momentum=2), "--momentum must be >= 0 and < 1"),
+    (dict(interpolation="cubicx"), "unknown interpolation 'cubicx' (did you mean bicubic?)"),
+    (dict(log_every=0), "--log-every must be >= 1"),
+    (dict(image_size=0), "--image-size must be >= 8"),
+    (dict(image_size=1), "--image-size must be >= 8"),
+    (dict(lr_weights=-0.1), "--lr-weights must be > 0"),
+    (dict(lr_biases=0), "--lr-biases must be > 0"),
+    (dict(crop_scale=(2, 3)), "each value of --crop-scale must be > 0 and <= 1"),
+    (dict(crop_scale=(0.9, 0.1)), "--crop-scale takes the low value first"),
+    (dict(hflip_p=1.5), "--hflip-p must be >= 0 and <= 1"),
+    (dict(blur_p=(0.5, -0.1)), "each value of --blur-p must be >= 0 and <= 1"),
+    (dict(hue=2), "--hue must be >= 0 and <= 0.5"),
+    (dict(warmup_epochs=-1), "--warmup-epochs must be >= 0"),
+    (dict(checkpoint_minutes=-5), "--checkpoint-minutes must be >= 0"),
+    (dict(max_steps=0), "--max-steps must be >= 1"),
+    (dict(std=(0, 0, 0)), "each value of --std must be > 0"),
+    (dict(keep_checkpoints=0), "--keep-checkpoints must be >= 1"),
+    (dict(backbone="resnet19"), "unknown backbone 'resnet19' (did you mean resnet18?)"),
+    (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
+    (dict(lr_weights=math.nan), "--lr-weights: nan is not a finite number"),
+    (dict(epochs=2.5), "--epochs: 2.5 is not a whole number"),
+    (dict(device="gpu"), "--device 'gpu' is not valid"),
+    (dict(out=" "), "--out ' ' is not valid"),
+])
+def test_values_are_range_checked(kw, message):
+    with pytest.raises(ConfigError) as e:
+        PretrainConfig(**kw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_keys_and_flags_suggest_the_closest(capsys):
+    with pytest.raises(ConfigError, match=r"unknown config field 'epoch' \(did you mean epochs\?\)"):
+        config_from_dict({"epoch": 3})
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--lr-weight", "0.1"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "barlowtwins pretrain: error: unrecognized arguments: --lr-weight 0.1 (did you mean --lr-weights?)"
+
+
+def test_yaml_and_binary_config_files(tmp_path):
+    (tmp_path / "bad.yaml").write_text("epochs: [1\nbatch_size: 4\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML") as e:
+        resolve_config(None, str(tmp_path / "bad.yaml"), {})
+    assert "line" in str(e.value) and "\n" not in str(e.value)
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not a text"):
+        resolve_config(None, str(tmp_path / "bin.yaml"), {})
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        resolve_config(None, str(tmp_path / "list.yaml"), {})
+
+
+FIELDS = [f.name for f in dataclasses.fields(PretrainConfig)]
+values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
+                   st.text(max_size=12), st.lists(st.floats(-5, 5), max_size=4), st.dictionaries(st.text(max_size=3),
+                                                                                               st.integers(), max_size=2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS + ["epoch", "lr", "bogus"]), values, max_size=6))
+def test_fuzz_config_dicts(values):
+    """Any mapping either gives a valid config or one ConfigError line."""
+    try:
+        cfg = config_from_dict(values)
+    except ConfigError as e:
+        assert "\n" not in str(e) and str(e)
+    else:
+        assert isinstance(cfg, PretrainConfig)
+
+
+FLAGS = ["--" + n.replace("_", "-") for n in FIELDS if n != "preset"] + ["--epoch", "--no-progress", "--lr"]
+tokens = st.one_of(st.sampled_from(FLAGS), st.sampled_from(["0", "-1", "1e6", "nan", "inf", "0.5", "x", "2", "3",
+                                                             "resnet19", "cubicx", ""]), st.text(max_size=6))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(tokens, max_size=8))
+def test_fuzz_the_command_line(capsys, argv):
+    """Any command line ends with status 0 (a valid config, printed) or 2 and one error line: no traceback."""
+    try:
+        code = main(["pretrain", *argv, "--print-config"])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (argv, err)
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)

@@ -1,0 +1,109 @@
+"""Atomic writes, safe loading, and every backbone checkpoint format we read."""
+
+import os
+
+import pytest
+import torch
+import torchvision
+
+from barlowtwins.errors import CheckpointError
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.models.projector import Projector
+from barlowtwins.runtime.files import save_atomic
+from barlowtwins.weights.run_files import load_checkpoint
+from barlowtwins.weights.sources import export_backbone, load_backbone_state, load_backbone_weights
+
+
+class NotATensor:
+    pass
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    save_atomic({"step": 1}, path)
+    with pytest.raises(Exception):
+        save_atomic({"step": 2, "bad": lambda: None}, path)  # a lambda cannot be pickled
+    assert load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["ckpt.pth"], "no temporary file is left behind"
+
+
+def test_load_errors_are_one_line(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(os.urandom(256))
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "junk.pth")
+    (tmp_path / "bad-pickle.pth").write_bytes(b"\x80\x02e")  # a pickle that fails inside the unpickler
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "bad-pickle.pth")
+    torch.save({"x": NotATensor()}, tmp_path / "code.pth")  # arbitrary objects are refused (weights_only)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as e:
+        load_checkpoint(tmp_path / "code.pth")
+    assert "NotATensor" in str(e.value) and str(e.value).endswith("save a state dict instead")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="holds a list"):
+        load_checkpoint(tmp_path / "list.pth")
+
+
+def test_plain_torchvision_state_dict_with_or_without_head(tmp_path):
+    ref = torchvision.models.resnet18()
+    full = ref.state_dict()
+    torch.save(full, tmp_path / "full.pth")
+    torch.save({k: v for k, v in full.items() if not k.startswith("fc.")}, tmp_path / "release.pth")
+    for name in ("full.pth", "release.pth"):
+        net = create_backbone("resnet18")
+        loaded = load_backbone_weights(net, load_backbone_state(tmp_path / name))
+        assert len(loaded) == len(net.state_dict())
+        assert torch.equal(net.conv1.weight, ref.conv1.weight)
+
+
+def test_official_full_training_checkpoint(tmp_path):
+    backbone = create_backbone("resnet18")
+    projector = Projector(512, "64-64")
+    model = {f"module.backbone.{k}": v for k, v in backbone.state_dict().items()}
+    model.update({f"module.projector.{k}": v for k, v in projector.state_dict().items()})
+    model.update({"module.bn.running_mean": torch.zeros(64), "module.bn.running_var": torch.ones(64),
+                  "module.bn.num_batches_tracked": torch.tensor(3)})
+    torch.save({"epoch": 10, "model": model, "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "ckpt.pth")
+    src = load_backbone_state(tmp_path / "ckpt.pth")
+    assert "official training checkpoint" in src.origin and len(src.sha256) == 64
+    net = create_backbone("resnet18")
+    load_backbone_weights(net, src)
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(net.state_dict()[k], v)
+
+
+def test_mismatch_names_the_keys(tmp_path):
+    export_backbone(create_backbone("resnet18"), tmp_path / "r18.pth")
+    export_backbone(create_backbone("resnet50"), tmp_path / "r50.pth")
+    with pytest.raises(CheckpointError, match="198 missing.*--backbone"):
+        load_backbone_weights(create_backbone("resnet50"), load_backbone_state(tmp_path / "r18.pth"))
+    with pytest.raises(CheckpointError, match="unexpected .e.g. layer1.0.conv3.weight"):
+        load_backbone_weights(create_backbone("resnet18"), load_backbone_state(tmp_path / "r50.pth"))
+    with pytest.raises(CheckpointError, match="other shapes"):
+        load_backbone_weights(create_backbone("resnet18", width=32), load_backbone_state(tmp_path / "r18.pth"))
+
+
+def test_run_folder_without_weights(tmp_path):
+    with pytest.raises(CheckpointError, match="neither backbone.pth nor checkpoint.pth"):
+        load_backbone_state(tmp_path)
+    with pytest.raises(CheckpointError, match="torchvision:<model>:<weights>"):
+        load_backbone_state("torchvision:resnet50")
+
+
+def test_safetensors_source_and_its_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in create_backbone("resnet18").state_dict().items()}
+    save_file(state, tmp_path / "b.safetensors")  # without our metadata: architecture unknown, tensors read
+    src = load_backbone_state(tmp_path / "b.safetensors")
+    assert src.arch == {} and src.state.keys() == state.keys() and src.sha256
+    assert all(torch.equal(src.state[k], v) for k, v in state.items())
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_backbone_state(tmp_path / "bad.safetensors")
+
+
+def test_torchvision_weights_name_is_checked_before_any_download():
+    with pytest.raises(CheckpointError, match="no weights 'NOPE' for resnet18; choose one of DEFAULT, IMAGENET1K_V1"):
+        load_backbone_state("torchvision:resnet18:NOPE")
