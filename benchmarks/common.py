@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+from barlowtwins.runtime.files import write_text_atomic
+from barlowtwins.runtime.hardware import usable_cpus
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
 PREAMBLE = "# Benchmark results\n\nRows are appended by the scripts in this folder.\n"
@@ -23,9 +26,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {cores} cores{gpu}"
+    return f"{cpu}, {usable_cpus()} cores{gpu}"
 
 
 def append_block(path: str | os.PathLike, header: str, titles: list[str], rows: list[list[str]]) -> str:
@@ -34,5 +36,5 @@ def append_block(path: str | os.PathLike, header: str, titles: list[str], rows: 
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     block = "\n".join(lines) + "\n"
     path = Path(path)
-    path.write_text((path.read_text() if path.exists() else PREAMBLE) + block)
+    write_text_atomic(path, (path.read_text() if path.exists() else PREAMBLE) + block)
     return block

@@ -35,10 +35,10 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, args: argparse.Namespace, compress: bool, queue) -> None:
     from barlowtwins.models.barlow_twins import build_model
     from barlowtwins.runtime import distributed as D
-    from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
+    from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device, usable_cpus
     from barlowtwins.training.optim import LARS, lars_param_groups, set_learning_rates
 
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     torch.set_num_threads(max(1, cpus // world))
     device = select_device(args.device, rank)
     if world > 1:
@@ -67,9 +67,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, compress
         t0 = time.perf_counter()
         set_learning_rates(opt, 0.1)
         with autocast(device, amp):
-            out = model(x1, x2)
+            loss = model(x1, x2)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -13,7 +13,9 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
+from barlowtwins.models.backbones import create_backbone
 from barlowtwins.training.config import PretrainConfig
+from barlowtwins.weights.save import write_run_backbone
 
 torch.set_num_threads(2)
 
@@ -89,3 +91,27 @@ def free_port() -> int:
 def spawn(fn, *args, world=2):
     """Run ``fn(rank, world, port, *args)`` in ``world`` CPU processes (gloo)."""
     mp.spawn(fn, args=(world, free_port(), *args), nprocs=world, join=True)
+
+
+def trained_backbone(name="resnet18", **arch) -> torch.nn.Module:
+    """A backbone with non-trivial weights and BN statistics (so a wrong key or a skipped buffer shows)."""
+    torch.manual_seed(0)
+    net = create_backbone(name, **arch)
+    with torch.no_grad():
+        for k, v in net.state_dict().items():
+            if v.is_floating_point():
+                v.copy_(v + 0.05 * torch.randn_like(v))
+                if k.endswith("running_var"):
+                    v.abs_().add_(0.5)
+    return net.eval()
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """A run folder as the trainer leaves it: config.yaml, backbone.pth and backbone.safetensors."""
+    net = trained_backbone("resnet18", stem="small", width=8)
+    cfg = {"backbone": "resnet18", "stem": "small", "width": 8, "image_size": 16, "dataset": "images"}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.items()))
+    write_run_backbone(net, tmp_path / "run", cfg)
+    return tmp_path / "run"

@@ -4,6 +4,7 @@ coloured rectangles on noise, one colour per class, as a Pascal VOC tree and as 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +104,23 @@ def make_coco_shapes(root: Path, n_train: int = 8, n_val: int = 4, size: int = 6
         (root / "annotations" / f"instances_{split}.json").write_text(
             json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return root
+
+
+def coco_from_targets(gts: Sequence[dict], num_classes: int, image_sizes: Sequence[tuple[int, int]] | None = None):
+    """An in-memory pycocotools ``COCO`` of ground truth given as tensors (image ids 0..N-1, classes 1..K): the
+    reference side of the tests that compare our AP with pycocotools'."""
+    from pycocotools.coco import COCO  # optional: only the tests that have it call this
+
+    images, anns = [], []
+    for i, g in enumerate(gts):
+        h, w = image_sizes[i] if image_sizes else (10_000, 10_000)
+        images.append({"id": i, "height": int(h), "width": int(w)})
+        for b, c, ig in zip(g["boxes"].double().tolist(), g["labels"].tolist(), g["ignore"].tolist()):
+            x1, y1, x2, y2 = b
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "iscrowd": int(bool(ig)),
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns,
+                    "categories": [{"id": c} for c in range(1, num_classes + 1)]}
+    coco.createIndex()
+    return coco

@@ -43,7 +43,7 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
         L.all_reduce_sum = _plain_all_reduce
     torch.manual_seed(0)
     model = build_model("resnet18", "32-32", stem="small", width=8)
-    model.loss.c_block = 8  # the report's window on C: global under DDP, as C is
+    model.c_block = 8  # the report's window on C: global under DDP, as C is
     reference = copy.deepcopy(model)
     reference.loss.distributed = False  # one process on the whole global batch
     ddp = nn.parallel.DistributedDataParallel(D.convert_sync_batchnorm(model, "cpu"), static_graph=True)
@@ -57,8 +57,8 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
     for step in range(3):
         for o in (opt, ref_opt):
             set_learning_rates(o, 0.5)
-        out = ddp(x1[mine], x2[mine])
-        ref = reference(x1, x2)
+        out = ddp(x1[mine], x2[mine], return_parts=True)
+        ref = reference(x1, x2, return_parts=True)
         opt.zero_grad()
         ref_opt.zero_grad()
         out.loss.backward()

@@ -17,9 +17,11 @@ from barlowtwins.data.subsets import (
     read_subset_file,
 )
 from barlowtwins.data.transfer import VOC_CLASSES, inaturalist2018, places205, voc2007
-from barlowtwins.errors import DataError
+from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.evaluate.protocols import LINEAR_PROTOCOLS, LinearProtocol, linear_protocol, register_linear_protocol
 from barlowtwins.models.backbones import create_backbone
-from barlowtwins.weights.sources import export_backbone
+from barlowtwins.runtime.files import save_atomic
+from barlowtwins.weights.save import backbone_state
 
 ARCH = ["--backbone", "resnet18", "--width", "8", "--stem", "small", "--image-size", "16", "--workers", "0"]
 
@@ -28,7 +30,7 @@ ARCH = ["--backbone", "resnet18", "--width", "8", "--stem", "small", "--image-si
 def weights(tmp_path):
     path = tmp_path / "backbone.pth"
     torch.manual_seed(0)
-    export_backbone(create_backbone("resnet18", width=8, stem="small"), path)
+    save_atomic(backbone_state(create_backbone("resnet18", width=8, stem="small")), path)
     return path
 
 
@@ -188,3 +190,40 @@ def test_protocol_functions_return_typed_results(weights, image_tree):
     lin = linear_protocol(setup, train, val, names=names, epochs=2, workers=0, prefix="transfer-linear", counts=True)
     assert lin.protocol == "transfer-linear-fast" and lin.to_record()["num_train"] == 12
     assert lin.summary().startswith("top-1 ") and 0 <= lin.metrics["top1"] <= 100
+
+
+@pytest.fixture
+def toy_protocol():
+    """A linear protocol registered for one test: it reports what it was given instead of training."""
+    seen = {}
+
+    def nearest_mean(setup, train, val, names, options):
+        seen.update(names=names, options=options, sizes=(len(train), len(val)))
+        return {"top1": 50.0}, {"epochs": options.epochs, "lr": options.lr}
+
+    saved = dict(LINEAR_PROTOCOLS)
+    register_linear_protocol(LinearProtocol("toy", nearest_mean, 7, "reports its inputs"))
+    yield seen
+    LINEAR_PROTOCOLS.clear()
+    LINEAR_PROTOCOLS.update(saved)
+
+
+def test_a_registered_linear_protocol_runs_from_linear_and_transfer(toy_protocol, weights, image_tree, tmp_path,
+                                                                    capsys):
+    out = tmp_path / "res"
+    out.mkdir()
+    assert main(["linear", "--protocol", "toy", "--checkpoint", str(weights), "--dataset", "folder", "--data-dir",
+                 str(image_tree), "--lr", "0.5", "--output", str(out), *ARCH]) == 0
+    rec = json.loads((out / "linear-toy-folder.json").read_text())
+    assert rec["protocol"] == "linear-toy" and rec["hyperparameters"] == {"epochs": 7, "lr": 0.5}
+    assert toy_protocol["names"] == ("folder", "train", "val") and toy_protocol["sizes"] == (12, 12)
+    assert "linear (toy) folder val" in capsys.readouterr().out
+    assert main(["transfer", "--protocol", "toy", "--epochs", "3", "--checkpoint", str(weights), "--dataset",
+                 "folder", "--data-dir", str(image_tree), "--output", str(out), *ARCH]) == 0
+    rec = json.loads((out / "transfer-linear-toy-folder.json").read_text())
+    assert rec["hyperparameters"]["epochs"] == 3 and rec["num_train"] == 12
+
+
+def test_an_unknown_linear_protocol_names_the_choices():
+    with pytest.raises(ConfigError, match="unknown linear protocol 'slow'; choose one of fast, paper"):
+        linear_protocol(None, [], [], names=("a", "b", "c"), protocol="slow")

@@ -1,4 +1,4 @@
-"""Backbones by name, stems, widths, the projector spec, and the exported state dict."""
+"""Backbones by name, stems, widths, the architecture they record, and the exported state dict."""
 
 import pytest
 import torch
@@ -7,9 +7,8 @@ from torch import nn
 
 from barlowtwins.errors import ConfigError
 from barlowtwins.models.backbones import create_backbone
-from barlowtwins.models.barlow_twins import BarlowTwins, build_model
-from barlowtwins.models.projector import Projector, parse_projector_spec
-from barlowtwins.weights.sources import export_backbone
+from barlowtwins.runtime.files import save_atomic
+from barlowtwins.weights.save import backbone_state
 
 
 @pytest.mark.parametrize("name,features", [("resnet18", 512), ("resnet50", 2048), ("mobilenet_v3_small", 1024),
@@ -67,7 +66,7 @@ def test_exported_backbone_loads_into_torchvision_minus_the_head(tmp_path):
     for name in ("resnet18", "resnet50"):
         net = create_backbone(name)
         path = tmp_path / f"{name}.pth"
-        export_backbone(net, path)
+        save_atomic(backbone_state(net), path)
         state = torch.load(path, weights_only=True)
         target = getattr(torchvision.models, name)()
         result = target.load_state_dict(state, strict=False)
@@ -75,40 +74,6 @@ def test_exported_backbone_loads_into_torchvision_minus_the_head(tmp_path):
         assert result.unexpected_keys == []
         for k, v in state.items():
             assert torch.equal(target.state_dict()[k], v)
-
-
-@pytest.mark.parametrize("spec,sizes", [("8192-8192-8192", [8192, 8192, 8192]), ("256", [256]),
-                                        (" 64-32 ", [64, 32]), ([16, 8], [16, 8])])
-def test_projector_spec_parsing(spec, sizes):
-    assert parse_projector_spec(spec) == sizes
-
-
-@pytest.mark.parametrize("spec", ["", "8192-", "8192-abc", "0-64", "-5", "1.5-3", "8192--8192"])
-def test_projector_spec_errors(spec):
-    with pytest.raises(ConfigError, match="malformed projector spec"):
-        parse_projector_spec(spec)
-
-
-def test_projector_layers_follow_the_paper():
-    p = Projector(512, "64-64-32")
-    kinds = [type(m).__name__ for m in p]
-    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
-    linears = [m for m in p if isinstance(m, nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(512, 64), (64, 64), (64, 32)]
-    assert all(m.bias is None for m in linears)
-    assert p.out_features == 32
-    no_bn = Projector(512, "64-32", batch_norm=False)
-    assert [type(m).__name__ for m in no_bn] == ["Linear", "ReLU", "Linear"]
-
-
-def test_barlow_twins_module_forward_and_backward():
-    model = build_model("resnet18", "32-32", stem="small", width=8)
-    x1, x2 = torch.randn(4, 3, 16, 16), torch.randn(4, 3, 16, 16)
-    out = model(x1, x2)
-    out.loss.backward()
-    assert isinstance(model, BarlowTwins) and out.loss.ndim == 0
-    assert model.backbone.conv1.weight.grad is not None
-    assert model.embed(x1).shape == (4, 32)
 
 
 def test_unknown_backbone_suggests_the_closest_names():
@@ -146,3 +111,12 @@ def test_timm_errors(kw, message):
     pytest.importorskip("timm")
     with pytest.raises(ConfigError, match=message):
         create_backbone(**kw)
+
+
+@pytest.mark.parametrize("kw", [dict(name="resnet18", stem="small", width=8), dict(name="resnet34"),
+                                dict(name="mobilenet_v3_small")])
+def test_backbone_records_its_architecture(kw):
+    net = create_backbone(**kw)
+    assert net.arch == {"backbone": kw["name"], "stem": kw.get("stem", "standard"), "width": kw.get("width")}
+    again = create_backbone(net.arch["backbone"], stem=net.arch["stem"], width=net.arch["width"])
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}

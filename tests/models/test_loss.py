@@ -35,7 +35,7 @@ def test_matches_float64_reference(n, d, lambd):
     g = torch.Generator().manual_seed(n * 100 + d)
     z1 = torch.randn(n, d, generator=g) * 3 + 1
     z2 = 0.6 * z1 + torch.randn(n, d, generator=g)
-    out = BarlowTwinsLoss(lambd)(z1, z2)
+    out = BarlowTwinsLoss(lambd)(z1, z2, return_parts=True)
     loss, on, off, c = reference_loss(z1.numpy(), z2.numpy(), lambd)
     assert out.loss.dtype == torch.float32
     np.testing.assert_allclose(out.loss.item(), loss, rtol=1e-4, atol=1e-4)
@@ -49,20 +49,21 @@ def test_c_block_is_the_top_left_block_of_c(k):
     g = torch.Generator().manual_seed(k)
     z1 = torch.randn(24, 16, generator=g) * 2 - 1
     z2 = 0.5 * z1 + torch.randn(24, 16, generator=g)
-    out = BarlowTwinsLoss(0.0051, c_block=k)(z1, z2)
+    out = BarlowTwinsLoss(0.0051, c_block=k)(z1, z2, return_parts=True)
     c = reference_loss(z1.numpy(), z2.numpy(), 0.0051)[3]
     kk = min(k, 16)  # a block wider than D is all of C
     assert out.c_block.shape == (kk, kk) and out.c_block.dtype == torch.float32 and not out.c_block.requires_grad
     np.testing.assert_allclose(out.c_block.numpy(), c[:kk, :kk], rtol=1e-4, atol=1e-5)
-    assert BarlowTwinsLoss(0.0051)(z1, z2).c_block is None  # only when asked
+    assert BarlowTwinsLoss(0.0051)(z1, z2, return_parts=True).c_block is None  # only when asked
     with torch.autocast("cpu", dtype=torch.bfloat16):  # half-precision input: the block is of the float32 C
-        half = BarlowTwinsLoss(0.0051, c_block=k)(z1.bfloat16(), z2.bfloat16())
+        half = BarlowTwinsLoss(0.0051, c_block=k)(z1.bfloat16(), z2.bfloat16(), return_parts=True)
     assert half.c_block.dtype == torch.float32 and half.c_block.device == z1.device
 
 
 def test_float64_inputs_match_reference_tightly():
     g = torch.Generator().manual_seed(1)
-    z1, z2 = torch.randn(16, 12, generator=g, dtype=torch.float64), torch.randn(16, 12, generator=g, dtype=torch.float64)
+    z1 = torch.randn(16, 12, generator=g, dtype=torch.float64)
+    z2 = torch.randn(16, 12, generator=g, dtype=torch.float64)
     out = barlow_twins_loss(z1, z2, lambd=0.0051)
     np.testing.assert_allclose(out.loss.item(), reference_loss(z1.numpy(), z2.numpy(), 0.0051)[0], rtol=1e-10)
 
@@ -155,3 +156,24 @@ def test_off_diagonal_sum_builds_no_masked_copy():
     # Only C itself: the product z1^T z2 and its division by N. No mask, no squared copy, no index.
     assert len(square) == 2, square
     assert not any(op[2] == torch.bool for op in log.ops), "a boolean mask was built"
+
+
+def test_module_returns_a_scalar_with_the_functional_value_and_gradients():
+    g = torch.Generator().manual_seed(5)
+    z1 = torch.randn(12, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(12, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    loss = BarlowTwinsLoss(0.2)(z1, z2)
+    assert isinstance(loss, torch.Tensor) and loss.ndim == 0
+    loss.backward()  # the trap of a named tuple: .backward() works on what the module returns
+    grads = z1.grad.clone(), z2.grad.clone()
+    z1.grad = z2.grad = None
+    ref = barlow_twins_loss(z1, z2, lambd=0.2)
+    ref.loss.backward()
+    assert loss.item() == ref.loss.item()
+    assert torch.equal(grads[0], z1.grad) and torch.equal(grads[1], z2.grad)
+    np.testing.assert_allclose(loss.item(), reference_loss(z1.detach().numpy(), z2.detach().numpy(), 0.2)[0],
+                               rtol=1e-10)
+    parts = BarlowTwinsLoss(0.2)(z1, z2, return_parts=True)
+    assert parts.loss.item() == loss.item() and parts.c_block is None
+    with pytest.raises(ValueError, match="c_block"):
+        BarlowTwinsLoss(c_block=-1)

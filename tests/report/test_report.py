@@ -25,7 +25,7 @@ from barlowtwins.report import (
     build_report,
     plots,  # noqa: E402
 )
-from barlowtwins.report.diagnostics import map_2d, normalised_std, rankme  # noqa: E402
+from barlowtwins.report.diagnostics import map_2d, normalised_std  # noqa: E402
 from barlowtwins.report.runs import load_run  # noqa: E402
 from barlowtwins.training.trainer import pretrain  # noqa: E402
 
@@ -138,23 +138,6 @@ def test_not_a_run_folder_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 # ---- diagnostics against independent references -------------------------------------------------------------
-
-def reference_rankme(z: np.ndarray, eps: float = 1e-7) -> float:
-    s = np.linalg.svd(np.asarray(z, dtype=np.float64), compute_uv=False)
-    p = s / s.sum() + eps
-    return float(np.exp(-np.sum(p * np.log(p))))
-
-
-def test_rankme_matches_float64_reference_and_edges():
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(50, 12, generator=g)
-    assert rankme(z) == pytest.approx(reference_rankme(z.numpy()), rel=1e-9)
-    q, _ = torch.linalg.qr(torch.randn(40, 8, generator=g, dtype=torch.float64))
-    assert rankme(q) == pytest.approx(8, rel=1e-5)  # equal singular values: every direction used
-    line = torch.randn(30, 1, generator=g) * torch.randn(1, 10, generator=g)
-    assert rankme(line) == pytest.approx(1, abs=1e-3)  # collapsed onto a line
-    assert rankme(z * 7.5) == pytest.approx(rankme(z), rel=1e-9)  # scale-free
-
 
 def test_normalised_std_and_map_fallback():
     z = torch.randn(200, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -73,3 +73,18 @@ def test_rows_go_under_their_own_table_and_bad_flags_are_one_line(tmp_path, caps
     assert "3 images are fewer than one batch of 4" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--data-path", "gpu", "--make-jpegs", "2"])
+
+
+def test_bench_times_the_network_the_trainer_trains():
+    from barlowtwins.training.bench import BenchSpec, _Model
+    from barlowtwins.training.config import PretrainConfig
+    from barlowtwins.training.trainer import build_pretrain_model
+
+    spec = BenchSpec(backbone="resnet18", stem="small", width=8, projector="32-32", seed=3)
+    bench = _Model(spec, torch.device("cpu"), None).model
+    torch.manual_seed(3)
+    trained = build_pretrain_model(PretrainConfig(backbone="resnet18", stem="small", width=8, projector="32-32"))
+    want = trained.state_dict()
+    assert list(bench.state_dict()) == list(want)
+    assert all(torch.equal(v, want[k]) for k, v in bench.state_dict().items())  # same layers, same initial weights
+    assert bench.loss.terms == trained.loss.terms and bench.loss.lambd == trained.loss.lambd

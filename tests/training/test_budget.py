@@ -40,7 +40,7 @@ def test_first_estimate_and_corrections(clock):
     totals = run_session(b, clock, 0, 400, 1.0)
     assert totals[0] == 600  # after 3 warm + 12 measured steps
     assert len(totals) == 4 and all(t == 600 for t in totals)  # corrections at 10%, 25%, 50%
-    assert not b.active and b.fixed
+    assert not b.active  # the length is fixed: no estimate pending
 
 
 def test_upper_bound_and_no_budget(clock):
@@ -82,9 +82,9 @@ def test_warmup_is_part_of_the_budget():
     assert warmup_steps(200, 116, budgeted=False) == 200
     assert warmup_steps(200, 116, budgeted=True) == round(B.MAX_WARMUP_SHARE * 116)
     assert warmup_steps(10, 1000, budgeted=True) == 10  # a short warm-up is kept as configured
-    from barlowtwins.training.optim import WarmupCosine
+    from barlowtwins.training.optim import CosineSchedule
 
-    s = WarmupCosine(116, warmup_steps(200, 116, budgeted=True), 0.001)
+    s = CosineSchedule(116, warmup_steps(200, 116, budgeted=True), 0.001)
     assert s(115) < 0.01  # the budgeted schedule decays to its end (it never did with 200 warm-up steps)
 
 

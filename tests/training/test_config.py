@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from barlowtwins.cli import main
 from barlowtwins.errors import ConfigError
-from barlowtwins.training.config import PretrainConfig, config_from_dict, resolve_config
+from barlowtwins.training.config import PretrainConfig, config_from_dict, resolve_values
 
 
 def test_every_field_has_a_one_sentence_help_in_the_flag_list(capsys):
@@ -72,14 +72,14 @@ def test_unknown_keys_and_flags_suggest_the_closest(capsys):
 def test_yaml_and_binary_config_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("epochs: [1\nbatch_size: 4\n")
     with pytest.raises(ConfigError, match=r"not valid YAML") as e:
-        resolve_config(None, str(tmp_path / "bad.yaml"), {})
+        resolve_values(None, str(tmp_path / "bad.yaml"), {})
     assert "line" in str(e.value) and "\n" not in str(e.value)
     (tmp_path / "bin.yaml").write_bytes(bytes(range(256)) * 4)
     with pytest.raises(ConfigError, match="not a text"):
-        resolve_config(None, str(tmp_path / "bin.yaml"), {})
+        resolve_values(None, str(tmp_path / "bin.yaml"), {})
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
-        resolve_config(None, str(tmp_path / "list.yaml"), {})
+        resolve_values(None, str(tmp_path / "list.yaml"), {})
 
 
 FIELDS = [f.name for f in dataclasses.fields(PretrainConfig)]

@@ -2,7 +2,8 @@
 
 import torch
 
-from barlowtwins.training.finite import divergence_hint, divergence_message, nonfinite_names, training_state_tensors
+from barlowtwins.runtime.finite import nonfinite_names
+from barlowtwins.training.finite import divergence_hint, divergence_message, training_state_tensors
 from barlowtwins.training.optim import LARS, lars_param_groups
 
 

@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from barlowtwins.models.backbones import create_backbone
-from barlowtwins.training.optim import LARS, WarmupCosine, build_optimizer, lars_param_groups, set_learning_rates
+from barlowtwins.training.optim import (
+    LARS,
+    CosineSchedule,
+    WarmupCosine,
+    build_optimizer,
+    lars_param_groups,
+    set_learning_rates,
+    warmup_cosine,
+)
 
 
 def hand_lars(w, grads, lr, wd, momentum, eta, adapt):
@@ -54,7 +62,7 @@ def test_trust_ratio_is_one_for_zero_weights():
 
 def test_param_groups_split_weights_from_biases_and_norms():
     net = create_backbone("resnet18")
-    groups = lars_param_groups(net, weight_lr=0.2, bias_lr=0.0048)
+    groups = lars_param_groups(net, lr_weights=0.2, lr_biases=0.0048)
     weights, others = groups
     assert all(p.ndim > 1 for p in weights["params"]) and all(p.ndim == 1 for p in others["params"])
     n_conv = sum(1 for m in net.modules() if isinstance(m, nn.Conv2d))
@@ -62,6 +70,7 @@ def test_param_groups_split_weights_from_biases_and_norms():
     assert len(weights["params"]) == n_conv and len(others["params"]) == 2 * n_bn
     assert weights["lars"] and not others["lars"] and others["weight_decay"] == 0.0
     assert (weights["base_lr"], others["base_lr"]) == (0.2, 0.0048)
+    assert (weights["lr"], others["lr"]) == (0.2, 0.0048)  # they start at their base rate
 
 
 def test_excluded_group_gets_no_weight_decay():
@@ -75,7 +84,7 @@ def test_excluded_group_gets_no_weight_decay():
 
 
 def test_schedule_by_hand():
-    s = WarmupCosine(total_steps=100, warmup_steps=10, final_ratio=0.001)
+    s = CosineSchedule(total_steps=100, warmup_steps=10, final_ratio=0.001)
     assert s(0) == 0.0
     assert s(5) == pytest.approx(0.5)
     assert s(10) == pytest.approx(1.0)
@@ -88,10 +97,52 @@ def test_schedule_by_hand():
 
 
 def test_schedule_edge_cases():
-    assert WarmupCosine(total_steps=5, warmup_steps=50)(4) == pytest.approx(0.8)  # warm-up capped at the run
-    assert WarmupCosine(total_steps=1, warmup_steps=0)(0) == pytest.approx(1.0)
+    assert CosineSchedule(total_steps=5, warmup_steps=50)(4) == pytest.approx(0.8)  # warm-up capped at the run
+    assert CosineSchedule(total_steps=1, warmup_steps=0)(0) == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        WarmupCosine(total_steps=0, warmup_steps=0)
+        CosineSchedule(total_steps=0, warmup_steps=0)
+    assert warmup_cosine(5, 5, 50) == pytest.approx(1.0)  # the function caps the warm-up the same way
+
+
+def test_scheduler_scales_each_group_from_its_base_rate_like_the_pure_schedule():
+    net = nn.Linear(3, 2)
+    opt = LARS(lars_param_groups(net, 0.3, 0.01))
+    sched = WarmupCosine(opt, total_steps=20, warmup_steps=4, final_ratio=0.01, scale=2.0)
+    assert isinstance(sched, torch.optim.lr_scheduler.LRScheduler)
+    pure = CosineSchedule(20, 4, 0.01)
+    for step in range(25):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * 2.0 * pure(step))
+        assert opt.param_groups[1]["lr"] == pytest.approx(0.01 * 2.0 * pure(step))
+        assert sched.get_last_lr() == pytest.approx([0.6 * pure(step), 0.02 * pure(step)])
+        opt.step()
+        sched.step()
+
+
+def test_scheduler_resumes_from_its_state_dict(tmp_path):
+    net = nn.Linear(3, 2)
+    opt = LARS(lars_param_groups(net))
+    sched = WarmupCosine(opt, total_steps=30, warmup_steps=5)
+    for _ in range(12):
+        opt.step()
+        sched.step()
+    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, tmp_path / "state.pth")
+    state = torch.load(tmp_path / "state.pth", weights_only=True)  # plain data: no pickled classes
+    opt2 = LARS(lars_param_groups(net))
+    sched2 = WarmupCosine(opt2, total_steps=30, warmup_steps=5)
+    opt2.load_state_dict(state["opt"])
+    sched2.load_state_dict(state["sched"])
+    opt.step()
+    sched.step()
+    opt2.step()
+    sched2.step()
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+
+
+def test_scheduler_keeps_the_base_rate_after_set_learning_rates():
+    opt = LARS(lars_param_groups(nn.Linear(3, 2), 0.2, 0.0048))
+    set_learning_rates(opt, 0.0)  # a trainer that zeroed the rates first: the base is still the group's base_lr
+    WarmupCosine(opt, total_steps=10, warmup_steps=0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2) and opt.param_groups[1]["lr"] == pytest.approx(0.0048)
 
 
 def test_set_learning_rates_scales_each_group_base():
@@ -133,7 +184,7 @@ def test_adamw_option_decays_weights_only_and_matches_hand_computed_steps():
     torch.manual_seed(0)
     net = nn.Linear(4, 3).double()
     w0, b0 = net.weight.detach().numpy().copy(), net.bias.detach().numpy().copy()
-    opt = build_optimizer("adamw", net, weight_lr=0.02, bias_lr=0.01, weight_decay=0.1, momentum=0.8)
+    opt = build_optimizer("adamw", net, lr_weights=0.02, lr_biases=0.01, weight_decay=0.1, momentum=0.8)
     assert isinstance(opt, torch.optim.AdamW)
     wgrads, bgrads = [], []
     for _ in range(3):

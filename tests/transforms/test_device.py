@@ -1,5 +1,5 @@
 """The device path's pieces, on CPU tensors: batched JPEG decode against PIL, per-sample antialiased crops
-against torchvision, and the device and dtype of every output."""
+against torchvision (bicubic and bilinear), and the device and dtype of every output. The device executor's ops against torchvision for drawn parameters: `test_spec.py`."""
 
 import io
 
@@ -10,7 +10,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from barlowtwins.transforms.device import crop_resize_each, decode_batch, is_jpeg
+from barlowtwins.data.images import is_jpeg
+from barlowtwins.transforms.device import crop_resize_each, decode_batch
 
 
 def jpeg_bytes(seed, size=(50, 40), quality=90, mode="RGB"):
@@ -51,11 +52,9 @@ def test_per_sample_crops_match_torchvision(mode):
     sizes = ((40, 50), (64, 30), (20, 20))
     images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in sizes]
     boxes = torch.tensor([[3, 5, 36, 40], [0, 2, 60, 28], [4, 4, 8, 10]], dtype=torch.float64)  # down, down, up
-    flip = torch.tensor([False, True, True])
-    out = crop_resize_each(images, boxes, flip, 16, mode)
+    out = crop_resize_each(images, boxes, 16, mode)
     assert out.shape == (3, 3, 16, 16) and out.dtype == torch.float32 and out.device.type == "cpu"
     interp = InterpolationMode.BICUBIC if mode == "bicubic" else InterpolationMode.BILINEAR
     for i, (img, (t, l, h, w)) in enumerate(zip(images, boxes.int().tolist())):
         ref = TF.resized_crop(img.float() / 255, t, l, h, w, [16, 16], interpolation=interp, antialias=True)
-        ref = torch.flip(ref, dims=[2]) if flip[i] else ref
         torch.testing.assert_close(out[i], ref.clamp(0, 1) if mode == "bicubic" else ref, atol=1e-5, rtol=0)

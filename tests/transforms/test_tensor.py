@@ -1,15 +1,16 @@
-"""Batched views against torchvision's functional ops, the crop sampler against torchvision's, and the factory."""
-
-import math
+"""The batched executor: its kernels against torchvision's functional ops at extreme settings, the crop's two
+resampling paths, and `BatchViews` (probabilities, determinism, rank slices, normalisation). Each op of the
+spec against torchvision for drawn parameters: `test_spec.py`."""
 
 import pytest
 import torch
-from PIL import Image
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from barlowtwins.transforms.spec import augment_config
+from barlowtwins.transforms.params import view_params
+from barlowtwins.transforms.spec import augment_config, run_ops
 from barlowtwins.transforms.tensor import (
+    OPS,
     BatchViews,
     adjust_brightness,
     adjust_contrast,
@@ -18,10 +19,8 @@ from barlowtwins.transforms.tensor import (
     gaussian_blur,
     grayscale,
     resized_crop,
-    sample_crop_boxes,
     solarize,
 )
-from barlowtwins.transforms.two_view import TwoViewTransform
 
 
 @pytest.fixture
@@ -68,37 +67,14 @@ def test_resized_crop_is_an_exact_crop_at_native_size(images):
             torch.testing.assert_close(o, images[i, :, t: t + s, l: l + s], atol=1e-5, rtol=0)
 
 
-def test_flip_and_upscale_match_torchvision_inside_the_border(images):
-    boxes = torch.tensor([[4, 6, 10, 10]] * 2, dtype=torch.float64)
-    flip = torch.tensor([False, True])
-    out = resized_crop(images[:2], boxes, 20, flip, mode="bilinear")
-    ref = TF.resized_crop(images[:2], 4, 6, 10, 10, [20, 20], antialias=False)
-    torch.testing.assert_close(out[0, :, 1:-1, 1:-1], ref[0, :, 1:-1, 1:-1], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out[1, :, 1:-1, 1:-1], torch.flip(ref[1], dims=[2])[:, 1:-1, 1:-1], atol=1e-5, rtol=0)
-
-
-def test_crop_boxes_follow_torchvision_distribution():
-    g = torch.Generator().manual_seed(1)
-    n, h, w = 4000, 60, 80
-    ours = sample_crop_boxes(n, h, w, (0.08, 1.0), (3 / 4, 4 / 3), g)
-    top, left, bh, bw = ours.unbind(1)
-    assert (top >= 0).all() and (left >= 0).all() and (top + bh <= h).all() and (left + bw <= w).all()
-    assert (bh >= 1).all() and (bw >= 1).all()
-    torch.manual_seed(1)
-    img = torch.zeros(3, h, w)
-    ref = torch.tensor([RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)],
-                       dtype=torch.float64)
-    area_ours = (bh * bw / (h * w)).mean()
-    area_ref = (ref[:, 2] * ref[:, 3] / (h * w)).mean()
-    assert abs(area_ours - area_ref) < 0.02
-    assert abs(torch.log(bw / bh).mean() - torch.log(ref[:, 3] / ref[:, 2]).mean()) < 0.03
-    assert abs((left / (w - bw + 1)).mean() - 0.5) < 0.03
-
-
-def test_crop_fallback_on_extreme_aspect():
-    g = torch.Generator().manual_seed(2)
-    boxes = sample_crop_boxes(50, 4, 200, (0.9, 1.0), (3 / 4, 4 / 3), g)  # nothing fits: centre fallback
-    assert (boxes[:, 2] == 4).all() and (boxes[:, 3] == round(4 * 4 / 3)).all()
+def test_upscale_matches_torchvision_inside_the_border(images):
+    """Upscaled crops go through grid_sample (border padding), torchvision's resize through interpolate (clamped
+    indices): the same bilinear weights inside, different only where the filter reaches past the crop's edge."""
+    boxes = torch.tensor([[4, 6, 10, 10], [0, 3, 12, 9]], dtype=torch.float64)
+    out = resized_crop(images[:2], boxes, 20, mode="bilinear")
+    for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(images[i], t, l, h, w, [20, 20], antialias=False)
+        torch.testing.assert_close(out[i, :, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-5, rtol=0)
 
 
 def test_probabilities_of_the_asymmetric_views():
@@ -129,26 +105,6 @@ def test_batch_views_shapes_determinism_and_one_channel():
     assert not torch.equal(a1, a2)
 
 
-def test_factory_adapts_to_small_and_gray_images():
-    big = augment_config(224)
-    assert big.blur_p == (1.0, 0.1) and big.solarize_p == (0.0, 0.2) and big.crop_scale == (0.08, 1.0)
-    assert big.blur_kernel == 23 and big.interpolation == "bicubic"
-    small = augment_config(32)
-    assert small.blur_p == (0.0, 0.0) and small.crop_scale == (0.2, 1.0)
-    gray = augment_config(28, channels=1)
-    assert gray.saturation == gray.hue == gray.grayscale_p == 0.0 and gray.brightness == 0.4
-    assert augment_config(28, channels=1, crop_scale=[0.3, 1.0]).crop_scale == (0.3, 1.0)
-    with pytest.raises(ValueError, match="unknown augmentation field"):
-        augment_config(32, blurr=1)
-
-
-def test_two_view_transform_on_pil_images():
-    img = Image.new("RGB", (50, 40), (200, 30, 90))
-    v1, v2 = TwoViewTransform(augment_config(32))(img)
-    assert v1.shape == v2.shape == (3, 32, 32) and v1.dtype == torch.float32
-    assert math.isfinite(float(v1.sum()))
-
-
 def test_rank_slices_of_a_global_batch_match_one_process():
     """Under data parallelism each rank augments its slice exactly as one process augments the whole batch."""
     cfg = augment_config(32)
@@ -167,44 +123,16 @@ def test_rank_slices_of_a_global_batch_match_one_process():
 def test_downscaling_is_antialiased_like_torchvision(mode):
     noise = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[0, 0, 64, 64], [8, 4, 48, 40], [10, 20, 20, 44]], dtype=torch.float64)  # last: mixed
-    flip = torch.tensor([False, True, False])
-    out = resized_crop(noise, boxes, 32, flip, mode=mode)
+    out = resized_crop(noise, boxes, 32, mode=mode)
     interp = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[mode]
     for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
         ref = TF.resized_crop(noise[i], t, l, h, w, [32, 32], interpolation=interp, antialias=True)
-        ref = torch.flip(ref, dims=[2]) if flip[i] else ref
         torch.testing.assert_close(out[i], ref.clamp(0, 1) if mode == "bicubic" else ref, atol=1e-5, rtol=0)
     # A 2x downscale of noise averages pairs of pixels: the std falls to about half (0.29 -> ~0.12), as with
     # torchvision; point sampling would keep most of it.
     assert abs(float(out[0].std()) - float(TF.resize(noise[0], [32, 32], interpolation=interp,
                                                      antialias=True).std())) < 0.01
     assert float(out[0].std()) < 0.17
-
-
-def test_photometric_with_parameters_matches_torchvision_step_by_step():
-    from barlowtwins.transforms.params import view_params
-    from barlowtwins.transforms.tensor import photometric
-
-    cfg = augment_config(24, blur_kernel=5)
-    x = torch.rand(12, 3, 24, 24, generator=torch.Generator().manual_seed(1))
-    p = view_params(cfg, 1, seed=0, step=3, positions=range(12), heights=24, widths=24)
-    p.jitter[:] = True
-    p.gray[::3] = True
-    p.blur[::2] = True
-    p.solarize[1::2] = True
-    out = photometric(x, p, cfg)
-    ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
-    for i in range(12):
-        y = x[i]
-        for op in p.order[i].tolist():
-            y = ops[op](y, float(p.factors[i, op]))
-        if p.gray[i]:
-            y = TF.rgb_to_grayscale(y, num_output_channels=3)
-        if p.blur[i]:
-            y = TF.gaussian_blur(y, [5, 5], [float(p.sigma[i])] * 2)
-        if p.solarize[i]:
-            y = TF.solarize(y, 128 / 255)
-        torch.testing.assert_close(out[i], y, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("size", [8, 31, 224])
@@ -222,3 +150,16 @@ def test_worker_views_are_normalised_like_the_float64_reference(size):
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=2e-6)
     bv.finish_hwc_uint8(torch.zeros(2, size + 1, size + 1, 3, dtype=torch.uint8))  # another size: new constants
     torch.testing.assert_close(bv.finish_hwc_uint8(x), out, rtol=0, atol=0)
+
+
+def test_the_two_halves_make_the_whole_view():
+    """`geometric` then `photometric` (the device path's split) = all ops of the spec in one pass."""
+    cfg = augment_config(24, blur_kernel=5)
+    bv = BatchViews(cfg)
+    x = torch.randint(0, 256, (10, 3, 30, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    p = view_params(cfg, 0, seed=1, step=0, positions=range(10), heights=30, widths=28)
+    halves = bv.photometric(bv.geometric(x.float() / 255, p), p)
+    torch.testing.assert_close(halves, run_ops(OPS, x.float() / 255, p, cfg), rtol=0, atol=0)
+    v1, _ = bv.views(x, p, p)
+    torch.testing.assert_close(v1, bv.finish(halves), rtol=0, atol=0)
+    assert halves.shape == (10, 3, 24, 24) and not torch.equal(halves, bv.geometric(x.float() / 255, p))

@@ -7,10 +7,26 @@ import argparse
 import os
 import sys
 
-from barlowtwins.cli import (bench, detect, embed, env, export, finetune, knn, linear, list_backbones, neighbors,
-                             pretrain, report, results, transfer)
+from barlowtwins.cli import (
+    bench,
+    detect,
+    embed,
+    env,
+    export,
+    finetune,
+    knn,
+    linear,
+    list_backbones,
+    neighbors,
+    pretrain,
+    report,
+    results,
+    transfer,
+)
 from barlowtwins.errors import BarlowTwinsError
+from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.training import signals
+from barlowtwins.version import __version__
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -43,16 +59,12 @@ class Parser(argparse.ArgumentParser):
             command = getattr(parsed, "command", None)
             sub = self._command_parsers.get(command)
             options = [o for a in (sub or self)._actions for o in a.option_strings if o.startswith("--")]
-            from barlowtwins.training.config import suggest
-
-            hint = suggest(unknown.split("=", 1)[0], options) if unknown.startswith("--") else ""
+            hint = did_you_mean(unknown.split("=", 1)[0], options) if unknown.startswith("--") else ""
             (sub or self).error(f"unrecognized arguments: {' '.join(extra)}{hint}")
         return parsed, extra
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from barlowtwins.version import __version__
-
     parser = Parser(prog="barlowtwins", allow_abbrev=False,
                                      description="Barlow Twins self-supervised pretraining and evaluation.")
     parser.add_argument("--version", action="version", version=f"barlowtwins {__version__}")

@@ -4,6 +4,14 @@ per-image PIL pipeline; prints a table, saves JSON and appends a row to a RESULT
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+
+from barlowtwins.data.pipeline import AUTO, DATA_PATHS
+from barlowtwins.errors import ConfigError
+from barlowtwins.models.backbones import STEMS
+from barlowtwins.runtime.hardware import select_device
+from barlowtwins.training.bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -16,7 +24,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
                                    "--results benchmarks/RESULTS.md")
     m = p.add_argument_group("model")
     m.add_argument("--backbone", default="resnet50")
-    m.add_argument("--stem", default="standard", choices=("standard", "small", "small-pool"))
+    m.add_argument("--stem", default="standard", choices=STEMS)
     m.add_argument("--width", type=int, default=None, help="ResNet first-stage width (default: torchvision's)")
     m.add_argument("--projector", default="8192-8192-8192")
     m.add_argument("--image-size", type=int, default=224)
@@ -24,8 +32,9 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     m.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
     m.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     d = p.add_argument_group("data")
-    d.add_argument("--data-path", nargs="+", default=None, choices=("cpu", "device"),
-                   help="data paths to time on the JPEG folder (default: cpu, plus device on a GPU)")
+    d.add_argument("--data-path", nargs="+", default=None, choices=tuple(DATA_PATHS),
+                   help="data paths to time on the JPEG folder (default: cpu, plus device on a GPU): " +
+                        "; ".join(f"{n}: {s.description}" for n, s in DATA_PATHS.items()))
     d.add_argument("--workers", type=int, default=None, help="loader processes (default: per CPU count)")
     d.add_argument("--jpeg-dir", default=None, help="a folder of images to read (any depth)")
     d.add_argument("--make-jpegs", type=int, default=0, metavar="N",
@@ -47,13 +56,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
-
-    from barlowtwins.errors import ConfigError
-    from barlowtwins.runtime.hardware import select_device
-    from barlowtwins.training.bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
-
     for flag in ("image_size", "batch_size", "iters", "repeats"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     paths = tuple(args.data_path or (("cpu", "device") if device.type == "cuda" else ("cpu",)))
     if args.dataset:
-        paths = ("auto",)  # in-memory data has one path
+        paths = (AUTO,)  # in-memory data has one path
     spec = BenchSpec(backbone=args.backbone, stem=args.stem, width=args.width, projector=args.projector,
                      image_size=args.image_size, batch_size=args.batch_size, precision=args.precision,
                      device=args.device, data_paths=paths, workers=args.workers, iters=args.iters,

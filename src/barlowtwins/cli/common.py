@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import functools
 
+from barlowtwins.data.datasets import DATASETS, default_val_split
 from barlowtwins.errors import ConfigError
+from barlowtwins.evaluate.backbone import load_eval_backbone
+from barlowtwins.evaluate.protocols import LINEAR_PROTOCOLS
+from barlowtwins.models.backbones import STEMS
+from barlowtwins.runtime import distributed as D
 
 
 def leaves_process_group(run):
     """Wrap a command's handler so the process group it may have started is left on every exit path."""
     @functools.wraps(run)
     def wrapper(args: argparse.Namespace) -> int:
-        from barlowtwins.runtime import distributed as D
-
         try:
             return run(args)
         finally:
@@ -21,9 +24,20 @@ def leaves_process_group(run):
     return wrapper
 
 
-def add_linear_protocol_args(g: argparse._ArgumentGroup, batch_help: str | None = None) -> None:
-    """The flags of the linear protocols (`linear` and `transfer`)."""
-    g.add_argument("--epochs", type=int, default=None, help="fast: 50 over cached features; paper: 100")
+def labelled_datasets() -> list[str]:
+    """The data sets with labels (`DATASETS`), for the evaluation commands' --dataset."""
+    return [name for name, spec in DATASETS.items() if spec.labelled]
+
+
+def add_linear_protocol_args(g: argparse._ArgumentGroup, batch_help: str | None = None,
+                             protocol_help: str = "") -> None:
+    """The flags of the linear protocols (`linear` and `transfer`); ``--protocol`` offers every entry of
+    `LINEAR_PROTOCOLS`."""
+    described = "; ".join(f"{name}: {spec.description}" for name, spec in LINEAR_PROTOCOLS.items())
+    g.add_argument("--protocol", choices=tuple(LINEAR_PROTOCOLS), default="fast",
+                   help=f"{protocol_help}{described} (default: fast)".replace("%", "%%"))
+    epochs = ", ".join(f"{name} {spec.epochs}" for name, spec in LINEAR_PROTOCOLS.items())
+    g.add_argument("--epochs", type=int, default=None, help=f"default per protocol: {epochs}")
     g.add_argument("--batch-size", type=int, default=256, help=batch_help)
     g.add_argument("--lr", type=float, default=0.3, help="paper: classifier lr per 256 samples")
     g.add_argument("--weight-decay", type=float, default=1e-6, help="paper: weight decay")
@@ -34,7 +48,7 @@ def add_architecture_args(g: argparse._ArgumentGroup) -> None:
     """The backbone's architecture and input flags, for a checkpoint that does not say (every backbone reader)."""
     g.add_argument("--backbone", default=None,
                    help="torchvision model name or timm:<name> (default: from the checkpoint, else resnet50)")
-    g.add_argument("--stem", default=None, choices=("standard", "small", "small-pool"))
+    g.add_argument("--stem", default=None, choices=STEMS)
     g.add_argument("--width", type=int, default=None, help="ResNet first-stage width (narrow CPU models)")
     g.add_argument("--image-size", type=int, default=None, help="input size (default: the pretraining size, else 224)")
     g.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the run's)")
@@ -66,7 +80,7 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
 def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
-                   help="fashion-mnist, cifar10, cifar100, stl10 or folder (default: the pretraining data set)")
+                   help=f"{', '.join(labelled_datasets())} (default: the pretraining data set)")
     g.add_argument("--data-dir", default=None, help="data folder (default: the pretraining one)")
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
     g.add_argument("--train-split", default="train")
@@ -75,8 +89,6 @@ def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split"
 
 def setup_backbone(args: argparse.Namespace):
     """The backbone the flags describe, with the checkpoint's weights loaded (or random ones)."""
-    from barlowtwins.evaluate.backbone import load_eval_backbone
-
     return load_eval_backbone(args.checkpoint, random_init=args.random_init, backbone=args.backbone,
                               stem=args.stem, width=args.width, image_size=args.image_size, mean=args.mean,
                               std=args.std, device=args.device, precision=args.precision,
@@ -89,9 +101,7 @@ def resolve_data(args: argparse.Namespace, arch: dict | None = None) -> tuple[st
     dataset = args.dataset or arch.get("dataset")
     data_dir = args.data_dir if args.data_dir is not None else (arch.get("data_dir") if not args.dataset else None)
     if dataset is None or dataset == "images":
-        raise ConfigError("name a labelled data set: --dataset fashion-mnist|cifar10|cifar100|stl10|folder "
+        raise ConfigError(f"name a labelled data set: --dataset {'|'.join(labelled_datasets())} "
                           "(with --data-dir for folders)")
-    from barlowtwins.data.datasets import default_val_split
-
     val = args.val_split or default_val_split(dataset)
     return dataset, data_dir, val

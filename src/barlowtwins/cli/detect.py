@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
+import json
+
+import torch
 
 from barlowtwins.cli.common import add_backbone_args, leaves_process_group, setup_backbone
+from barlowtwins.errors import ConfigError
+from barlowtwins.evaluate.detection.data import coco_detection, coco_layout, voc_detection
+from barlowtwins.evaluate.detection.model import build_detector
+from barlowtwins.evaluate.detection.protocol import DetectionRun, run_detection, standard_schedule
+from barlowtwins.evaluate.results import result_path, write_result
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import usable_cpus
 
 MIN_SIZES = {"voc": tuple(range(480, 801, 32)), "coco": tuple(range(640, 801, 32))}
 
@@ -50,8 +59,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from barlowtwins.errors import ConfigError
-
     if args.iterations is not None and args.iterations < 1:
         raise ConfigError(f"--iterations must be at least 1, got {args.iterations}")
     if args.batch_size < 1:
@@ -72,8 +79,6 @@ def _check(args: argparse.Namespace) -> None:
 
 def load_data(args: argparse.Namespace):
     """(train, test) data sets the flags name; raises DataError/ConfigError before any model is built."""
-    from barlowtwins.evaluate.detection.data import coco_detection, coco_layout, voc_detection
-
     if args.dataset == "voc":
         return (voc_detection(args.data_dir, args.train_sets, train=True),
                 voc_detection(args.data_dir, args.test_sets, train=False))
@@ -81,8 +86,6 @@ def load_data(args: argparse.Namespace):
     train_ann, train_images, test_ann, test_images = coco_layout(args.data_dir, args.train_ann, args.train_images,
                                                                  args.test_ann, args.test_images)
     train = coco_detection(train_ann, train_images, train=True, masks=masks)
-    import json
-
     test = coco_detection(test_ann, test_images, train=False, masks=masks,
                           categories=json.loads(train_ann.read_text())["categories"])
     return train, test
@@ -90,13 +93,6 @@ def load_data(args: argparse.Namespace):
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from barlowtwins.evaluate.detection.model import build_detector
-    from barlowtwins.evaluate.detection.protocol import DetectionRun, run_detection, standard_schedule
-    from barlowtwins.evaluate.results import result_path, write_result
-    from barlowtwins.runtime import distributed as D
-
     _check(args)
     train, test = load_data(args)
     setup = setup_backbone(args)
@@ -110,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                            max_size=args.max_size, image_mean=setup.mean, image_std=setup.std,
                            rois_per_image=args.rois_per_image).to(setup.device)
     schedule = standard_schedule(args.dataset, args.iterations, args.batch_size, args.lr)
-    workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else min(4, usable_cpus())
     if D.is_main_process():
         print(f"{args.task} on {train.name} ({len(train)} images) -> {test.name} ({len(test)} images): "
               f"{args.head.upper()} head, {schedule.iterations} iterations at batch {schedule.batch_size}, "

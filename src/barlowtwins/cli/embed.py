@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
 from barlowtwins.cli.common import add_architecture_args, add_device_args, leaves_process_group
+from barlowtwins.data.datasets import DATASETS, build_dataset
+from barlowtwins.errors import ConfigError
+from barlowtwins.evaluate.backbone import load_eval_backbone
+from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, write_embeddings
+from barlowtwins.evaluate.features import extract_features
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.console import on_terminal
+from barlowtwins.version import __version__
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -29,8 +39,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     add_model_args(p)
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="images",
-                   help="images (every image under --data-dir, default), folder (<split>/<class>/), fashion-mnist, "
-                        "cifar10, cifar100, stl10")
+                   help=f"one of {', '.join(DATASETS)}; images: every image under --data-dir (default); folder: "
+                        "<split>/<class>/")
     g.add_argument("--data-dir", default=None)
     g.add_argument("--split", default="train", help="folder and built-in data sets: which split (default: train)")
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
@@ -42,8 +52,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def setup_from_args(args: argparse.Namespace, checkpoint: str, arch: dict | None = None):
-    from barlowtwins.evaluate.backbone import load_eval_backbone
-
     arch = arch or {}
     return load_eval_backbone(checkpoint, backbone=args.backbone or arch.get("backbone"),
                               stem=args.stem or arch.get("stem"), width=args.width or arch.get("width"),
@@ -54,23 +62,12 @@ def setup_from_args(args: argparse.Namespace, checkpoint: str, arch: dict | None
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    import os
-    import sys
-    import time
-
-    from barlowtwins.data.datasets import build_dataset
-    from barlowtwins.errors import ConfigError
-    from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, write_embeddings
-    from barlowtwins.evaluate.features import extract_features
-    from barlowtwins.runtime import distributed as D
-    from barlowtwins.version import __version__
-
     if not str(args.output).endswith(".npy"):
         raise ConfigError(f"--output {args.output}: name the embeddings file with .npy, e.g. emb.npy")
     resolve_index_format(args.index_format)  # refuse parquet without pyarrow before any work
     dataset = build_dataset(args.dataset, args.data_dir, args.split, args.download)
     setup = setup_from_args(args, args.checkpoint)
-    tty = sys.stderr.isatty()
+    tty = on_terminal()
     t0 = time.time()
     if D.is_main_process() and not tty:
         print(f"embedding {len(dataset)} images with {setup.checkpoint} ...", flush=True)

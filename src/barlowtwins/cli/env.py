@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from barlowtwins.report.environment import collect, format_text
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -16,10 +19,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
-    from barlowtwins.report.environment import collect, format_text
-
     info = collect()
     print(json.dumps(info, indent=2) if args.json else format_text(info))
     return 0

@@ -6,6 +6,19 @@ import argparse
 from pathlib import Path
 
 from barlowtwins.cli.common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.subsets import (
+    STANDARD_PERCENTS,
+    balanced_subset,
+    imagenet_subset,
+    is_imagenet_folder,
+    read_subset_file,
+    write_subset_file,
+)
+from barlowtwins.errors import DataError
+from barlowtwins.evaluate.protocols import finetune_protocol
+from barlowtwins.evaluate.results import result_path, write_result
+from barlowtwins.runtime import distributed as D
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -36,15 +49,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 def choose_subset(args: argparse.Namespace, train, seed: int):
     """(indices, description) of the labelled subset the flags ask for."""
-    from barlowtwins.data.subsets import (
-        STANDARD_PERCENTS,
-        balanced_subset,
-        imagenet_subset,
-        is_imagenet_folder,
-        read_subset_file,
-    )
-    from barlowtwins.errors import DataError
-
     if args.subset_file:
         return read_subset_file(args.subset_file, train), f"list file {args.subset_file}"
     standard = args.subset == "standard" or (args.subset == "auto" and is_imagenet_folder(train))
@@ -59,11 +63,6 @@ def choose_subset(args: argparse.Namespace, train, seed: int):
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from barlowtwins.data.datasets import build_dataset
-    from barlowtwins.data.subsets import write_subset_file
-    from barlowtwins.evaluate.results import result_path, write_result
-    from barlowtwins.runtime import distributed as D
-
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
@@ -76,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     if D.is_main_process():
         write_subset_file(Path(str(path).removesuffix(".json") + ".subset.txt"), train, indices)
         print(f"fine-tuning on {len(subset)} of {len(train)} labelled images: {how}")
-    from barlowtwins.evaluate.protocols import finetune_protocol
-
     result = finetune_protocol(setup, subset, val, names=(dataset, args.train_split, val_split),
                                num_classes=max(train.num_classes, val.num_classes), train_percent=args.train_percent,
                                subset_description=how, epochs=args.epochs, batch_size=args.batch_size,

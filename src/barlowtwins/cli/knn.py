@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 
 from barlowtwins.cli.common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.evaluate.protocols import knn_protocol
+from barlowtwins.evaluate.results import result_path, write_result
+from barlowtwins.runtime import distributed as D
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -24,11 +28,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 def evaluate_knn(args: argparse.Namespace, random_init: bool):
     """Run the kNN protocol, write its result (rank 0) and print one line; returns the `EvalResult`."""
-    from barlowtwins.data.datasets import build_dataset
-    from barlowtwins.evaluate.protocols import knn_protocol
-    from barlowtwins.evaluate.results import result_path, write_result
-    from barlowtwins.runtime import distributed as D
-
     args.random_init = random_init
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
@@ -46,8 +45,6 @@ def evaluate_knn(args: argparse.Namespace, random_init: bool):
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from barlowtwins.runtime import distributed as D
-
     pretrained = evaluate_knn(args, random_init=args.random_init)
     if args.compare_random and not args.random_init:
         random = evaluate_knn(args, random_init=True)

@@ -12,20 +12,19 @@ from barlowtwins.cli.common import (
     resolve_data,
     setup_backbone,
 )
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.evaluate.protocols import linear_protocol
+from barlowtwins.evaluate.results import result_path, write_result
+from barlowtwins.runtime import distributed as D
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="linear evaluation on a frozen backbone",
-                       description="Linear evaluation. --protocol fast (default): features are extracted once and a "
-                                   "grid of linear classifiers (lr x weight decay) is trained on them at once; the best "
-                                   "on a held-out 10%% of the training set is retrained and tested. --protocol paper: "
-                                   "the official protocol (frozen backbone in eval mode, RandomResizedCrop+flip, SGD "
-                                   "momentum 0.9, lr 0.3 x batch/256, weight decay 1e-6, cosine over 100 epochs, "
-                                   "batch 256).")
+                       description="Linear evaluation of a frozen backbone by one of the linear protocols "
+                                   "(--protocol; see its help).")
     add_backbone_args(p)
     add_data_args(p)
     g = p.add_argument_group("protocol")
-    g.add_argument("--protocol", choices=("fast", "paper"), default="fast")
     add_linear_protocol_args(g, "paper: training batch (global); fast: extraction batch")
     g.add_argument("--lrs", type=float, nargs="+", default=None, help="fast: learning-rate grid")
     g.add_argument("--wds", type=float, nargs="+", default=None, help="fast: weight-decay grid")
@@ -36,16 +35,10 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
-    from barlowtwins.data.datasets import build_dataset
-    from barlowtwins.evaluate.results import result_path, write_result
-    from barlowtwins.runtime import distributed as D
-
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
-    from barlowtwins.evaluate.protocols import linear_protocol
-
     result = linear_protocol(setup, train, val, names=(dataset, args.train_split, val_split), protocol=args.protocol,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, lrs=args.lrs, wds=args.wds, holdout=args.holdout,

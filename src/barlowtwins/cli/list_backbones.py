@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from barlowtwins.errors import ConfigError
+from barlowtwins.models.backbones import list_backbones, timm_module
+
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="list the backbone names --backbone accepts",
@@ -15,9 +18,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from barlowtwins.errors import ConfigError
-    from barlowtwins.models.backbones import list_backbones, timm_module
-
     names = list_backbones(args.pattern)
     if not names:
         raise ConfigError(f"no backbone matches '{args.pattern}'; try a shorter pattern, e.g. resnet")

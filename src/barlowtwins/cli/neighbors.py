@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from barlowtwins.cli.embed import add_model_args
+import torch
+
+from barlowtwins.cli.embed import add_model_args, setup_from_args
+from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.evaluate.embeddings import contact_sheet, cosine_neighbors, embed_image_files, read_embeddings
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -22,14 +27,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from barlowtwins.cli.embed import setup_from_args
-    from barlowtwins.errors import ConfigError, DataError
-    from barlowtwins.evaluate.embeddings import contact_sheet, cosine_neighbors, embed_image_files, read_embeddings
-
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")
     missing = [q for q in args.query if not Path(q).is_file()]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+import yaml
+
+from barlowtwins.runtime import distributed as D
+from barlowtwins.training.autoconfig import fit_to_data
 from barlowtwins.training.config import (
     PretrainConfig,
     add_config_flags,
@@ -11,6 +15,7 @@ from barlowtwins.training.config import (
     config_from_dict,
     resolve_values,
 )
+from barlowtwins.training.trainer import pretrain
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -28,12 +33,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
-    from barlowtwins.runtime import distributed as D
-    from barlowtwins.training.autoconfig import fit_to_data
-
     values = resolve_values(args.preset, args.config, flags)
     cfg, note = fit_to_data(config_from_dict(values), explicit=set(values))  # small images: no ImageNet recipe
     if args.print_config:
@@ -41,8 +41,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if note and (D.launcher_env() is None or D.launcher_env().get("rank") == 0):
         print(note, flush=True)
-    from barlowtwins.training.trainer import pretrain
-
     summary = pretrain(cfg)
     if D.launcher_env() is None or D.launcher_env().get("rank") == 0:
         run_dir = summary["run_dir"]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from barlowtwins.errors import ConfigError
+from barlowtwins.report import build_report
+from barlowtwins.report.plots import require_matplotlib
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -27,12 +32,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from barlowtwins.errors import ConfigError
-    from barlowtwins.report import build_report
-    from barlowtwins.report.plots import require_matplotlib
-
     require_matplotlib()  # one line and exit 2 before any work when the extra is missing
     if args.samples < 2:
         raise ConfigError(f"--samples must be at least 2, got {args.samples}")

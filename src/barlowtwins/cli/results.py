@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from barlowtwins.errors import DataError
+from barlowtwins.evaluate.results import find_results, markdown_table
+
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="print a Markdown table of evaluation results",
@@ -14,9 +17,6 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from barlowtwins.errors import DataError
-    from barlowtwins.evaluate.results import find_results, markdown_table
-
     found = find_results(args.paths)
     if not found:
         raise DataError(f"no result files found under {', '.join(args.paths)}; run an evaluation command first")

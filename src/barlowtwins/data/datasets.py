@@ -211,8 +211,11 @@ class ImageFiles(torch.utils.data.Dataset):
                           self.transform)
 
 
-def labelled_folder(root: str | os.PathLike, split: str | None = "train") -> ImageFiles:
-    """``root/<split>/<class>/<image>`` (ImageNet layout); ``split=None`` reads ``root/<class>/<image>``."""
+def labelled_folder(root: str | os.PathLike, split: str | None = "train",
+                    transform: Callable | None = None) -> ImageFiles:
+    """``root/<split>/<class>/<image>`` (ImageNet layout); ``split=None`` reads ``root/<class>/<image>``.
+
+    Items are ``(transform(img), class index)`` with ``img`` an RGB PIL image, as torchvision's ``ImageFolder``."""
     base = Path(root).expanduser()
     folder = base / split if split else base
     if not folder.is_dir():
@@ -232,11 +235,18 @@ def labelled_folder(root: str | os.PathLike, split: str | None = "train") -> Ima
     if not files:
         raise DataError(f"data folder {folder} has class folders but no images "
                         f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return ImageFiles(files, labels, classes, str(folder))
+    return ImageFiles(files, labels, classes, str(folder), transform)
 
 
-def image_folder(root: str | os.PathLike) -> ImageFiles:
-    """Every image under ``root`` at any depth, without labels (label -1)."""
+def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> ImageFiles:
+    """Every image under ``root`` at any depth, without labels (label -1).
+
+    Items are ``(transform(img), -1)`` with ``img`` an RGB PIL image (``(img, -1)`` without a transform), as
+    torchvision's ``ImageFolder`` returns them; ``TwoViewTransform`` makes each item a pair of views:
+
+        >>> ds = image_folder("my_images", transform=TwoViewTransform(image_size=96))
+        >>> (x1, x2), _ = ds[0]
+    """
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist; check --data-dir")
@@ -246,7 +256,7 @@ def image_folder(root: str | os.PathLike) -> ImageFiles:
         files += [os.path.join(dirpath, n) for n in sorted(names) if is_image_file(n)]
     if not files:
         raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)")
-    return ImageFiles(files, [-1] * len(files), (), str(folder))
+    return ImageFiles(files, [-1] * len(files), (), str(folder), transform)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@ from PIL import Image
 from barlowtwins.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+JPEG_MAGIC = b"\xff\xd8\xff"  # the first bytes of every JPEG file (SOI marker, then the next marker's 0xFF)
+
+
+def is_jpeg(data) -> bool:
+    """Whether a file's content (bytes, or a 1-D uint8 tensor of them) is a JPEG, by its first bytes."""
+    head = bytes(data[:3]) if isinstance(data, (bytes, bytearray, memoryview)) else bytes(data[:3].tolist())
+    return head == JPEG_MAGIC
 
 
 # The formats PIL may open: everything else (EPS, which runs Ghostscript, and other exotic plugins) is refused.
@@ -55,11 +62,6 @@ def unreadable(name, e: Exception) -> DataError:
     err = DataError(f"corrupt or unreadable image {name} ({reason}); remove or replace the file")
     err.reason = reason
     return err
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB, with a one-line error naming the file when it cannot be decoded."""
-    return read_image(path)
 
 
 def first_decodable(files: Sequence[str], where: str) -> int:

@@ -13,7 +13,7 @@ Three paths, one contract (`DataPath`):
 - ``cpu`` (the default for folders without a GPU): each loader worker reads a file once and makes both views
   whole with PIL (`pil_views`), so every core works; the device only normalises.
 - ``device`` (the default for folders with a GPU): workers read bytes; JPEGs are decoded in batches on the
-  device, cropped, resized and coloured there (`device_views`, `augment.photometric`).
+  device, cropped, resized and coloured there (`device_views`, `device.OPS`).
 
 On every path the parameters of a view are `views.view_params` of (seed, step, position in the global batch),
 so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
@@ -28,32 +28,67 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from barlowtwins.data.datasets import is_in_memory
-from barlowtwins.data.images import first_decodable, read_image, scan_images, unreadable
+from barlowtwins.data.images import first_decodable, is_jpeg, read_image, scan_images, unreadable
 from barlowtwins.data.sampling import BatchStream, GlobalBatchSampler, default_workers
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.runtime.hardware import to_device
+from barlowtwins.transforms.device import OPS as DEVICE_OPS
+from barlowtwins.transforms.device import decode_batch
+from barlowtwins.transforms.hue_shift import tables
 from barlowtwins.transforms.params import sample_uniforms, sample_views_from, view_params
-from barlowtwins.transforms.pil import draft_size
-from barlowtwins.transforms.spec import AugmentConfig, augment_config
-from barlowtwins.transforms.tensor import BatchViews, photometric
+from barlowtwins.transforms.pil import draft_size, two_views
+from barlowtwins.transforms.spec import AugmentConfig, augment_config, run_ops
+from barlowtwins.transforms.tensor import BatchViews
 
-DATA_PATHS = ("auto", "cpu", "device")
+AUTO = "auto"  # the data-path name resolved per device by `choose_data_path`
 MAX_REPLACEMENTS = 32  # files tried after an unreadable one before giving up
 
 
+@dataclass(frozen=True)
+class DataPathSpec:
+    """A data path for files by name: ``cls`` is its `DataPath` class; ``description`` is one line for
+    ``--help``. In-memory data sets always take `MemoryPath`, whatever path is named."""
+
+    name: str
+    cls: type
+    description: str
+
+
+DATA_PATHS: dict[str, DataPathSpec] = {}
+
+
+def register_data_path(spec: DataPathSpec) -> DataPathSpec:
+    """Add (or replace) a data path for image folders by name (``--data-path`` offers every entry)."""
+    if spec.name == AUTO:
+        raise ValueError(f"'{AUTO}' is not a data path but the choice between them")
+    DATA_PATHS[spec.name] = spec
+    return spec
+
+
+def data_path_choices() -> tuple[str, ...]:
+    """The values ``--data-path`` accepts: ``auto`` and every registered path."""
+    return (AUTO, *DATA_PATHS)
+
+
+def data_path_help() -> str:
+    """One line per choice of ``--data-path``, for help texts."""
+    return "; ".join([f"{AUTO}: device on CUDA, else cpu"] + [f"{n}: {s.description}" for n, s in DATA_PATHS.items()])
+
+
 def choose_data_path(data_path: str, dataset, device: torch.device) -> str:
-    """``memory`` for in-memory data; for files ``cpu`` or ``device`` (``auto``: device on CUDA, else cpu)."""
-    if data_path not in DATA_PATHS:
-        raise ConfigError(f"unknown --data-path '{data_path}'; choose {', '.join(DATA_PATHS)}")
+    """``memory`` for in-memory data; for files a registered path (``auto``: device on CUDA, else cpu)."""
+    if data_path not in data_path_choices():
+        raise ConfigError(f"unknown --data-path '{data_path}'; choose {', '.join(data_path_choices())}")
     if is_in_memory(dataset):
-        return "memory"
-    if data_path == "auto":
+        return MemoryPath.kind
+    if data_path == AUTO:
         return "device" if device.type == "cuda" else "cpu"
     return data_path
 
@@ -64,7 +99,7 @@ def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, r
     """The pretraining data path for ``dataset``: ``batch_size`` is per rank; see the module docstring."""
     device = torch.device(device)
     kind = choose_data_path(data_path, dataset, device)
-    cls = {"memory": MemoryPath, "cpu": CpuPath, "device": DevicePath}[kind]
+    cls = MemoryPath if kind == MemoryPath.kind else DATA_PATHS[kind].cls
     return cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
                workers=workers, strict=strict)
 
@@ -192,17 +227,14 @@ class _PilViews(_FileSamples):
         return self.__getitems__([key])[0]
 
     def __getitems__(self, keys):
-        from barlowtwins.data.pipeline import decode_for_views
-        from barlowtwins.transforms.pil import two_views
-
         step = keys[0][1]
         if any(k[1] != step for k in keys):
             raise ValueError("the keys of one batch belong to one step")
-        u, aspects = sample_uniforms(self.aug, self.seed, step, [k[2] for k in keys])
+        draws = sample_uniforms(self.aug, self.seed, step, [k[2] for k in keys])
         out = []
         for j, (i, _, _) in enumerate(keys):
             def params(width, height, j=j):
-                return sample_views_from(self.aug, (u[0][j], u[1][j]), (aspects[0][j], aspects[1][j]), height, width)
+                return sample_views_from(self.aug, draws, j, height, width)
 
             (img, full, p1, p2), note = self.read_first_readable(
                 i, lambda path: decode_for_views(path, params, self.aug.image_size))
@@ -216,8 +248,6 @@ class _Bytes(_FileSamples):
     (3, H, W) uint8 image for other formats (decoded here, on the CPU)."""
 
     def __getitem__(self, key):
-        from barlowtwins.transforms.device import JPEG_MAGIC
-
         i, step, pos = key
 
         def read(path):
@@ -226,7 +256,7 @@ class _Bytes(_FileSamples):
                     data = f.read()
             except OSError as e:  # a file that vanished or cannot be read is skipped like a corrupt one
                 raise unreadable(path, e) from None
-            if data[:3] == JPEG_MAGIC:
+            if is_jpeg(data):
                 return True, torch.frombuffer(bytearray(data), dtype=torch.uint8)
             img = read_image(data, name=path)
             return False, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
@@ -306,8 +336,6 @@ class CpuPath(_FilePath):
     def __init__(self, dataset, aug, **kw):
         super().__init__(dataset, aug, **kw)
         if aug.hue and aug.jitter_p:
-            from barlowtwins.transforms.hue_shift import tables
-
             tables()  # built here once: loader workers forked from this process share them
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
@@ -348,8 +376,6 @@ class DevicePath(_FilePath):
     def decode(self, batch: dict) -> list[torch.Tensor]:
         """The batch's images as (3, H_i, W_i) uint8 on the device; undecodable JPEGs replaced by the next
         readable file (decoded on the CPU)."""
-        from barlowtwins.transforms.device import decode_batch
-
         jpeg = [k for k, e in enumerate(batch["encoded"]) if e]
         images = [d.to(self.device, non_blocking=True) if not e else None
                   for e, d in zip(batch["encoded"], batch["data"])]
@@ -372,8 +398,6 @@ class DevicePath(_FilePath):
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
 
     def views(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from barlowtwins.transforms.device import crop_resize_each
-
         if int(batch["step"][0]) != step:
             raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
         images = self.decode(batch)
@@ -382,8 +406,7 @@ class DevicePath(_FilePath):
         out = []
         for v in (0, 1):
             p = view_params(self.aug, v, self.seed, step, batch["position"].numpy(), heights, widths)
-            x = crop_resize_each(images, p.boxes, p.flip, self.aug.image_size, self.aug.interpolation)
-            out.append(self.batch_views.finish(photometric(x, p, self.aug)))
+            out.append(self.batch_views.finish(run_ops(DEVICE_OPS, images, p, self.aug)))
         return out[0], out[1]
 
 
@@ -399,3 +422,14 @@ def decode_for_views(path: str, params_for_size, size: int):
 
     img = read_image(path, draft=draft)  # one open: header, parameters, drafted decode
     return (img, drawn["size"], *drawn["params"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# The data paths for files (`register_data_path` adds one)
+# --------------------------------------------------------------------------------------------------------
+
+for _spec in (
+    DataPathSpec("cpu", CpuPath, "whole views made with PIL in the loader workers"),
+    DataPathSpec("device", DevicePath, "JPEG decode and views batched on the GPU"),
+):
+    register_data_path(_spec)

@@ -8,11 +8,12 @@ microseconds); folders of files go through a DataLoader whose workers decode and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+from barlowtwins.runtime.hardware import usable_cpus
 
 
 class _WithIndex(Dataset):
@@ -45,8 +46,7 @@ class _Skip(torch.utils.data.Sampler):
 
 
 def default_workers(world_size: int = 1) -> int:
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(10, cpus // max(world_size, 1) - 1))
+    return max(1, min(10, usable_cpus() // max(world_size, 1) - 1))
 
 
 class GlobalBatchSampler(torch.utils.data.Sampler):

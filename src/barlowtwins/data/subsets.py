@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.files import write_text_atomic
 
 STANDARD_PERCENTS = (1, 10)
 
@@ -92,8 +93,7 @@ def write_subset_file(path: Path, dataset, indices: torch.Tensor) -> Path:
     """One line per sample: the file name for image folders, else the integer index."""
     files = getattr(dataset, "files", None)
     lines = [os.path.basename(files[i]) if files is not None else str(int(i)) for i in indices.tolist()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -7,21 +7,29 @@
 * PASCAL VOC 2007: ``VOCdevkit/VOC2007`` with ``JPEGImages/`` and ``ImageSets/Main/<class>_<split>.txt``
   (1 present, -1 absent, 0 difficult); splits ``trainval`` and ``test``. Multi-label: the data set carries a
   (N, 20) ``targets`` matrix with 1 present, 0 absent, -1 difficult.
+
+Every transfer data set, the labelled ``folder`` included, is an entry of `TRANSFER_DATASETS` (name -> reader,
+default splits, protocol, description); `build_transfer_dataset` is the one entry point and
+`register_transfer_dataset` adds one (``barlowtwins transfer --dataset`` offers every entry):
+
+    >>> register_transfer_dataset(TransferDataset("flowers", my_reader, ("train", "test"), "linear",
+    ...                                           "Oxford Flowers in my layout"))
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from barlowtwins.data.datasets import ImageFiles
+from barlowtwins.data.datasets import ImageFiles, labelled_folder
 from barlowtwins.errors import DataError
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
-TRANSFER_DATASETS = ("inat2018", "places205", "voc2007")
 
 
 def _need_dir(path: Path, what: str) -> Path:
@@ -122,13 +130,65 @@ def voc2007(root: str | Path, split: str = "trainval") -> ImageFiles:
     return ds
 
 
-def build_transfer_dataset(name: str, root: str | None, split: str, image_root: str | None = None):
+# --------------------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------------------
+
+TRANSFER_PROTOCOLS = ("linear", "svm")
+
+
+@dataclass(frozen=True)
+class TransferDataset:
+    """A transfer data set by name: ``reader(root, split, image_root)`` returns it; ``splits`` are the default
+    (train, test) splits; ``protocol`` how it is evaluated: ``linear`` (a linear probe, by ``--protocol``) or
+    ``svm`` (per-class linear SVMs and mAP, for a multi-label set carrying ``targets``); ``description`` is one
+    line for ``--help``."""
+
+    name: str
+    reader: Callable
+    splits: tuple[str, str]
+    protocol: str
+    description: str
+
+    def __post_init__(self):
+        if self.protocol not in TRANSFER_PROTOCOLS:
+            raise ValueError(f"transfer data set {self.name}: protocol must be one of "
+                             f"{', '.join(TRANSFER_PROTOCOLS)}, not '{self.protocol}'")
+
+
+TRANSFER_DATASETS: dict[str, TransferDataset] = {}
+
+
+def register_transfer_dataset(spec: TransferDataset) -> TransferDataset:
+    """Add (or replace) a transfer data set by name."""
+    TRANSFER_DATASETS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    TransferDataset("folder", lambda root, split, image_root: labelled_folder(root, split), ("train", "val"),
+                    "linear", "any labelled folder, <data-dir>/<split>/<class>/*"),
+    TransferDataset("inat2018", lambda root, split, image_root: inaturalist2018(root, split), ("train", "val"),
+                    "linear", "iNaturalist 2018 (train2018.json, val2018.json)"),
+    TransferDataset("places205", places205, ("train", "val"), "linear",
+                    "Places-205 (trainvalsplit_places205/ lists, images256/ or --image-root)"),
+    TransferDataset("voc2007", lambda root, split, image_root: voc2007(root, split), ("trainval", "test"), "svm",
+                    "PASCAL VOC07 classification (per-class SVMs, mAP)"),
+):
+    register_transfer_dataset(_spec)
+
+
+def transfer_spec(name: str) -> TransferDataset:
+    """The registry entry of ``name``, with a one-line error listing the valid names."""
+    if name not in TRANSFER_DATASETS:
+        raise DataError(f"unknown transfer data set '{name}'; choose one of {', '.join(TRANSFER_DATASETS)}")
+    return TRANSFER_DATASETS[name]
+
+
+def build_transfer_dataset(name: str, root: str | None, split: str | None = None, image_root: str | None = None):
+    """The ``split`` of transfer data set ``name`` under ``root`` (see `TRANSFER_DATASETS`); ``split`` None: the
+    entry's default training split."""
+    spec = transfer_spec(name)
     if root is None:
         raise DataError(f"--dataset {name} needs --data-dir")
-    if name == "inat2018":
-        return inaturalist2018(root, split)
-    if name == "places205":
-        return places205(root, split, image_root)
-    if name == "voc2007":
-        return voc2007(root, split)
-    raise DataError(f"unknown transfer data set '{name}'; choose one of {', '.join(TRANSFER_DATASETS)} or folder")
+    return spec.reader(root, spec.splits[0] if split is None else split, image_root)

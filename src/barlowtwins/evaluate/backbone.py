@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from barlowtwins.errors import ConfigError
+from barlowtwins.evaluate.features import cached_features
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import autocast_dtype, select_device
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
+from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
 
 @dataclass
@@ -37,8 +43,6 @@ class EvalSetup:
     def features(self, dataset, dataset_name: str, split: str, *, mirror: bool = False, batch_size: int = 256,
                  workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen features of ``dataset`` (cached in ``cache_dir`` and reused when possible)."""
-        from barlowtwins.evaluate.features import cached_features
-
         key = {"checkpoint": self.checkpoint_sha256 or self.checkpoint, "arch": self.describe()["backbone"],
                "dataset": dataset_name, "split": split, "image_size": self.image_size, "mean": list(self.mean),
                "std": list(self.std)}
@@ -61,11 +65,6 @@ def load_eval_backbone(checkpoint: str | None, *, random_init: bool = False, bac
     residual branches), the usual random-features baseline. ``cache_dir="auto"`` keeps extracted features in
     ``<run>/eval/cache`` when the checkpoint is a run folder (a trained backbone only); ``None`` turns caching off.
     """
-    from barlowtwins.models.backbones import create_backbone
-    from barlowtwins.runtime import distributed as D
-    from barlowtwins.runtime.hardware import autocast_dtype, select_device
-    from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
-
     info = D.init_distributed()
     if checkpoint is None and not (random_init and backbone):
         raise ConfigError("give --checkpoint (a run folder or weights file), or --random-init with --backbone")
@@ -90,8 +89,6 @@ def load_eval_backbone(checkpoint: str | None, *, random_init: bool = False, bac
         net.to(memory_format=torch.channels_last)
     origin = (src.origin if src else "random init") + (" [random init]" if src and random_init else "")
     if cache_dir == "auto":
-        from pathlib import Path
-
         is_run = checkpoint is not None and Path(checkpoint).is_dir()
         cache_dir = str(Path(checkpoint) / "eval" / "cache") if is_run and not random_init else None
     return EvalSetup(net, dev, autocast_dtype(precision, dev), int(arch.get("image_size") or 224),

@@ -23,8 +23,11 @@ from barlowtwins.data.sampling import BatchStream
 from barlowtwins.evaluate.features import eval_transform, normalize, prepare_batch
 from barlowtwins.evaluate.knn import topk_accuracy
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
-from barlowtwins.transforms.tensor import resized_crop, sample_crop_boxes, to_float_rgb
+from barlowtwins.transforms.params import generator_uniforms, params_from_uniforms
+from barlowtwins.transforms.spec import augment_config, run_ops
+from barlowtwins.transforms.tensor import OPS, to_float_rgb
 
 
 @dataclass
@@ -60,9 +63,10 @@ def _train_batch(images, run: ClassifierRun, in_memory: bool, g: torch.Generator
         return prepare_batch(images, run.image_size, run.device, run.mean, run.std)
     x = to_float_rgb(images.to(run.device, non_blocking=True))  # (B, 3, H, W) in [0, 1]
     n, _, h, w = x.shape
-    boxes = sample_crop_boxes(n, h, w, run.crop_scale, (3 / 4, 4 / 3), g)
-    flip = torch.rand(n, generator=g) < 0.5
-    x = normalize(resized_crop(x, boxes, run.image_size, flip, mode="bilinear"), run.mean, run.std)
+    # The crop and flip of the pretraining views (their parameters and ops), bilinear as the linear protocol's.
+    aug = augment_config(run.image_size, crop_scale=run.crop_scale, interpolation="bilinear")
+    p = params_from_uniforms(generator_uniforms(g, n, k=aug.spec.num_uniforms), aug, 0, h, w, ops=("crop", "flip"))
+    x = normalize(run_ops(OPS, x, p, aug, kind="geometry"), run.mean, run.std)
     return x.contiguous(memory_format=torch.channels_last) if run.device.type != "mps" else x
 
 
@@ -134,12 +138,7 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
     best = {"top1": -1.0, "top5": -1.0, "epoch": -1}
     bar = None
     if run.progress and D.is_main_process():
-        from tqdm.auto import tqdm
-
-        from barlowtwins.runtime.console import on_terminal
-
-        bar = tqdm(total=run.epochs * len(stream), unit="step", desc="classifier", dynamic_ncols=True,
-                   disable=not on_terminal())
+        bar = terminal_bar(total=run.epochs * len(stream), unit="step", desc="classifier")
     step = 0
     for epoch in range(run.epochs):
         factor = lr_factor(run, epoch)

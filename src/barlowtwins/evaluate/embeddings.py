@@ -21,9 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageOps
 
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.images import read_image
 from barlowtwins.errors import ConfigError, DataError
-from barlowtwins.runtime.files import atomic_write
+from barlowtwins.evaluate.features import eval_transform, prepare_batch
+from barlowtwins.runtime.files import atomic_write, write_text_atomic
+from barlowtwins.runtime.finite import nonfinite_names
+from barlowtwins.runtime.hardware import autocast
 
 INDEX_FORMATS = ("auto", "csv", "parquet")
 
@@ -62,7 +68,7 @@ def write_embeddings(output: str | os.PathLike, features: torch.Tensor, entries:
     """Write (N, D) features as float32 ``.npy`` with its index and metadata; returns the paths written."""
     if features.ndim != 2 or len(features) != len(entries):
         raise ValueError(f"expected ({len(entries)}, D) features, got {tuple(features.shape)}")
-    if not torch.isfinite(features).all():
+    if nonfinite_names([("features", features)]):
         raise DataError("the backbone produced non-finite features; check the checkpoint (is it diverged?)")
     paths = sidecar_paths(output)
     fmt = resolve_index_format(index_format)
@@ -87,7 +93,7 @@ def write_embeddings(output: str | os.PathLike, features: torch.Tensor, entries:
         stale.unlink()
     meta = {**meta, "count": int(array.shape[0]), "dim": int(array.shape[1]), "dtype": "float32",
             "index": paths[fmt].name}
-    atomic_write(paths["meta"], lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_text_atomic(paths["meta"], json.dumps(meta, indent=2) + "\n")
     return {"npy": paths["npy"], "index": paths[fmt], "meta": paths["meta"]}
 
 
@@ -136,15 +142,11 @@ def cosine_neighbors(queries: torch.Tensor, database: torch.Tensor, k: int) -> t
 @torch.no_grad()
 def embed_image_files(setup, files: list[str], batch_size: int = 64) -> torch.Tensor:
     """(Q, D) features of image files with the evaluation preprocessing of ``setup`` (an `EvalSetup`)."""
-    from barlowtwins.data.images import load_image
-    from barlowtwins.evaluate.features import eval_transform, prepare_batch
-    from barlowtwins.runtime.hardware import autocast
-
     tf = eval_transform(setup.image_size)
     setup.backbone.eval()
     out = []
     for i in range(0, len(files), batch_size):
-        images = torch.stack([tf(load_image(f)) for f in files[i:i + batch_size]])  # uint8 (B, 3, S, S)
+        images = torch.stack([tf(read_image(f)) for f in files[i:i + batch_size]])  # uint8 (B, 3, S, S)
         x = prepare_batch(images, setup.image_size, setup.device, setup.mean, setup.std)
         with autocast(setup.device, setup.amp_dtype):
             out.append(setup.backbone(x).float().cpu())
@@ -153,17 +155,11 @@ def embed_image_files(setup, files: list[str], batch_size: int = 64) -> torch.Te
 
 def _thumbnail(entry: str, meta: dict, size: int, datasets: dict):
     """A square RGB thumbnail of an index entry (a file, or an image of an in-memory data set)."""
-    from PIL import Image, ImageOps
-
     if os.path.isfile(entry):
-        from barlowtwins.data.images import load_image
-
-        img = load_image(entry)
+        img = read_image(entry)
     else:
         name, split, i = entry.rsplit(":", 2)
         if (name, split) not in datasets:
-            from barlowtwins.data.datasets import build_dataset
-
             datasets[(name, split)] = build_dataset(name, meta.get("data_dir"), split)
         arr = datasets[(name, split)][int(i)][0]  # uint8 (C, H, W)
         arr = arr.expand(3, -1, -1) if arr.shape[0] == 1 else arr
@@ -174,8 +170,6 @@ def _thumbnail(entry: str, meta: dict, size: int, datasets: dict):
 def contact_sheet(queries: list[str], neighbors: list[list[tuple[str, float]]], output: str | os.PathLike,
                   meta: dict | None = None, thumb: int = 128) -> Path:
     """A PNG grid: one row per query (the query, then its neighbours with their cosine similarity)."""
-    from PIL import Image, ImageDraw
-
     pad, caption = 4, 14
     cols = 1 + max(len(n) for n in neighbors)
     sheet = Image.new("RGB", (cols * (thumb + pad) + pad, len(queries) * (thumb + caption + pad) + pad), "white")

@@ -8,6 +8,10 @@ back in data set order: no sample counted twice, none dropped.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2 as T
@@ -15,9 +19,12 @@ from torchvision.transforms import v2 as T
 from barlowtwins.data.datasets import is_in_memory
 from barlowtwins.data.sampling import BatchStream
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.console import terminal_bar
+from barlowtwins.runtime.files import save_atomic
 from barlowtwins.runtime.hardware import autocast
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.transforms.tensor import to_float_rgb
+from barlowtwins.weights.run_files import load_checkpoint
 
 
 def eval_transform(image_size: int, crop_ratio: float = 0.875) -> T.Compose:
@@ -63,12 +70,7 @@ def extract_features(backbone: torch.nn.Module, dataset, *, image_size: int, dev
     feats, labels, indices = [], [], []
     batches = stream.epoch(0)
     if progress and D.is_main_process():
-        from tqdm.auto import tqdm
-
-        from barlowtwins.runtime.console import on_terminal
-
-        batches = tqdm(batches, total=len(stream), desc="features", unit="batch", leave=False,
-                       disable=not on_terminal())
+        batches = terminal_bar(batches, total=len(stream), desc="features", unit="batch", leave=False)
     for images, y, idx in batches:
         x = prepare_batch(images, image_size, device, mean, std)
         if mirror:
@@ -100,13 +102,6 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
     ``features-<dataset>-<split>[-mirror]-<hash of key>.pt`` (float32 features, int64 labels), written atomically
     by rank 0. Without ``cache_dir`` this is plain `extract_features`.
     """
-    import hashlib
-    import json
-    from pathlib import Path
-
-    from barlowtwins.runtime.files import save_atomic
-    from barlowtwins.weights.run_files import load_checkpoint
-
     if cache_dir is None:
         return extract_features(backbone, dataset, mirror=mirror, **kwargs)
     # Everything the features depend on besides the weights: which images (the data folder and a fingerprint of
@@ -131,8 +126,6 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
 
 def _data_fingerprint(dataset) -> dict:
     """The data set's folder and a hash of its file list (folders) or pixels (in memory)."""
-    import hashlib
-
     h = hashlib.sha256()
     files = getattr(dataset, "files", None)
     if files is not None:

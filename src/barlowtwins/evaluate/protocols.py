@@ -2,18 +2,29 @@
 
 `knn_protocol`, `linear_protocol` (fast or paper; ``linear`` and ``transfer``), `svm_protocol` (VOC07) and
 `finetune_protocol` each return an `EvalResult` (metrics plus the record's other fields); the commands only
-write and print it. `linear_fast` and `linear_paper` are the two linear protocols' cores, returning
-``(metrics, hyperparameters)``.
+write and print it.
+
+The linear protocols are entries of `LINEAR_PROTOCOLS` (name -> function, default epochs, description); each
+function takes ``(setup, train, val, names, options: LinearOptions)`` and returns ``(metrics, hyperparameters)``.
+``fast`` and ``paper`` wrap `linear_fast` and `linear_paper`; `register_linear_protocol` adds one, and
+``barlowtwins linear --protocol`` (and ``transfer``) offer every entry.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.backbone import EvalSetup
+from barlowtwins.evaluate.classifier import ClassifierRun, assert_unchanged, new_linear_head, snapshot, train_classifier
+from barlowtwins.evaluate.knn import knn_evaluate
+from barlowtwins.evaluate.linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_probe
 from barlowtwins.evaluate.results import EvalResult
+from barlowtwins.evaluate.svm import voc07_svm_map
 
 
 def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metrics: dict, hyper: dict, t0: float,
@@ -26,7 +37,6 @@ def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metric
 def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k=(20, 200),
                  temperature: float = 0.07, batch_size: int = 256, workers: int | None = None) -> EvalResult:
     """Weighted kNN on frozen, L2-normalised features; metrics per k: ``{"k=20": {"top1", "top5"}, ...}``."""
-    from barlowtwins.evaluate.knn import knn_evaluate
 
     t0 = time.time()
     kw = dict(batch_size=batch_size, workers=workers)
@@ -38,23 +48,84 @@ def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k
                    num_train=int((ytr >= 0).sum()), num_test=len(yte))
 
 
+@dataclass(frozen=True)
+class LinearOptions:
+    """The settings of a linear protocol run; each protocol reads those it uses (``epochs`` is resolved: the
+    caller's, else the protocol's default)."""
+
+    epochs: int
+    batch_size: int = 256
+    lr: float = 0.3
+    weight_decay: float = 1e-6
+    lrs: tuple[float, ...] | list[float] | None = None  # fast: the grid (None: its default)
+    wds: tuple[float, ...] | list[float] | None = None
+    holdout: float = 0.1
+    flip: bool = False
+    seed: int = 0
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class LinearProtocol:
+    """A linear protocol by name: ``run(setup, train, val, names, options)`` returns ``(metrics, hyperparameters)``;
+    ``epochs`` is its default length; ``description`` is one line for ``--help``."""
+
+    name: str
+    run: Callable
+    epochs: int
+    description: str
+
+
+LINEAR_PROTOCOLS: dict[str, LinearProtocol] = {}
+
+
+def register_linear_protocol(spec: LinearProtocol) -> LinearProtocol:
+    """Add (or replace) a linear protocol by name."""
+    LINEAR_PROTOCOLS[spec.name] = spec
+    return spec
+
+
+def _fast(setup: EvalSetup, train, val, names: tuple[str, str, str], o: LinearOptions):
+    return linear_fast(setup, train, val, names=names, epochs=o.epochs, lrs=o.lrs, wds=o.wds, holdout=o.holdout,
+                       flip=o.flip, seed=o.seed, batch_size=o.batch_size, workers=o.workers)
+
+
+def _paper(setup: EvalSetup, train, val, names: tuple[str, str, str], o: LinearOptions):
+    return linear_paper(setup, train, val, epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                        weight_decay=o.weight_decay, seed=o.seed, workers=o.workers)
+
+
+for _spec in (
+    LinearProtocol("fast", _fast, 50, "features extracted once (cached) and a grid of linear classifiers "
+                                      "(lr x weight decay) trained on them at once; the best on a held-out share of "
+                                      "the training set is retrained and tested"),
+    LinearProtocol("paper", _paper, 100, "the official protocol: frozen backbone in eval mode, RandomResizedCrop "
+                                         "and flip, SGD momentum 0.9, lr x batch/256, cosine"),
+):
+    register_linear_protocol(_spec)
+
+
+def linear_protocol_spec(name: str) -> LinearProtocol:
+    """The registry entry of ``name``, with a one-line error listing the valid names."""
+    if name not in LINEAR_PROTOCOLS:
+        raise ConfigError(f"unknown linear protocol '{name}'; choose one of {', '.join(LINEAR_PROTOCOLS)}")
+    return LINEAR_PROTOCOLS[name]
+
+
 def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], protocol: str = "fast",
                     prefix: str = "linear", epochs: int | None = None, batch_size: int = 256, lr: float = 0.3,
                     weight_decay: float = 1e-6, lrs=None, wds=None, holdout: float = 0.1, flip: bool = False,
                     seed: int = 0, workers: int | None = None, counts: bool = False) -> EvalResult:
-    """`linear_fast` (default 50 epochs) or `linear_paper` (default 100) as a result named ``<prefix>-<protocol>``.
+    """A linear protocol of `LINEAR_PROTOCOLS` (``fast``: `linear_fast`, default 50 epochs; ``paper``:
+    `linear_paper`, default 100) as a result named ``<prefix>-<protocol>``.
 
     ``counts=True`` adds ``num_train``/``num_test`` to the record (the transfer commands report them).
     """
+    spec = linear_protocol_spec(protocol)
     t0 = time.time()
-    if protocol == "fast":
-        metrics, hyper = linear_fast(setup, train, val, names=names, epochs=epochs or 50, lrs=lrs, wds=wds,
-                                     holdout=holdout, flip=flip, seed=seed, batch_size=batch_size, workers=workers)
-    elif protocol == "paper":
-        metrics, hyper = linear_paper(setup, train, val, epochs=epochs or 100, batch_size=batch_size, lr=lr,
-                                      weight_decay=weight_decay, seed=seed, workers=workers)
-    else:
-        raise ValueError(f"unknown linear protocol '{protocol}'")
+    options = LinearOptions(epochs=epochs or spec.epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            lrs=lrs, wds=wds, holdout=holdout, flip=flip, seed=seed, workers=workers)
+    metrics, hyper = spec.run(setup, train, val, names, options)
     extra = {"num_train": len(train), "num_test": len(val)} if counts else {}
     return _result(setup, f"{prefix}-{protocol}", names, metrics, hyper, t0, **extra)
 
@@ -62,7 +133,6 @@ def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str]
 def svm_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], batch_size: int = 256,
                  workers: int | None = None) -> EvalResult:
     """VOC07: per-class linear SVMs on L2-normalised frozen features (cost by 3-fold CV), mAP on the test split."""
-    from barlowtwins.evaluate.svm import voc07_svm_map
 
     t0 = time.time()
     kw = dict(batch_size=batch_size, workers=workers)
@@ -81,7 +151,6 @@ def finetune_protocol(setup: EvalSetup, subset, val, *, names: tuple[str, str, s
                       schedule: str = "cosine", milestones=(12, 16), seed: int = 0, workers: int | None = None,
                       log=print) -> EvalResult:
     """Semi-supervised fine-tuning of backbone + a new linear head on ``subset`` (learning rates x batch/256)."""
-    from barlowtwins.evaluate.classifier import ClassifierRun, new_linear_head, train_classifier
 
     head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)
     scale = batch_size / 256
@@ -109,7 +178,6 @@ def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], ep
 
     ``names`` = (data set, train split, test split), which name the feature cache entries.
     """
-    from barlowtwins.evaluate.linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_probe
 
     kw = dict(batch_size=batch_size, workers=workers)
     ftr, ytr = setup.features(train, names[0], names[1], **kw)
@@ -130,13 +198,6 @@ def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], ep
 def linear_paper(setup: EvalSetup, train, val, *, epochs: int = 100, batch_size: int = 256, lr: float = 0.3,
                  weight_decay: float = 1e-6, seed: int = 0, workers: int | None = None, log=print):
     """The official linear protocol; raises if the backbone changed in any way during training."""
-    from barlowtwins.evaluate.classifier import (
-        ClassifierRun,
-        assert_unchanged,
-        new_linear_head,
-        snapshot,
-        train_classifier,
-    )
 
     num_classes = max(train.num_classes, val.num_classes)
     head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barlowtwins.runtime.files import write_text_atomic
 from barlowtwins.version import __version__
 
 RESULTS_DIRNAME = "eval"
@@ -32,10 +33,7 @@ def result_path(protocol: str, dataset: str, checkpoint: str | None, output: str
 def write_result(record: dict, path: Path) -> Path:
     record = {"barlowtwins_version": __version__,
               "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **record}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     return path
 
 

@@ -41,19 +41,6 @@ def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
     return float(((mrec[change] - mrec[change - 1]) * mpre[change]).sum())
 
 
-def average_precision_11point(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """The original VOC 2007 AP: mean of the interpolated precision at recall 0, 0.1, ..., 1."""
-    ranked = _ranked(scores, positive)
-    if ranked is None:
-        return 0.0
-    _, precision, recall = ranked
-    points = []
-    for t in torch.linspace(0, 1, 11, dtype=torch.float64):
-        mask = recall >= t - 1e-12
-        points.append(float(precision[mask].max()) if mask.any() else 0.0)
-    return sum(points) / 11
-
-
 def average_precision_stepwise(scores: torch.Tensor, positive: torch.Tensor) -> float:
     """Non-interpolated AP, sum_n (R_n - R_{n-1}) P_n (what the benchmark's cross-validation scores)."""
     ranked = _ranked(scores, positive)

@@ -1,12 +1,12 @@
-"""Backbones by torchvision name, the projector MLP, and the `BarlowTwins` module that joins them.
+"""Backbones by name: any torchvision classification model, or ``timm:<name>``, with stems and widths.
 
     >>> backbone = create_backbone("resnet50")            # torchvision ResNet-50, fc -> Identity
     >>> backbone.num_features
     2048
     >>> create_backbone("timm:resnet10t").num_features  # any timm model, when timm is installed
     512
-    >>> model = BarlowTwins(backbone, Projector(backbone.num_features, "8192-8192-8192"))
-    >>> out = model(x1, x2)                                # BarlowTwinsLossOutput(loss, on_diag, off_diag)
+
+The projector is `models.projector`, the module that joins both with the loss `models.barlow_twins`.
 
 The backbone stays a plain torchvision module (only its classifier replaced by ``nn.Identity``), so its
 ``state_dict()`` loads into ``torchvision.models.<name>()`` with just the classifier keys missing, exactly like
@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from barlowtwins.errors import ConfigError
+from barlowtwins.runtime.console import did_you_mean
 
 STEMS = ("standard", "small", "small-pool")
 
@@ -61,13 +62,6 @@ def timm_module():
     return timm
 
 
-def _suggest(name: str, known, n: int = 1) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, list(known), n=n, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
 def check_backbone_name(name: str) -> None:
     """Raise a one-line `ConfigError` (with the closest names) unless ``name`` is a torchvision classifier or, with
     timm installed, ``timm:<model>``. Cheap: builds nothing (the config checks every run's backbone with it)."""
@@ -76,12 +70,12 @@ def check_backbone_name(name: str) -> None:
         if timm is None:
             raise ConfigError(f"backbone '{name}' needs timm: pip install 'barlowtwins[timm]'")
         if not timm.is_model(inner):
-            raise ConfigError(f"unknown timm model '{inner}'{_suggest(inner, timm.list_models(), n=3)}; "
+            raise ConfigError(f"unknown timm model '{inner}'{did_you_mean(inner, timm.list_models(), n=3)}; "
                               "barlowtwins list-backbones 'timm:PATTERN' lists them")
         return
     known = available_backbones()
     if name not in known:
-        raise ConfigError(f"unknown backbone '{name}'{_suggest(name, known)}; any torchvision classification "
+        raise ConfigError(f"unknown backbone '{name}'{did_you_mean(name, known)}; any torchvision classification "
                           "model name works (e.g. resnet18, resnet50), or timm:<name> with timm installed; "
                           "barlowtwins list-backbones lists them")
 
@@ -97,6 +91,7 @@ def _create_timm_backbone(name: str, *, stem: str, width: int | None, weights: s
     model = timm.create_model(name, pretrained=False, num_classes=0)
     model.num_features = int(model.num_features)
     model.head_name = ""  # num_classes=0 leaves no classifier keys in the state dict
+    model.arch = {"backbone": TIMM_PREFIX + name, "stem": "standard", "width": None}
     return model
 
 
@@ -175,7 +170,8 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
             for CPU-sized runs.
         weights: torchvision weight name (e.g. ``IMAGENET1K_V2`` or ``DEFAULT``); downloaded by torchvision.
 
-    The returned module has ``num_features`` (the width of its output, read off the removed head).
+    The returned module has ``num_features`` (the width of its output, read off the removed head) and ``arch``
+    (``{"backbone", "stem", "width"}``: what `barlowtwins.save_backbone` records so that it loads without flags).
     """
     check_backbone_name(name)
     if name.startswith(TIMM_PREFIX):
@@ -214,6 +210,7 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
     set_submodule(model, head_name, nn.Identity())
     model.num_features = num_features
     model.head_name = head_name
+    model.arch = {"backbone": name, "stem": stem, "width": width}  # what `save_backbone` records
     return model
 
 

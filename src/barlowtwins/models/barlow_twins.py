@@ -14,7 +14,11 @@ class BarlowTwins(nn.Module):
     """Backbone + projector + loss, one module so that DDP wraps the whole step (like the official code).
 
     ``forward(x1, x2)`` runs the two views through the network separately (BN statistics per view, as in
-    the paper) and returns ``BarlowTwinsLossOutput``.
+    the paper) and returns the scalar loss; ``return_parts=True`` returns ``BarlowTwinsLossOutput`` (loss,
+    on-diagonal and off-diagonal terms, and the C block when ``c_block`` > 0).
+
+        >>> model = build_model("resnet18", "512-512", stem="small")
+        >>> model(x1, x2).backward()
     """
 
     def __init__(self, backbone: nn.Module, projector: nn.Module, loss: BarlowTwinsLoss | None = None):
@@ -23,18 +27,30 @@ class BarlowTwins(nn.Module):
         self.projector = projector
         self.loss = loss if loss is not None else BarlowTwinsLoss()
 
+    @property
+    def c_block(self) -> int:
+        """Side k of the block C[:k, :k] the parts carry (0: none); set it before the first call when compiled."""
+        return self.loss.c_block
+
+    @c_block.setter
+    def c_block(self, k: int) -> None:
+        if k < 0:
+            raise ValueError(f"c_block must be >= 0, got {k}")
+        self.loss.c_block = int(k)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images -> (N, D) projector output."""
         return self.projector(self.backbone(x))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> BarlowTwinsLossOutput:
-        return self.loss(self.embed(x1), self.embed(x2))
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, *,
+                return_parts: bool = False) -> torch.Tensor | BarlowTwinsLossOutput:
+        return self.loss(self.embed(x1), self.embed(x2), return_parts=return_parts)
 
 
 def build_model(backbone: str = "resnet50", projector: str = "8192-8192-8192", *, stem: str = "standard",
                 width: int | None = None, zero_init_residual: bool = True, projector_bn: bool = True,
-                lambd: float = 0.0051) -> BarlowTwins:
+                lambd: float = 0.0051, terms: str = "both", c_block: int = 0) -> BarlowTwins:
     """The whole Barlow Twins network from names: ``build_model("resnet50", "8192-8192-8192")``."""
     net = create_backbone(backbone, stem=stem, width=width, zero_init_residual=zero_init_residual)
     return BarlowTwins(net, Projector(net.num_features, projector, batch_norm=projector_bn),
-                       BarlowTwinsLoss(lambd=lambd))
+                       BarlowTwinsLoss(lambd=lambd, terms=terms, c_block=c_block))

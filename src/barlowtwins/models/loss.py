@@ -6,8 +6,9 @@
 Usable on its own:
 
     >>> loss_fn = BarlowTwinsLoss(lambd=0.0051)
-    >>> out = loss_fn(z1, z2)          # z1, z2: (N, D) projector outputs of the two views
-    >>> out.loss.backward()
+    >>> loss = loss_fn(z1, z2)         # z1, z2: (N, D) projector outputs of the two views; a scalar tensor
+    >>> loss.backward()
+    >>> parts = loss_fn(z1, z2, return_parts=True)   # BarlowTwinsLossOutput(loss, on_diag, off_diag, c_block)
 
 Under torch.distributed the batch statistics and C are global (summed over ranks with an autograd-aware
 collective), so loss and gradients equal those of one process on the whole global batch.
@@ -75,7 +76,8 @@ TERMS = ("both", "on-diagonal", "off-diagonal")
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5,
                       distributed: bool | None = None, terms: str = "both",
                       c_block: int = 0) -> BarlowTwinsLossOutput:
-    """Functional form of :class:`BarlowTwinsLoss`; computed in float32 at least (autocast is turned off).
+    """Functional form of :class:`BarlowTwinsLoss` that returns all the parts (``.loss`` is the scalar to
+    minimise); computed in float32 at least (autocast is turned off).
 
     ``c_block=k`` also returns C[:k, :k] (detached, on C's device): a slice of the matrix the loss builds anyway,
     so it costs one k x k copy and no extra collective."""
@@ -117,11 +119,11 @@ class BarlowTwinsLoss(nn.Module):
         distributed: ``None`` (default) uses the global batch whenever a process group with more than one
             rank is initialised; ``False`` forces per-process statistics.
         terms: ``both`` (the paper); ``on-diagonal`` or ``off-diagonal`` keep one term (Table 5 ablations).
-        c_block: when > 0, every output also carries ``c_block``: the detached top-left (k, k) block of C (for
-            run reports; set the attribute before the first call when the module is compiled).
+        c_block: when > 0, the parts (``return_parts=True``) also carry ``c_block``: the detached top-left
+            (k, k) block of C, for run reports. A compiled module sees the value it had at tracing.
 
-    ``forward(z1, z2)`` takes two (N, D) embeddings and returns ``BarlowTwinsLossOutput(loss, on_diag,
-    off_diag, c_block)``.
+    ``forward(z1, z2)`` takes two (N, D) embeddings and returns the scalar loss, ready for ``backward()``;
+    ``forward(z1, z2, return_parts=True)`` returns ``BarlowTwinsLossOutput(loss, on_diag, off_diag, c_block)``.
     """
 
     def __init__(self, lambd: float = 0.0051, eps: float = 1e-5, distributed: bool | None = None,
@@ -131,14 +133,19 @@ class BarlowTwinsLoss(nn.Module):
             raise ValueError(f"Barlow Twins loss: lambd must be >= 0, got {lambd}")
         if terms not in TERMS:
             raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
+        if c_block < 0:
+            raise ValueError(f"Barlow Twins loss: c_block must be >= 0, got {c_block}")
         self.lambd = float(lambd)
         self.eps = float(eps)
         self.distributed = distributed
         self.terms = terms
         self.c_block = int(c_block)
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> BarlowTwinsLossOutput:
-        return barlow_twins_loss(z1, z2, self.lambd, self.eps, self.distributed, self.terms, self.c_block)
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, *,
+                return_parts: bool = False) -> torch.Tensor | BarlowTwinsLossOutput:
+        out = barlow_twins_loss(z1, z2, self.lambd, self.eps, self.distributed, self.terms,
+                                self.c_block if return_parts else 0)
+        return out if return_parts else out.loss
 
     def extra_repr(self) -> str:
-        return f"lambd={self.lambd}, eps={self.eps}, terms={self.terms}"
+        return f"lambd={self.lambd}, eps={self.eps}, terms={self.terms}, c_block={self.c_block}"

@@ -13,8 +13,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barlowtwins.report import plots
+from barlowtwins.report.diagnostics import run_diagnostics
 from barlowtwins.report.html import RESULTS_HEAD, figure, note, page, result_rows, table
 from barlowtwins.report.runs import RunData, load_run
+from barlowtwins.runtime.files import write_bytes_atomic, write_text_atomic
 
 __all__ = ["ReportResult", "build_report", "load_run", "RunData"]
 
@@ -34,9 +37,6 @@ def _slug(name: str) -> str:
 def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics: bool = True, samples: int = 512,
                  device: str = "cpu", map_method: str = "auto", title: str | None = None) -> ReportResult:
     """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written."""
-    from barlowtwins.report import plots
-    from barlowtwins.report.diagnostics import run_diagnostics
-
     plots.require_matplotlib()
     runs = [load_run(p) for p in run_dirs]  # one-line errors before any work
     names = [r.name for r in runs]
@@ -62,7 +62,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
     def fig(fig_id: str, f, caption: str) -> str:
         png = plots.png_bytes(f)
         path = files / f"{fig_id}.png"
-        path.write_bytes(png)
+        write_bytes_atomic(path, png)
         result.figures[fig_id] = path
         return figure(fig_id, png, caption)
 
@@ -122,10 +122,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
     sections = [("Training", training), ("Cross-correlation matrix", correlation),
                 ("Collapse diagnostics", collapse), ("Evaluation results", results)]
     text = page(title or "Barlow Twins run report: " + ", ".join(r.name for r in runs), runs, diags, sections)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    write_text_atomic(output, text)
     for f in files.glob("*.png"):  # no stale figures from an earlier report in the folder
         if f not in result.figures.values():
             f.unlink()

@@ -7,7 +7,7 @@ mode) and the projector:
 * the singular-value spectrum of the centred embeddings and backbone features (a collapsed run has a few large
   singular values and a cliff);
 * the effective rank: RankMe (Garrido et al., 2023: exp of the entropy of the normalised singular values of
-  the uncentred matrix) and the centred effective rank of Roy & Vetterli (2007) that `evaluate.collapse` uses;
+  the uncentred matrix) and the centred effective rank of Roy & Vetterli (2007), both from `evaluate.collapse`;
 * the per-dimension standard deviation of the L2-normalised embeddings (collapse drives it to 0; embeddings
   spread over all D directions give about 1/sqrt(D));
 * a 2-D map of the backbone features coloured by label: UMAP when ``umap-learn`` is installed, t-SNE from
@@ -22,8 +22,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
+from barlowtwins.data.datasets import build_dataset, default_val_split, image_folder
 from barlowtwins.errors import BarlowTwinsError, DataError
+from barlowtwins.evaluate.collapse import effective_rank, rankme, singular_values
+from barlowtwins.evaluate.features import extract_features
+from barlowtwins.models.barlow_twins import build_model
+from barlowtwins.runtime.hardware import select_device
+from barlowtwins.training.config import PretrainConfig, config_from_dict
+from barlowtwins.transforms.spec import augment_config
+from barlowtwins.weights.run_files import BACKBONE_NAME, CHECKPOINT_NAME, load_checkpoint
+from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
 
 @dataclass
@@ -45,16 +55,9 @@ class Diagnostics:
     weights: str  # which file the weights came from
 
 
-def rankme(z: torch.Tensor, eps: float = 1e-7) -> float:
-    """RankMe (Garrido et al., 2023): exp(-sum p log p), p = s / ||s||_1 + eps, s = singular values of z (N, D)."""
-    s = torch.linalg.svdvals(z.double())
-    p = s / s.sum().clamp_min(1e-300) + eps
-    return float(torch.exp(-(p * p.log()).sum()))
-
-
 def centred_singular_values(z: torch.Tensor) -> np.ndarray:
-    z = z.double()
-    return torch.linalg.svdvals(z - z.mean(0, keepdim=True)).numpy()
+    """The spectrum the report plots: `evaluate.collapse.singular_values` of the centred ``z``, as numpy."""
+    return singular_values(z, centre=True).numpy()
 
 
 def normalised_std(z: torch.Tensor) -> np.ndarray:
@@ -94,8 +97,6 @@ def map_2d(x: np.ndarray, seed: int = 0, method: str = "auto") -> tuple[np.ndarr
 
 def _held_out(cfg, samples: int):
     """A labelled evaluation split of the run's data when there is one, else its training images."""
-    from barlowtwins.data.datasets import build_dataset, default_val_split, image_folder
-
     name = cfg.dataset
     candidates = []
     if name == "images":
@@ -120,17 +121,6 @@ def _held_out(cfg, samples: int):
 def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu", map_method: str = "auto",
                     seed: int = 0) -> Diagnostics:
     """Load the run's network (``checkpoint.pth``, else ``backbone.pth`` without projector) and measure it."""
-    import yaml
-
-    from barlowtwins.evaluate.collapse import effective_rank
-    from barlowtwins.evaluate.features import extract_features
-    from barlowtwins.runtime.hardware import select_device
-    from barlowtwins.training.config import PretrainConfig, config_from_dict
-    from barlowtwins.training.trainer import build_pretrain_model
-    from barlowtwins.transforms.spec import augment_config
-    from barlowtwins.weights.run_files import BACKBONE_NAME, CHECKPOINT_NAME, load_checkpoint
-    from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
-
     run = Path(run_dir)
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
     try:
@@ -139,7 +129,9 @@ def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu"
         raise DataError(f"cannot read {run / 'config.yaml'} ({e})") from None
     cfg = config_from_dict({k: v for k, v in saved.items() if k in known})
     torch.manual_seed(0)
-    model = build_pretrain_model(cfg)
+    model = build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
+                        zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn, lambd=cfg.lambd,
+                        terms=cfg.loss_terms)
     projector = model.projector
     if (run / CHECKPOINT_NAME).exists():
         model.load_state_dict(load_checkpoint(run / CHECKPOINT_NAME)["model"])

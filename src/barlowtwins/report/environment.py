@@ -15,6 +15,11 @@ import sys
 
 import torch
 
+from barlowtwins.data.datasets import FASHION_MNIST_DIRS, find_fashion_mnist
+from barlowtwins.data.sampling import default_workers
+from barlowtwins.runtime.hardware import select_device, usable_cpus
+from barlowtwins.version import __version__
+
 # Optional packages: (what it is for, module, how to install). The report's extras are declared in pyproject.toml.
 OPTIONAL = {
     "matplotlib": ("barlowtwins report", "matplotlib", "pip install 'barlowtwins[report]'"),
@@ -68,8 +73,6 @@ def _compile_status() -> dict:
 
 
 def _datasets() -> dict:
-    from barlowtwins.data.datasets import FASHION_MNIST_DIRS, find_fashion_mnist
-
     found = {}
     try:
         found["fashion-mnist"] = str(find_fashion_mnist())
@@ -82,11 +85,6 @@ def _datasets() -> dict:
 
 def collect() -> dict:
     """Everything `barlowtwins env` reports, as a JSON-ready dict."""
-    from barlowtwins.data.sampling import default_workers
-    from barlowtwins.runtime.hardware import select_device
-    from barlowtwins.version import __version__
-
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     mps = getattr(torch.backends, "mps", None)
     return {
         "barlowtwins": __version__,
@@ -102,7 +100,7 @@ def collect() -> dict:
                  "nccl": torch.distributed.is_available() and torch.distributed.is_nccl_available()},
         "mps": bool(mps is not None and mps.is_available()),
         "default_device": str(select_device("auto")),
-        "cpu": {"count": os.cpu_count(), "usable": cpus, "threads": torch.get_num_threads(),
+        "cpu": {"count": os.cpu_count(), "usable": usable_cpus(), "threads": torch.get_num_threads(),
                 "capability": torch.backends.cpu.get_cpu_capability()
                 if hasattr(torch.backends, "cpu") else None},
         "workers": {"default": default_workers(1), "rule": "usable CPUs per process - 1, between 1 and 10"},

@@ -34,10 +34,6 @@ class DistInfo:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
 
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()

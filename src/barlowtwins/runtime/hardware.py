@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -55,3 +56,11 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, SLURM's ``--cpus-per-task``, a
+    container's cpuset), which ``os.cpu_count()`` (every core of the machine) ignores."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

@@ -26,6 +26,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
+import torchvision.transforms as T
+from PIL import Image, ImageFilter, ImageOps
+from PIL import __version__ as pil_version
+from torch.utils.flop_counter import FlopCounterMode
+
+from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.pipeline import build_pipeline
+from barlowtwins.data.sampling import default_workers
+from barlowtwins.errors import DataError
+from barlowtwins.models.barlow_twins import build_model
+from barlowtwins.runtime.files import atomic_write, write_text_atomic
+from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device, usable_cpus
+from barlowtwins.training.config import PretrainConfig
+from barlowtwins.training.optim import build_optimizer, set_learning_rates
+from barlowtwins.transforms.spec import augment_config
+from barlowtwins.version import __version__
 
 # Dense peak TFLOP/s by device name (vendor data sheets, SXM parts unless named): bf16 tensor cores, fp32 CUDA cores.
 PEAK_TFLOPS = {
@@ -87,16 +104,11 @@ class BenchResult:
 
 
 def environment(device: torch.device) -> dict:
-    import torchvision
-    from PIL import __version__ as pil_version
-
-    from barlowtwins.version import __version__
-
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{_cpu_model() or platform.processor() or platform.machine()} ({_cpus()} cores)"
-    return {"device": name, "device_type": device.type, "cpus": _cpus(), "torch": torch.__version__,
+        name = f"{_cpu_model() or platform.processor() or platform.machine()} ({usable_cpus()} cores)"
+    return {"device": name, "device_type": device.type, "cpus": usable_cpus(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "pillow": pil_version, "barlowtwins": __version__,
             "python": platform.python_version(), "date": datetime.date.today().isoformat()}
 
@@ -113,16 +125,10 @@ def _cpu_model() -> str:
     return ""
 
 
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def make_jpeg_folder(folder: str | os.PathLike, count: int, size_range: tuple[int, int] = (350, 500),
                      quality: int = 90, seed: int = 0) -> Path:
     """``count`` synthetic photographs-like JPEGs (smooth colour fields plus grain) with sides drawn uniformly
     from ``size_range``; files already there are kept, so a second run reuses them."""
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -134,7 +140,9 @@ def make_jpeg_folder(folder: str | os.PathLike, count: int, size_range: tuple[in
         coarse = rng.integers(0, 256, (h // 16 + 2, w // 16 + 2, 3), dtype=np.uint8)
         smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.int16)
         grain = rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
-        Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8)).save(path, quality=quality)
+        image = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
+        # atomic: a file that exists is kept by the next run, so a half-written one must never exist
+        atomic_write(path, lambda tmp: image.save(tmp, format="JPEG", quality=quality))
     return folder
 
 
@@ -147,8 +155,6 @@ class _OfficialBlur:
         self.p = p
 
     def __call__(self, img):
-        from PIL import ImageFilter
-
         if random.random() < self.p:
             return img.filter(ImageFilter.GaussianBlur(radius=random.random() * 1.9 + 0.1))
         return img
@@ -159,15 +165,11 @@ class _OfficialSolarize:
         self.p = p
 
     def __call__(self, img):
-        from PIL import ImageOps
-
         return ImageOps.solarize(img) if random.random() < self.p else img
 
 
 def official_transform(image_size: int = 224):
     """The official two-view ``Transform``: image -> (view1, view2) normalised float tensors."""
-    import torchvision.transforms as T
-
     def view(blur_p, solarize_p):
         return T.Compose([
             T.RandomResizedCrop(image_size, interpolation=T.InterpolationMode.BICUBIC),
@@ -188,8 +190,6 @@ class _OfficialFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        from PIL import Image
-
         with open(self.files[i], "rb") as f:
             img = Image.open(f).convert("RGB")  # torchvision's default ImageFolder loader
         return self.transform(img), 0
@@ -242,7 +242,7 @@ def time_batches(batches, consume, batch_size: int, iters: int, warmup: int, dev
 def _peak_memory(device: torch.device) -> tuple[str, float]:
     if device.type == "cuda":
         return "device_max_allocated_gib", torch.cuda.max_memory_allocated(device) / 2**30
-    import resource
+    import resource  # Unix only: imported where the CPU path needs it
 
     return "host_max_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
@@ -251,13 +251,11 @@ class _Model:
     """Network + LARS + one training step on two views, as the trainer does it."""
 
     def __init__(self, spec: BenchSpec, device: torch.device, amp_dtype):
-        from barlowtwins.training.config import PretrainConfig
-        from barlowtwins.training.optim import build_optimizer, set_learning_rates
-        from barlowtwins.training.trainer import build_pretrain_model
-
         cfg = PretrainConfig(backbone=spec.backbone, stem=spec.stem, width=spec.width, projector=spec.projector)
         torch.manual_seed(spec.seed)
-        self.model = build_pretrain_model(cfg).to(device)
+        self.model = build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
+                                 zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn,
+                                 lambd=cfg.lambd, terms=cfg.loss_terms).to(device)
         if spec.channels_last and device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.opt = build_optimizer(cfg.optimizer, self.model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
@@ -266,17 +264,13 @@ class _Model:
         self.device, self.amp_dtype = device, amp_dtype
 
     def step(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        from barlowtwins.runtime.hardware import autocast
-
         with autocast(self.device, self.amp_dtype):
-            loss = self.model(x1, x2).loss
+            loss = self.model(x1, x2)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
 
     def flops_per_step(self, x1: torch.Tensor, x2: torch.Tensor) -> int:
-        from torch.utils.flop_counter import FlopCounterMode
-
         counter = FlopCounterMode(display=False)
         with counter:
             self.step(x1, x2)
@@ -285,13 +279,6 @@ class _Model:
 
 def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=print) -> BenchResult:
     """Measure what ``spec`` asks for (see the module docstring); ``jpeg_dir`` is the folder for file paths."""
-    from barlowtwins.data.datasets import build_dataset
-    from barlowtwins.data.pipeline import build_pipeline
-    from barlowtwins.data.sampling import default_workers
-    from barlowtwins.errors import DataError
-    from barlowtwins.runtime.hardware import autocast_dtype, select_device
-    from barlowtwins.transforms.spec import augment_config
-
     device = select_device(spec.device)
     amp_dtype = autocast_dtype(spec.precision, device)
     workers = default_workers() if spec.workers is None else spec.workers
@@ -451,9 +438,8 @@ def append_results(path: str | os.PathLike, result: BenchResult) -> None:
     while at < len(lines) and lines[at].startswith("|"):  # the end of this table, even if sections follow
         at += 1
     lines.insert(at, results_row(result))
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def save_json(path: str | os.PathLike, result: BenchResult) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(result.to_dict(), indent=2))
+    write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")

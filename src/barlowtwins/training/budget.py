@@ -58,10 +58,6 @@ class TimeBudget:
         """True while estimates are still to be made."""
         return self.minutes is not None and (self.estimated_total is None or bool(self.pending))
 
-    @property
-    def fixed(self) -> bool:
-        return self.minutes is not None and self.estimated_total is not None and not self.pending
-
     def spent(self) -> float:
         """Seconds of the budget used so far, over every session of the run."""
         return self.spent_before + (time.time() - self.started)

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from pathlib import Path
 
 from barlowtwins.errors import CheckpointError
-from barlowtwins.runtime.files import file_sha256, write_temp
+from barlowtwins.runtime.files import file_sha256, save_atomic, stale_temp_pid, write_text_atomic
 from barlowtwins.weights.run_files import CHECKPOINT_NAME, FORMAT, load_checkpoint
-
-_TEMP = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def _alive(pid: int) -> bool:
@@ -38,14 +35,14 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
-    """Delete ``.<name>.tmp-<pid>`` files whose writing process is gone; return what was removed."""
+    """Delete the temporary files of `atomic_write` whose writing process is gone; return what was removed."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        m = _TEMP.match(p.name)
-        if m and p.is_file() and not _alive(int(m.group(1))):
+        pid = stale_temp_pid(p.name)
+        if pid is not None and p.is_file() and not _alive(pid):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
@@ -100,28 +97,24 @@ class CheckpointStore:
     def save(self, state: dict) -> Path:
         """Write ``state`` as the newest checkpoint, keep the ``keep - 1`` before it, drop older ones."""
         try:
-            tmp, digest = write_temp(state, self.latest)
+            # the older files shift only once the new one is fsynced under its temporary name
+            digest = save_atomic(state, self.latest, before_replace=self._shift)
+            write_text_atomic(self.checksum_path(self.latest), digest + "\n")
         except OSError as e:
-            raise CheckpointError(self._write_failure(e)) from None
-        try:
-            for i in range(self.keep - 1, 0, -1):  # shift: .1 -> .2, checkpoint.pth -> .1
-                for src, dst in ((self.path(i - 1), self.path(i)),
-                                 (self.checksum_path(self.path(i - 1)), self.checksum_path(self.path(i)))):
-                    if src.exists():
-                        os.replace(src, dst)
-                    elif dst.exists() and src.suffix == ".sha256":
-                        dst.unlink()  # an older checksum must not describe the file shifted in
-            self.checksum_path(self.latest).unlink(missing_ok=True)
-            os.replace(tmp, self.latest)
-            sidecar = self.checksum_path(self.latest)
-            side_tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
-            side_tmp.write_text(digest + "\n")
-            os.replace(side_tmp, sidecar)
-            self._sync_folder()
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
             raise CheckpointError(self._write_failure(e)) from None
         return self.latest
+
+    def _shift(self) -> None:
+        """checkpoint.pth -> .1 -> .2 ... (with their checksums); the newest one's checksum is removed, as it
+        must not describe the file about to be renamed in."""
+        for i in range(self.keep - 1, 0, -1):
+            for src, dst in ((self.path(i - 1), self.path(i)),
+                             (self.checksum_path(self.path(i - 1)), self.checksum_path(self.path(i)))):
+                if src.exists():
+                    os.replace(src, dst)
+                elif dst.exists() and src.suffix == ".sha256":
+                    dst.unlink()  # an older checksum must not describe the file shifted in
+        self.checksum_path(self.latest).unlink(missing_ok=True)
 
     def _write_failure(self, e: OSError) -> str:
         good = next((p for p in self.existing()), None)
@@ -129,18 +122,6 @@ class CheckpointStore:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"disk full while writing a checkpoint in {self.folder}; {kept}; free space and run again to resume"
         return f"cannot write a checkpoint in {self.folder} ({e.strerror or e}); {kept}"
-
-    def _sync_folder(self) -> None:
-        try:  # make the renames durable (POSIX); not available everywhere
-            fd = os.open(self.folder, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
     # ---- reading -----------------------------------------------------------------------------------
     def verify(self, path: Path) -> dict:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import math
-import os
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -18,37 +16,38 @@ from pathlib import Path
 
 import yaml
 
+from barlowtwins.data.datasets import DATASETS
+from barlowtwins.data.pipeline import data_path_choices, data_path_help
 from barlowtwins.errors import ConfigError
+from barlowtwins.models.backbones import STEMS, check_backbone_name
+from barlowtwins.models.loss import TERMS
+from barlowtwins.models.projector import parse_projector_spec
+from barlowtwins.runtime.console import did_you_mean
+from barlowtwins.runtime.files import write_text_atomic
+from barlowtwins.training.optim import OPTIMIZERS
+from barlowtwins.transforms.spec import CLI_SETTINGS
+
+# Allowed values of each choice field, read from the registries of the code that implements them.
+CHOICES = {
+    "dataset": lambda: tuple(DATASETS),
+    "data_path": data_path_choices,
+    "stem": lambda: tuple(STEMS),
+    "loss_terms": lambda: tuple(TERMS),
+    "optimizer": lambda: tuple(OPTIMIZERS),
+}
 
 
 def _choices(name: str):
-    """Allowed values of a choice field, looked up when validating (the lists live with the code they pick)."""
-    def get() -> tuple[str, ...]:
-        if name == "dataset":
-            from barlowtwins.data.datasets import DATASETS
-            return tuple(DATASETS)
-        if name == "stem":
-            from barlowtwins.models.backbones import STEMS
-            return tuple(STEMS)
-        if name == "loss_terms":
-            from barlowtwins.models.loss import TERMS
-            return tuple(TERMS)
-        if name == "optimizer":
-            from barlowtwins.training.optim import OPTIMIZERS
-            return tuple(OPTIMIZERS)
-        raise KeyError(name)
-    return get
+    """Allowed values of a choice field, looked up when validating (so an entry registered later counts)."""
+    lookup = CHOICES[name]
+    return lambda: tuple(lookup())
 
 
 def _projector_ok(value: str) -> None:
-    from barlowtwins.models.projector import parse_projector_spec
-
     parse_projector_spec(value)
 
 
 def _backbone_ok(value: str) -> None:
-    from barlowtwins.models.backbones import check_backbone_name
-
     check_backbone_name(value)
 
 
@@ -59,15 +58,18 @@ def _device_ok(value: str) -> str | None:
 
 
 def opt(default, help: str, *, ge=None, gt=None, le=None, lt=None, choices=None, ordered: bool = False,
-        check=None, why: str = ""):
+        check=None, why: str = "", describe=None):
     """A config field with its one-sentence ``help`` and its allowed values, declared in one place.
 
     ``ge``/``gt``/``le``/``lt`` bound a number (every element of a tuple); ``choices`` is a tuple of strings or a
     function returning one; ``ordered`` asks a pair to be (low, high); ``check`` is a function that raises
-    `ConfigError` or returns a description of what is allowed when the value is not; ``why`` explains a bound.
+    `ConfigError` or returns a description of what is allowed when the value is not; ``why`` explains a bound;
+    ``describe`` returns one line describing each choice for ``--help`` (default: the choices listed), read when
+    the flags are made so that registered entries show.
     """
     return field(default=default, metadata={"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt,
-                                            "choices": choices, "ordered": ordered, "check": check, "why": why})
+                                            "choices": choices, "ordered": ordered, "check": check, "why": why,
+                                            "describe": describe})
 
 
 @dataclass
@@ -87,9 +89,8 @@ class PretrainConfig:
     image_size: int = opt(224, "side in pixels of the square crops the network sees", ge=8,
                           why="smaller crops leave nothing for the network's strides")
     workers: int | None = opt(None, "data-loader processes for image folders (default: from the CPU count)", ge=0)
-    data_path: str = opt("auto", "where views are made for image folders: cpu (whole views in the loader workers), "
-                                 "device (JPEG decode and views on the GPU) or auto (device on CUDA, else cpu)",
-                         choices=("auto", "cpu", "device"))
+    data_path: str = opt("auto", "where views are made for image folders", choices=_choices("data_path"),
+                         describe=data_path_help)
     strict_data: bool = opt(False, "decode every file before training and stop on any unreadable one (default: "
                                    "skip it with a warning)")
     # Network
@@ -180,9 +181,8 @@ class PretrainConfig:
         validate_config(self)
 
     def augment_overrides(self) -> dict:
-        names = ("crop_scale", "hflip_p", "jitter_p", "brightness", "contrast", "saturation", "hue",
-                 "grayscale_p", "blur_p", "blur_sigma", "solarize_p", "interpolation", "mean", "std")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        """The augmentation settings set here (the spec's `CLI_SETTINGS`), for `augment_config`."""
+        return {n: getattr(self, n) for n in CLI_SETTINGS if getattr(self, n) is not None}
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -190,12 +190,6 @@ class PretrainConfig:
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def suggest(name: str, known, prefix: str = "") -> str:
-    """`` (did you mean X?)`` for the closest of ``known`` (difflib), or an empty string."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _base_type(cls, name: str):
@@ -237,6 +231,14 @@ def _describe_range(meta: dict) -> str:
     return " and ".join(parts)
 
 
+def choice_values(meta) -> tuple[str, ...] | None:
+    """The allowed values of a field from its metadata (a registry's current names), or None for a free field."""
+    choices = (meta or {}).get("choices")
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
 def validate_config(cfg) -> None:
     """Check every field of a config dataclass against its declared type and range: one-line `ConfigError`."""
     for f in fields(cfg):
@@ -263,10 +265,10 @@ def validate_config(cfg) -> None:
             raise ConfigError(f"{flag(f.name)} takes the low value first, got {value[0]} {value[1]}; "
                               f"write {flag(f.name)} {value[1]} {value[0]}")
         if meta["choices"] is not None:
-            choices = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+            choices = choice_values(meta)
             if value not in choices:
                 listed = ", ".join(choices) if len(choices) <= 12 else "any torchvision classification model name"
-                raise ConfigError(f"unknown {f.name} '{value}'{suggest(value, choices)}; choose {listed}")
+                raise ConfigError(f"unknown {f.name} '{value}'{did_you_mean(value, choices)}; choose {listed}")
         if meta["check"] is not None:
             allowed = meta["check"](value)
             if allowed:
@@ -357,7 +359,7 @@ def config_from_dict(values: dict, cls=PretrainConfig, base=None):
     valid = [f.name for f in fields(cls)]
     unknown = sorted((str(k) for k in values if k not in valid), key=str)
     if unknown:
-        raise ConfigError(f"unknown config field '{unknown[0]}'{suggest(unknown[0], valid)}"
+        raise ConfigError(f"unknown config field '{unknown[0]}'{did_you_mean(unknown[0], valid)}"
                           f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}; "
                           "see 'barlowtwins pretrain --help'")
     cfg = base if base is not None else cls()
@@ -377,7 +379,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: 
         default = f.default if f.default is not dataclasses.MISSING else None
         meta = f.metadata or {}
         bounds = _describe_range(meta) if meta else ""
-        help_text = (meta.get("help", "") + (f"; {bounds}" if bounds else "") +
+        listed = choice_values(meta)
+        listed = f"; one of: {', '.join(listed)}" if listed and len(listed) <= 12 else ""
+        if meta.get("describe"):
+            listed = f": {meta['describe']()}"
+        help_text = (meta.get("help", "") + (f"; {bounds}" if bounds else "") + listed +
                      f" (default: {default})").strip().replace("%", "%%")
         if base is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
@@ -388,11 +394,6 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: 
         else:
             group.add_argument(flag, dest=f.name, type=str if base not in (int, float) else base, default=None,
                                help=help_text)
-
-
-def resolve_config(preset: str | None, config_file: str | None, flags: dict, cls=PretrainConfig):
-    """Preset YAML -> user YAML -> flags."""
-    return config_from_dict(resolve_values(preset, config_file, flags), cls)
 
 
 def resolve_values(preset: str | None, config_file: str | None, flags: dict) -> dict:
@@ -415,8 +416,5 @@ def resolve_values(preset: str | None, config_file: str | None, flags: dict) -> 
 
 def save_config(cfg, path: Path) -> None:
     """Write the resolved config as YAML, atomically (a kill mid-write leaves the previous file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -1,20 +1,9 @@
-"""The finiteness guard: nothing non-finite is ever saved, and a divergence is reported with a fitting hint."""
+"""The trainer's finiteness guard: what a checkpoint saves (checked with `runtime.finite.nonfinite_names`), and a
+divergence reported with a fitting hint."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
-
-
-def nonfinite_names(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
-    """Names of the floating-point tensors holding a NaN or an Inf (one host sync for all of them)."""
-    named = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
-    if not named:
-        return []
-    # (T,) one flag per tensor, computed on each tensor's device and gathered on the CPU in one transfer.
-    flags = torch.stack([torch.isfinite(t.detach()).all().cpu() for _, t in named])
-    return [n for (n, _), ok in zip(named, flags.tolist()) if not ok]
 
 
 def training_state_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer):

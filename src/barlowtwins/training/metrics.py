@@ -4,11 +4,12 @@ log lines (one host sync per log line, none per step)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
+
+from barlowtwins.runtime.files import write_text_atomic
 
 
 class MetricsLog:
@@ -45,9 +46,7 @@ class MetricsLog:
         keep = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
         dropped = len(records) - len(keep)
         if dropped or len(keep) != len(self.path.read_text(errors="replace").splitlines()):
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
         return dropped
 
 

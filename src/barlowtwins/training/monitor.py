@@ -10,7 +10,7 @@ through it:
   step is queued asynchronously, so the host may already wait for data while the GPU still computes: a high
   share means the loader cannot keep up with the host's step submission, and the GPU starves only once its
   queue of submitted work drains; a share near 0 means data was always ready.
-* **C snapshots**: the loss returns C[:k, :k] (``BarlowTwinsLoss.c_block``, a slice of the matrix it builds
+* **C snapshots**: the loss returns C[:k, :k] (``BarlowTwins.c_block``, a slice of the matrix it builds
   anyway, global under DDP). The monitor keeps a reference to it on the device each step (no host sync) and
   writes it to ``<out>/correlation.jsonl`` at the first step, at log steps spaced geometrically (x1.5), and at the
   last step: about 25 snapshots for a 1000-epoch ImageNet run, 64 x 64 numbers each. Rank 0 writes.
@@ -67,8 +67,8 @@ class RunMonitor:
         self.out = Path(out) if out is not None else None
         self.dims = max(0, int(dims))
         self.log_every = max(1, int(log_every))
-        if model is not None and self.dims and hasattr(getattr(model, "loss", None), "c_block"):
-            model.loss.c_block = self.dims  # before the first forward (a compiled model sees it at tracing)
+        if model is not None and self.dims and hasattr(model, "c_block"):
+            model.c_block = self.dims  # before the first forward (a compiled model sees it at tracing)
         self.writer = None
         if tensorboard and self.out is not None:
             try:

@@ -1,11 +1,13 @@
 """LARS and the paper's learning-rate schedule, usable in any training loop.
 
-    >>> groups = lars_param_groups(model, weight_lr=0.2, bias_lr=0.0048)    # lr per 256 samples
-    >>> opt = LARS(groups, weight_decay=1.5e-6)
-    >>> schedule = WarmupCosine(total_steps=epochs * steps_per_epoch, warmup_steps=10 * steps_per_epoch)
-    >>> for step in ...:
-    ...     set_learning_rates(opt, schedule(step) * batch_size / 256)
-    ...     loss.backward(); opt.step(); opt.zero_grad()
+    >>> opt = LARS(lars_param_groups(model, lr_weights=0.2, lr_biases=0.0048))  # base rates per 256 samples
+    >>> sched = WarmupCosine(opt, total_steps=epochs * steps_per_epoch, warmup_steps=10 * steps_per_epoch,
+    ...                      scale=batch_size / 256)
+    >>> for x1, x2 in batches:
+    ...     model(x1, x2).backward(); opt.step(); opt.zero_grad(); sched.step()
+
+Every group starts at its base rate (``group["base_lr"]``), so a bare ``opt.step()`` trains; the scheduler (or
+:func:`set_learning_rates`) scales each group from that base.
 
 LARS (You et al., 2017) as in the official Barlow Twins code: weight decay is added to the gradient, the
 update is scaled by the trust ratio eta * ||w|| / ||g + wd * w||, then heavy-ball momentum. Groups with
@@ -19,20 +21,23 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 
-def lars_param_groups(model: nn.Module, weight_lr: float = 0.2, bias_lr: float = 0.0048) -> list[dict]:
+def lars_param_groups(model: nn.Module, lr_weights: float = 0.2, lr_biases: float = 0.0048) -> list[dict]:
     """Split parameters as the paper does: weights (ndim > 1) and biases/BN parameters (ndim <= 1).
 
-    ``base_lr`` is the learning rate for a batch of 256; :func:`set_learning_rates` scales it per step.
+    Each group's ``lr`` starts at its ``base_lr`` (the paper's rate for a batch of 256); :class:`WarmupCosine`
+    or :func:`set_learning_rates` scale it per step.
     """
     weights, others = [], []
     for p in model.parameters():
         if p.requires_grad:
             (weights if p.ndim > 1 else others).append(p)
     return [
-        {"params": weights, "base_lr": weight_lr, "lars": True, "name": "weights"},
-        {"params": others, "base_lr": bias_lr, "lars": False, "weight_decay": 0.0, "name": "biases_and_norms"},
+        {"params": weights, "lr": lr_weights, "base_lr": lr_weights, "lars": True, "name": "weights"},
+        {"params": others, "lr": lr_biases, "base_lr": lr_biases, "lars": False, "weight_decay": 0.0,
+         "name": "biases_and_norms"},
     ]
 
 
@@ -42,13 +47,15 @@ class LARS(torch.optim.Optimizer):
     Args:
         params: parameters or groups; a group's ``lars=False`` excludes it from weight decay and from the
             trust ratio (see :func:`lars_param_groups`).
-        lr: learning rate (usually overwritten every step by :func:`set_learning_rates`).
+        lr: learning rate of the groups that do not give their own (:func:`lars_param_groups` gives the paper's
+            0.2 for weights and 0.0048 for biases and norms). It is each group's ``base_lr``, which a
+            scheduler (:class:`WarmupCosine`) or :func:`set_learning_rates` scales per step.
         weight_decay: L2 coefficient added to the gradient of ``lars=True`` groups (paper: 1.5e-6).
         momentum: heavy-ball momentum (paper: 0.9).
         eta: trust coefficient (paper: 0.001).
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.0, weight_decay: float = 1.5e-6, momentum: float = 0.9,
+    def __init__(self, params: Iterable, lr: float = 0.2, weight_decay: float = 1.5e-6, momentum: float = 0.9,
                  eta: float = 0.001):
         if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1 or eta <= 0:
             raise ValueError(f"LARS: invalid hyperparameters lr={lr} weight_decay={weight_decay} "
@@ -90,11 +97,23 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-class WarmupCosine:
-    """The official schedule as a multiplier of the base learning rate, per step.
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, final_ratio: float = 0.001) -> float:
+    """The paper's learning-rate multiplier at the 0-based ``step``: linear warm-up from 0 over ``warmup_steps``
+    (capped at ``total_steps``), then a half cosine from 1 down to ``final_ratio`` at ``total_steps``."""
+    warmup_steps = min(max(warmup_steps, 0), total_steps)
+    if step < warmup_steps:
+        return step / warmup_steps
+    decay_steps = total_steps - warmup_steps
+    progress = min((step - warmup_steps) / max(decay_steps, 1), 1.0)
+    q = 0.5 * (1 + math.cos(math.pi * progress))
+    return q + final_ratio * (1 - q)
 
-    Linear warm-up from 0 over ``warmup_steps``, then a half cosine from 1 down to ``final_ratio``
-    (paper: 10 warm-up epochs, final 1/1000). ``schedule(step)`` takes the 0-based global step.
+
+class CosineSchedule:
+    """:func:`warmup_cosine` with its lengths fixed: ``schedule(step)`` is the multiplier of the base rates.
+
+    A pure function of the step (the trainer's resumed runs continue bit for bit from the step alone).
+    Paper: 10 warm-up epochs, final ratio 1/1000.
     """
 
     def __init__(self, total_steps: int, warmup_steps: int, final_ratio: float = 0.001):
@@ -105,25 +124,50 @@ class WarmupCosine:
         self.final_ratio = float(final_ratio)
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return step / self.warmup_steps
-        decay_steps = self.total_steps - self.warmup_steps
-        progress = min((step - self.warmup_steps) / max(decay_steps, 1), 1.0)
-        q = 0.5 * (1 + math.cos(math.pi * progress))
-        return q + self.final_ratio * (1 - q)
+        return warmup_cosine(step, self.total_steps, self.warmup_steps, self.final_ratio)
+
+
+class WarmupCosine(LRScheduler):
+    """The paper's schedule as a PyTorch LR scheduler: call ``sched.step()`` after every optimiser step.
+
+    At step ``t`` every group's rate is ``base_lr * scale * warmup_cosine(t, total_steps, warmup_steps,
+    final_ratio)`` (``base_lr``: the group's base rate, else its ``lr`` when the scheduler was created).
+
+    Args:
+        optimizer: any torch optimiser (:class:`LARS` with :func:`lars_param_groups` in the paper).
+        total_steps: length of the run in optimiser steps.
+        warmup_steps: linear warm-up from 0 (paper: 10 epochs).
+        final_ratio: the multiplier at the end of the cosine (paper: 0.001).
+        scale: multiplies every base rate; the paper's ``batch_size / 256`` for rates given per 256 samples.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                 final_ratio: float = 0.001, scale: float = 1.0, last_epoch: int = -1):
+        schedule = CosineSchedule(total_steps, warmup_steps, final_ratio)  # checks and caps the lengths
+        # Plain numbers only, so that ``state_dict()`` loads with ``torch.load(weights_only=True)``.
+        self.total_steps, self.warmup_steps = schedule.total_steps, schedule.warmup_steps
+        self.final_ratio, self.scale = schedule.final_ratio, float(scale)
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group.get("base_lr", group["lr"]))
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        factor = warmup_cosine(self.last_epoch, self.total_steps, self.warmup_steps, self.final_ratio) * self.scale
+        return [base * factor for base in self.base_lrs]
 
 
 OPTIMIZERS = ("lars", "adamw")
 
 
-def build_optimizer(name: str, model: nn.Module, weight_lr: float, bias_lr: float, weight_decay: float,
+def build_optimizer(name: str, model: nn.Module, lr_weights: float, lr_biases: float, weight_decay: float,
                     momentum: float = 0.9, eta: float = 0.001) -> torch.optim.Optimizer:
     """The pretraining optimiser with the paper's parameter split (weights vs biases and norms).
 
     ``lars`` is the paper's. ``adamw`` (betas (``momentum``, 0.999)) is an option for short runs and small data;
     its weight decay, like LARS's, applies to the weights only. Base learning rates are per 256 samples.
     """
-    groups = lars_param_groups(model, weight_lr, bias_lr)
+    groups = lars_param_groups(model, lr_weights, lr_biases)
     if name == "lars":
         return LARS(groups, weight_decay=weight_decay, momentum=momentum, eta=eta)
     if name == "adamw":

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from barlowtwins.errors import ConfigError
+from barlowtwins.training.knn_monitor import KnnMonitor
 
 # Fields that must not change when a run is resumed: they define the network, the meaning of a step, or (seed)
 # the data order and augmentations the run replays.
@@ -35,16 +36,15 @@ def check_output_folder(out: str | os.PathLike) -> None:
         raise ConfigError(f"--out {out} is not writable ({e.strerror or e}); choose another --out") from None
 
 
-def check_knn_data(cfg) -> None:
-    """The online kNN monitor's labelled data exists and loads (only with ``--knn-every``)."""
+def check_knn_data(cfg) -> KnnMonitor | None:
+    """The online kNN monitor, its labelled data loaded (so a missing folder or split fails here); None without
+    ``--knn-every``."""
     if not cfg.knn_every:
-        return
+        return None
     if (cfg.knn_dataset or cfg.dataset) == "images":
         raise ConfigError("--knn-every needs labelled data: give --knn-dataset (and --knn-data-dir), e.g. "
                           "--knn-dataset folder --knn-data-dir /data/imagenet")
-    from barlowtwins.training.knn_monitor import knn_monitor_sets
-
-    knn_monitor_sets(cfg)  # loads (and caches) both splits: a missing folder or split fails here
+    return KnnMonitor(cfg)
 
 
 def check_resume(saved: dict, cfg, path: Path) -> None:

@@ -21,6 +21,8 @@ import sys
 import time
 from typing import TextIO
 
+from barlowtwins.runtime.console import on_terminal, terminal_bar
+
 
 def _clock(seconds: float) -> str:
     return str(datetime.timedelta(seconds=max(0, round(seconds))))
@@ -45,7 +47,7 @@ class Progress:
                  interval: float = 30.0, stream: TextIO | None = None, tty: bool | None = None,
                  desc: str = "pretrain"):
         self.stream = stream if stream is not None else sys.stdout
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
+        self.tty = on_terminal(self.stream) if tty is None else tty
         self.max_steps = max_steps
         self.limit = time_limit_minutes * 60 if time_limit_minutes else None
         self.budget = budget_minutes * 60 if budget_minutes else None
@@ -59,11 +61,9 @@ class Progress:
         self._schedule_total = int(total)
         self._bar = None
         if self.tty:
-            from tqdm.auto import tqdm
-
             label = desc + "".join(f" ({what} {_clock(t)})" for what, t in self._caps())
-            self._bar = tqdm(total=self.end, initial=self.n, unit="step", dynamic_ncols=True, desc=label,
-                             file=self.stream)
+            self._bar = terminal_bar(total=self.end, initial=self.n, unit="step", desc=label, stream=self.stream,
+                                     enabled=True)
 
     @classmethod
     def for_run(cls, cfg, total: int, initial: int = 0, **kw) -> "Progress":

@@ -27,33 +27,30 @@ from torch import nn
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.pipeline import pipeline_from_config
 from barlowtwins.errors import CheckpointError, ConfigError, DataError
-from barlowtwins.models.backbones import create_backbone
-from barlowtwins.models.barlow_twins import BarlowTwins
-from barlowtwins.models.loss import BarlowTwinsLoss
-from barlowtwins.models.projector import Projector
+from barlowtwins.models.barlow_twins import BarlowTwins, build_model
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
 from barlowtwins.training import signals
 from barlowtwins.training.budget import TimeBudget, warmup_steps
 from barlowtwins.training.checkpoints import CheckpointStore, remove_stale_temps
 from barlowtwins.training.config import PretrainConfig, save_config
-from barlowtwins.training.finite import divergence_hint, divergence_message, nonfinite_names, training_state_tensors
+from barlowtwins.training.finite import divergence_hint, divergence_message, training_state_tensors
 from barlowtwins.training.metrics import LossWindow, MetricsLog
 from barlowtwins.training.monitor import RunMonitor
-from barlowtwins.training.optim import WarmupCosine, build_optimizer, move_state_to_params, set_learning_rates
+from barlowtwins.training.optim import CosineSchedule, build_optimizer, move_state_to_params, set_learning_rates
 from barlowtwins.training.preflight import RESUME_KEYS, check_knn_data, check_output_folder, check_resume  # noqa: F401 (RESUME_KEYS)
 from barlowtwins.training.progress import Progress
+from barlowtwins.training.slurm import requeue_if_slurm
 from barlowtwins.weights.run_files import FORMAT
 from barlowtwins.weights.save import write_run_backbone
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
-    """The network and loss a config describes (on the CPU, before any wrapping)."""
-    backbone = create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width,
-                               zero_init_residual=cfg.zero_init_residual)
-    projector = Projector(backbone.num_features, cfg.projector, batch_norm=cfg.projector_bn)
-    loss = BarlowTwinsLoss(lambd=cfg.lambd, terms=cfg.loss_terms)
-    return BarlowTwins(backbone, projector, loss)
+    """The network and loss a config describes (on the CPU, before any wrapping): `build_model` of its fields."""
+    return build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
+                       zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn, lambd=cfg.lambd,
+                       terms=cfg.loss_terms)
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
@@ -90,7 +87,7 @@ class Trainer:
         self._validate()
         check_output_folder(self.out)
         resumed = self._read_resume()
-        check_knn_data(cfg)
+        self.knn = check_knn_data(cfg)  # the online kNN monitor (None without --knn-every), its data loaded
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
         self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
@@ -153,9 +150,9 @@ class Trainer:
             return {"total_steps": int(ckpt["budget_total_steps"]), "pending": []}
         return None
 
-    def _schedule(self) -> WarmupCosine:
+    def _schedule(self) -> CosineSchedule:
         budgeted = self.budget.estimated_total is not None
-        return WarmupCosine(self.total_steps, warmup_steps(self.warmup_steps, self.total_steps, budgeted),
+        return CosineSchedule(self.total_steps, warmup_steps(self.warmup_steps, self.total_steps, budgeted),
                             self.cfg.final_lr_ratio)
 
     def _place(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -193,7 +190,7 @@ class Trainer:
         set_learning_rates(self.optimizer, self.schedule(self.step) * self.cfg.batch_size / 256)
         x1, x2 = self._views(images)
         with autocast(self.device, self.amp_dtype):
-            result = self.model(x1, x2)
+            result = self.model(x1, x2, return_parts=True)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         self.optimizer.step()
@@ -343,9 +340,7 @@ class Trainer:
                         "seconds_per_step": self.budget.seconds_per_step})
 
     def _online_knn(self) -> None:
-        from barlowtwins.training.knn_monitor import knn_monitor
-
-        result = knn_monitor(self.cfg, self.raw_model.backbone, self.device, self.amp_dtype)
+        result = self.knn(self.raw_model.backbone, self.device, self.amp_dtype)
         if result is not None:
             self.log.write({"event": "knn", "step": self.step, "epoch": self.step // self.steps_per_epoch, **result})
         self.model.train()
@@ -363,7 +358,6 @@ class Trainer:
                    "signal": signals.STOP.received,
                    "exit_status": signals.GRACEFUL_STOP_EXIT if early else 0}
         if signals.STOP.received is not None and self.info.is_main:
-            from barlowtwins.training.slurm import requeue_if_slurm
 
             summary["requeued"] = requeue_if_slurm()
         return summary

@@ -1,7 +1,7 @@
 """Random parameters of the two views, per sample, as a pure function of (seed, step, global position).
 
     >>> p = view_params(cfg, view=0, seed=0, step=12, positions=np.arange(64), heights=h, widths=w)
-    >>> p.boxes[3], p.flip[3], p.order[3]      # the crop, flip and colour-op order of sample 3 of step 12
+    >>> p.box[3], p.flip[3], p.order[3]        # the crop, flip and colour-op order of sample 3 of step 12
 
 Every path that makes views (in-memory batches, loader workers on the CPU, batched ops on a GPU) reads its
 numbers from here. Because the numbers depend only on (seed, step, position in the global batch, view), and
@@ -13,24 +13,25 @@ The uniforms come from a counter-based hash (SplitMix64's finaliser over the fou
 stateful generator: a worker can compute the numbers of one sample without replaying anyone else's.
 `params_from_uniforms` turns a (n, K) block of uniforms into parameters; `BatchViews` feeds it from a
 ``torch.Generator`` instead, so both draw the same distributions through the same code.
+
+The columns of each op and their meaning come from the spec (`spec.SPEC.columns`); each op's parameters are
+one draw here (`DRAWS`, keyed by op name; an op with only a probability is a plain coin flip and needs none).
+Every draw is vectorised numpy over the samples. The one exception is the crop's box, which depends on the
+image size: a loader worker learns the size of each file only from its header, one file at a time, so the
+crop also has a per-sample form in Python floats (`crop_box`, the same arithmetic as `crop_boxes`, equal to
+the bit) and everything else of the batch is drawn in one numpy pass beforehand (`sample_uniforms`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-# Column layout of the K uniforms drawn per sample and view.
-CROP_TRIES = 10
-_AREA, _RATIO = slice(0, 10), slice(10, 20)
-_TOP, _LEFT, _FLIP, _JITTER = 20, 21, 22, 23
-_ORDER, _FACTORS = slice(24, 28), slice(28, 32)
-_GRAY, _BLUR, _SIGMA, _SOLARIZE = 32, 33, 34, 35
-NUM_UNIFORMS = 36
+from barlowtwins.transforms.spec import CROP_TRIES, NUM_UNIFORMS, Op
 
 _M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
 
@@ -63,73 +64,66 @@ def generator_uniforms(g: torch.Generator, n: int, rank: int = 0, world: int = 1
     return u.numpy()
 
 
-@dataclass
 class ViewParams:
-    """Per-sample parameters of one view (CPU tensors, first dimension n).
+    """Per-sample parameters of one view: the ``outputs`` of every op of the spec, as CPU tensors of first
+    dimension n, by name (``p.box``, ``p.flip`` ...). For the paper's ops:
 
-    boxes: (n, 4) float64 [top, left, height, width] in pixels of the source image; flip: (n,) bool;
+    box: (n, 4) float64 [top, left, height, width] in pixels of the source image; flip: (n,) bool;
     jitter: (n,) bool (colour jitter applied); order: (n, 4) int64, the positions of brightness(0),
     contrast(1), saturation(2), hue(3) in the jitter; factors: (n, 4) float64 of those four ops (hue: a shift
     in turns); gray, blur, solarize: (n,) bool; sigma: (n,) float64 blur sigma.
     """
 
-    boxes: torch.Tensor
-    flip: torch.Tensor
-    jitter: torch.Tensor
-    order: torch.Tensor
-    factors: torch.Tensor
-    gray: torch.Tensor
-    blur: torch.Tensor
-    sigma: torch.Tensor
-    solarize: torch.Tensor
+    def __init__(self, values: dict[str, torch.Tensor]):
+        self.values = values
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(f"no view parameter '{name}'") from None
 
     def __len__(self) -> int:
-        return len(self.flip)
+        return len(next(iter(self.values.values())))
 
-    def row(self, i: int) -> "ViewParams":
-        """The parameters of sample ``i`` alone (n = 1)."""
-        return ViewParams(**{k: v[i: i + 1] for k, v in self.__dict__.items()})
-
-    def select(self, idx: torch.Tensor) -> "ViewParams":
-        return ViewParams(**{k: v[idx] for k, v in self.__dict__.items()})
-
-    def sample(self, i: int) -> "SampleView":
+    def sample(self, i: int) -> SampleView:
         """Sample ``i`` as plain Python numbers."""
-        return SampleView(tuple(self.boxes[i].tolist()), bool(self.flip[i]), bool(self.jitter[i]),
-                          tuple(self.order[i].tolist()), tuple(self.factors[i].tolist()), bool(self.gray[i]),
-                          bool(self.blur[i]), float(self.sigma[i]), bool(self.solarize[i]))
+        return SampleView({k: _python(v[i].tolist()) for k, v in self.values.items()})
 
 
-class SampleView(NamedTuple):
-    """The parameters of one view of one sample as plain Python numbers (the fields of `ViewParams`, one row):
-    what a loader worker needs for one image, without the cost of numpy or torch per-element access."""
+class SampleView(dict):
+    """The parameters of one view of one sample as plain Python numbers (the values of `ViewParams`, one row;
+    rows as tuples), read as attributes (``p.box``, ``p.flip``): what a loader worker needs for one image,
+    without the cost of numpy or torch per-element access."""
 
-    box: tuple[float, float, float, float]  # top, left, height, width in pixels of the source image
-    flip: bool
-    jitter: bool
-    order: tuple[int, ...]
-    factors: tuple[float, float, float, float]
-    gray: bool
-    blur: bool
-    sigma: float
-    solarize: bool
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no view parameter '{name}'") from None
 
+
+def _python(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+# --------------------------------------------------------------------------------------------------------
+# The crop: torchvision's RandomResizedCrop.get_params from given uniforms, batched and per sample.
+# --------------------------------------------------------------------------------------------------------
 
 def crop_boxes(u_area: np.ndarray, u_ratio: np.ndarray, u_top: np.ndarray, u_left: np.ndarray, heights, widths,
-               scale: tuple[float, float], ratio: tuple[float, float]) -> torch.Tensor:
+               scale: tuple[float, float], ratio: tuple[float, float]) -> np.ndarray:
     """torchvision's RandomResizedCrop.get_params from given uniforms -> (n, 4) [top, left, h, w] float64.
 
     ``u_area`` / ``u_ratio``: (n, 10) uniforms for the ten tries at a box of random area and log-aspect; the
     first try that fits wins; if none does, the largest centred box with a clamped aspect ratio (torchvision's
-    fallback). ``heights`` / ``widths``: per-sample image sizes (scalars or (n,)). numpy, not torch: a loader
-    worker calls this for one sample at a time, where torch's per-op overhead would cost milliseconds.
+    fallback). ``heights`` / ``widths``: per-sample image sizes (scalars or (n,)).
     """
     n = u_area.shape[0]
     height = np.broadcast_to(np.asarray(heights, dtype=np.float64), (n,))
     width = np.broadcast_to(np.asarray(widths, dtype=np.float64), (n,))
     target = (height * width)[:, None] * (u_area * (scale[1] - scale[0]) + scale[0])
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    aspect = np.exp(u_ratio * (log_hi - log_lo) + log_lo)
+    aspect = crop_aspects(u_ratio, ratio)
     w = np.round(np.sqrt(target * aspect))
     h = np.round(np.sqrt(target / aspect))
     ok = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
@@ -145,22 +139,29 @@ def crop_boxes(u_area: np.ndarray, u_ratio: np.ndarray, u_top: np.ndarray, u_lef
     h = np.where(any_ok, h, fh)
     top = np.where(any_ok, np.floor(u_top * (height - h + 1)), np.floor((height - h) / 2))
     left = np.where(any_ok, np.floor(u_left * (width - w + 1)), np.floor((width - w) / 2))
-    return torch.from_numpy(np.stack([top, left, h, w], axis=1))
+    return np.stack([top, left, h, w], axis=1)
 
 
-def crop_box(u: list[float], aspect: list[float], height: int, width: int, scale: tuple[float, float],
-             ratio: tuple[float, float]) -> tuple[float, float, float, float]:
-    """`crop_boxes` for one sample, in Python floats: ``u`` the sample's uniforms, ``aspect`` its ten
-    candidate aspect ratios (``np.exp`` of the log-aspects, computed by the caller with numpy so that every
-    number is the one `crop_boxes` computes). The same arithmetic in the same order: equal to the bit."""
+def crop_aspects(u_ratio: np.ndarray, ratio: tuple[float, float]) -> np.ndarray:
+    """The candidate aspect ratios (w / h) of the tries: log-uniform in ``ratio``."""
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    return np.exp(u_ratio * (log_hi - log_lo) + log_lo)
+
+
+def crop_box(u_area: list[float], aspect: list[float], u_top: float, u_left: float, height: int, width: int,
+             scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[float, float, float, float]:
+    """`crop_boxes` for one sample, in Python floats: ``u_area`` its ten area uniforms, ``aspect`` its ten
+    candidate aspect ratios (`crop_aspects`, computed by the caller with numpy so that every number is the one
+    `crop_boxes` computes). The same arithmetic in the same order: equal to the bit. Python rather than numpy
+    because a loader worker calls it once per file, where numpy's per-call overhead would dominate."""
     height, width = float(height), float(width)
     area = height * width
     for k in range(CROP_TRIES):
-        target = area * (u[_AREA.start + k] * (scale[1] - scale[0]) + scale[0])
+        target = area * (u_area[k] * (scale[1] - scale[0]) + scale[0])
         w = float(round(math.sqrt(target * aspect[k])))  # round half to even, as np.round
         h = float(round(math.sqrt(target / aspect[k])))
         if 0 < w <= width and 0 < h <= height:
-            return math.floor(u[_TOP] * (height - h + 1)), math.floor(u[_LEFT] * (width - w + 1)), h, w
+            return float(math.floor(u_top * (height - h + 1))), float(math.floor(u_left * (width - w + 1))), h, w
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, float(round(width / min(ratio)))
@@ -168,7 +169,7 @@ def crop_box(u: list[float], aspect: list[float], height: int, width: int, scale
         w, h = float(round(height * max(ratio))), height
     else:
         w, h = width, height
-    return math.floor((height - h) / 2), math.floor((width - w) / 2), h, w
+    return float(math.floor((height - h) / 2)), float(math.floor((width - w) / 2)), h, w
 
 
 def jitter_ranges(cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -177,63 +178,101 @@ def jitter_ranges(cfg) -> tuple[tuple[float, ...], tuple[float, ...]]:
             (1 + cfg.brightness, 1 + cfg.contrast, 1 + cfg.saturation, cfg.hue))
 
 
-def sample_uniforms(cfg, seed: int, step: int, positions) -> tuple[list, list]:
-    """What `sample_views_from` needs for the samples at ``positions`` of one step, in one numpy pass: the
-    uniforms of both views and their candidate aspect ratios, as nested lists [view][sample][...]."""
-    u = counter_uniforms(seed, step, positions, (0, 1))  # (2, n, K)
-    log_lo, log_hi = math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1])
-    aspects = np.exp(u[:, :, _RATIO] * (log_hi - log_lo) + log_lo)  # as `crop_boxes` computes them
-    return u.tolist(), aspects.tolist()
+# --------------------------------------------------------------------------------------------------------
+# One draw per op: (op, its uniform columns by meaning, cfg, view, heights, widths) -> {output: (n, ...) array}.
+# A column of count 1 comes as (n,), a wider one as (n, count).
+# --------------------------------------------------------------------------------------------------------
+
+def _draw_crop(op: Op, u: dict, cfg, view: int, heights, widths) -> dict:
+    return {"box": crop_boxes(u["area"], u["ratio"], u["top"], u["left"], heights, widths, cfg.crop_scale,
+                              cfg.crop_ratio)}
 
 
-def sample_views_from(cfg, u: tuple[list, list], aspects: tuple[list, list], height: int,
-                      width: int) -> tuple[SampleView, SampleView]:
-    """Both views' parameters of one sample from its rows of `sample_uniforms` (``u[v]``, ``aspects[v]``)."""
-    lows, highs = jitter_ranges(cfg)
-    out = []
-    for view in (0, 1):
-        uv, p = u[view], cfg.view(view)
-        order = uv[_ORDER]
-        out.append(SampleView(
-            box=tuple(float(x) for x in crop_box(uv, aspects[view], height, width, cfg.crop_scale, cfg.crop_ratio)),
-            flip=uv[_FLIP] < cfg.hflip_p, jitter=uv[_JITTER] < cfg.jitter_p,
-            order=tuple(sorted(range(4), key=order.__getitem__)),  # stable, as np.argsort(kind="stable")
-            factors=tuple(x * (hi - lo) + lo for x, lo, hi in zip(uv[_FACTORS], lows, highs)),
-            gray=uv[_GRAY] < cfg.grayscale_p, blur=uv[_BLUR] < p["blur_p"],
-            sigma=uv[_SIGMA] * (cfg.blur_sigma[1] - cfg.blur_sigma[0]) + cfg.blur_sigma[0],
-            solarize=uv[_SOLARIZE] < p["solarize_p"]))
-    return out[0], out[1]
-
-
-def sample_views(cfg, seed: int, step: int, position: int, height: int,
-                 width: int) -> tuple[SampleView, SampleView]:
-    """Both views' parameters of the sample at global ``position`` of step ``step`` (image ``height`` x
-    ``width``): equal to row 0 of `view_params` for views 0 and 1, as Python numbers (a loader worker draws
-    a whole batch's uniforms with `sample_uniforms` and calls `sample_views_from` per image)."""
-    u, aspects = sample_uniforms(cfg, seed, step, [position])
-    return sample_views_from(cfg, (u[0][0], u[1][0]), (aspects[0][0], aspects[1][0]), height, width)
-
-
-def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths) -> ViewParams:
-    """(n, NUM_UNIFORMS) uniforms -> the parameters of view ``view`` (0 or 1) under ``cfg`` (AugmentConfig)."""
-    p = cfg.view(view)
-    boxes = crop_boxes(u[:, _AREA], u[:, _RATIO], u[:, _TOP], u[:, _LEFT], heights, widths, cfg.crop_scale,
-                       cfg.crop_ratio)
+def _draw_jitter(op: Op, u: dict, cfg, view: int, heights, widths) -> dict:
     lows, highs = (np.array(r) for r in jitter_ranges(cfg))
-    t = torch.from_numpy
-    return ViewParams(
-        boxes=boxes,
-        flip=t(u[:, _FLIP] < cfg.hflip_p),
-        jitter=t(u[:, _JITTER] < cfg.jitter_p),
-        order=t(np.argsort(u[:, _ORDER], axis=1, kind="stable")),  # a uniformly random permutation of the ops
-        factors=t(u[:, _FACTORS] * (highs - lows) + lows),
-        gray=t(u[:, _GRAY] < cfg.grayscale_p),
-        blur=t(u[:, _BLUR] < p["blur_p"]),
-        sigma=t(u[:, _SIGMA] * (cfg.blur_sigma[1] - cfg.blur_sigma[0]) + cfg.blur_sigma[0]),
-        solarize=t(u[:, _SOLARIZE] < p["solarize_p"]),
-    )
+    return {"jitter": u["apply"] < cfg.jitter_p,
+            "order": np.argsort(u["order"], axis=1, kind="stable"),  # a uniformly random permutation of the ops
+            "factors": u["factors"] * (highs - lows) + lows}
+
+
+def _draw_blur(op: Op, u: dict, cfg, view: int, heights, widths) -> dict:
+    lo, hi = cfg.blur_sigma
+    return {"blur": u["apply"] < cfg.prob("blur", view), "sigma": u["sigma"] * (hi - lo) + lo}
+
+
+def _coin(op: Op, u: dict, cfg, view: int, heights, widths) -> dict:
+    """An op that only happens with its probability: its flag (first output) from its ``apply`` column."""
+    return {op.outputs[0]: u["apply"] < cfg.prob(op.name, view)}
+
+
+DRAWS: dict[str, Callable[..., dict]] = {"crop": _draw_crop, "jitter": _draw_jitter, "blur": _draw_blur}
+
+
+def draw(u: np.ndarray, cfg, view: int, heights, widths, ops=None) -> dict[str, np.ndarray]:
+    """(n, K) uniforms -> {output name: (n, ...) numpy array} for the ops of ``cfg``'s spec (only those named in
+    ``ops``, if given), each from its own columns."""
+    out = {}
+    for op in cfg.spec.ops:
+        if ops is not None and op.name not in ops:
+            continue
+        cols = {m: (u[:, s.start] if s.stop - s.start == 1 else u[:, s]) for m, s in cfg.spec.columns[op.name].items()}
+        out.update(DRAWS.get(op.name, _coin)(op, cols, cfg, view, heights, widths))
+    return out
+
+
+def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths, ops=None) -> ViewParams:
+    """(n, K) uniforms -> the parameters of view ``view`` (0 or 1) under ``cfg`` (AugmentConfig); ``ops``: only
+    the parameters of these ops (names), e.g. ("crop", "flip")."""
+    return ViewParams({k: torch.from_numpy(np.ascontiguousarray(v))
+                       for k, v in draw(u, cfg, view, heights, widths, ops).items()})
 
 
 def view_params(cfg, view: int, seed: int, step: int, positions, heights, widths) -> ViewParams:
     """The parameters of view ``view`` for the samples at global ``positions`` of step ``step``."""
-    return params_from_uniforms(counter_uniforms(seed, step, positions, view), cfg, view, heights, widths)
+    u = counter_uniforms(seed, step, positions, view, k=cfg.spec.num_uniforms)
+    return params_from_uniforms(u, cfg, view, heights, widths)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Per sample, for the loader workers: a batch's uniforms and size-free parameters in one numpy pass, then
+# the crop of each file once its size is known.
+# --------------------------------------------------------------------------------------------------------
+
+# The ops whose parameters depend on the image size, drawn per file by `sample_views_from` (the crop only).
+SIZED = ("crop",)
+
+
+class SampleDraws(NamedTuple):
+    """What `sample_views_from` needs for the samples of one step (`sample_uniforms`)."""
+
+    rows: tuple[list[dict], list[dict]]  # [view][sample]: the parameters that do not depend on the image size
+    crops: tuple[list[tuple], list[tuple]]  # [view][sample]: (area uniforms, aspects, top uniform, left uniform)
+
+
+def sample_uniforms(cfg, seed: int, step: int, positions) -> SampleDraws:
+    """The random numbers of the samples at ``positions`` of one step, in one numpy pass: every size-free
+    parameter of both views (drawn as `view_params` draws them) and the crop's uniforms and aspect ratios."""
+    u = counter_uniforms(seed, step, positions, (0, 1), k=cfg.spec.num_uniforms)  # (2, n, K)
+    n = u.shape[1]
+    free = [op.name for op in cfg.spec.ops if op.name not in SIZED]
+    rows, crops = [], []
+    for view in (0, 1):
+        params = draw(u[view], cfg, view, None, None, ops=free)
+        values = [list(map(tuple, a.tolist())) if a.ndim == 2 else a.tolist() for a in params.values()]
+        rows.append([dict(zip(params, v)) for v in zip(*values)] if values else [{} for _ in range(n)])
+        c = cfg.spec.columns["crop"]
+        crops.append(list(zip(u[view][:, c["area"]].tolist(), crop_aspects(u[view][:, c["ratio"]], cfg.crop_ratio)
+                              .tolist(), u[view][:, c["top"].start].tolist(), u[view][:, c["left"].start].tolist())))
+    return SampleDraws((rows[0], rows[1]), (crops[0], crops[1]))
+
+
+def sample_views_from(cfg, draws: SampleDraws, j: int, height: int, width: int) -> tuple[SampleView, SampleView]:
+    """Both views' parameters of sample ``j`` of `sample_uniforms` for an image of ``height`` x ``width``:
+    equal to row j of `view_params` for views 0 and 1, to the bit, as Python numbers."""
+    out = []
+    for view in (0, 1):
+        s = SampleView(draws.rows[view][j])
+        u_area, aspect, u_top, u_left = draws.crops[view][j]
+        s["box"] = crop_box(u_area, aspect, u_top, u_left, height, width, cfg.crop_scale, cfg.crop_ratio)
+        out.append(s)
+    return out[0], out[1]

@@ -18,8 +18,9 @@ numpy where they are not (hue, blur); torchvision v2 ops on uint8 tensors conver
   box-filter approximation that the official code uses), solarisation by lookup;
 - the output stays uint8: conversion to float and normalisation happen once per batch on the training device.
 
-Parameters (`views.SampleView`, one per view) come from the same pure function as every other path
-(`views.sample_views`, equal to `views.view_params` to the bit).
+Parameters (`params.SampleView`, one per view) come from the same pure function as every other path
+(`params.sample_views_from`, equal to `params.view_params` to the bit). The executor is `OPS`, one function
+per op of the spec, (img, SampleView, cfg) -> img, run in the spec's order by `spec.run_ops`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from PIL import Image, ImageEnhance
 
 from barlowtwins.transforms.hue_shift import shift_hue
 from barlowtwins.transforms.params import SampleView
+from barlowtwins.transforms.spec import run_ops
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
@@ -75,25 +77,6 @@ def adjust_saturation(img: Image.Image, factor: float) -> Image.Image:
     return ImageEnhance.Color(img).enhance(factor)
 
 
-_JITTER = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
-
-
-def photometric(img: Image.Image, p: SampleView, cfg) -> Image.Image:
-    """Colour jitter in the sample's op order, grayscale, blur and solarisation of one RGB image."""
-    if p.jitter:
-        strengths = (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
-        for op_id in p.order:
-            if strengths[op_id] != 0:  # torchvision skips a zero-strength op entirely
-                img = _JITTER[op_id](img, p.factors[op_id])
-    if p.gray:
-        img = img.convert("L").convert("RGB")
-    if p.blur:
-        img = gaussian_blur(img, p.sigma, cfg.blur_kernel)
-    if p.solarize:
-        img = lookup(img, _SOLARIZE)
-    return img
-
-
 _SOLARIZE = [j if j < 128 else 255 - j for j in range(256)] * 3  # = ImageOps.solarize(img, threshold=128)
 
 
@@ -125,17 +108,6 @@ def gaussian_blur(img: Image.Image, sigma: float, kernel_size: int) -> Image.Ima
     return Image.fromarray(np.clip(np.rint(out, out=out), 0, 255).astype(np.uint8))
 
 
-def geometric(img: Image.Image, p: SampleView, cfg, scale: tuple[float, float] = (1.0, 1.0)) -> Image.Image:
-    """Crop ``p.box`` (in pixels of the full-size image; ``scale`` maps it onto a drafted decode), resize to
-    the view size and flip."""
-    top, left, h, w = p.box
-    sx, sy = scale
-    box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
-    size = cfg.image_size
-    out = img.resize((size, size), _RESAMPLE[cfg.interpolation], box=box)
-    return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if p.flip else out
-
-
 def draft_size(width: int, height: int, params: list[SampleView], size: int) -> tuple[int, int] | None:
     """The smallest decode size at which every crop still has at least ``size`` pixels on each side, or None
     when that is the full size (libjpeg then decodes at the smallest 1/2^k scale at least this large)."""
@@ -145,10 +117,61 @@ def draft_size(width: int, height: int, params: list[SampleView], size: int) -> 
     return math.ceil(width / shrink), math.ceil(height / shrink)
 
 
+# --------------------------------------------------------------------------------------------------------
+# The per-image executor: one function per op of the spec, (img, SampleView, cfg) -> img.
+# --------------------------------------------------------------------------------------------------------
+
+def _crop(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    """Crop ``p.box`` ([top, left, h, w] in pixels of ``img``) and resize to the view size, in one call."""
+    top, left, h, w = p.box
+    size = cfg.image_size
+    return img.resize((size, size), _RESAMPLE[cfg.interpolation], box=(left, top, left + w, top + h))
+
+
+def _flip(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if p.flip else img
+
+
+_JITTER = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+def _jitter(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    """Brightness, contrast, saturation and hue in the sample's op order ``p.order``."""
+    if p.jitter:
+        strengths = (cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue)
+        for op_id in p.order:
+            if strengths[op_id] != 0:  # torchvision skips a zero-strength op entirely
+                img = _JITTER[op_id](img, p.factors[op_id])
+    return img
+
+
+def _gray(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    return img.convert("L").convert("RGB") if p.gray else img
+
+
+def _blur(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    return gaussian_blur(img, p.sigma, cfg.blur_kernel) if p.blur else img
+
+
+def _solarize(img: Image.Image, p: SampleView, cfg) -> Image.Image:
+    return lookup(img, _SOLARIZE) if p.solarize else img
+
+
+OPS = {"crop": _crop, "flip": _flip, "jitter": _jitter, "gray": _gray, "blur": _blur, "solarize": _solarize}
+
+
+def view(img: Image.Image, p: SampleView, cfg, scale: tuple[float, float] = (1.0, 1.0), ops=None) -> Image.Image:
+    """One whole view of a decoded RGB image (no normalisation). ``p.box`` is in pixels of the full-size image;
+    ``scale`` = (x, y) maps it onto a drafted decode; ``ops``: the executor (default `OPS`)."""
+    if scale != (1.0, 1.0):
+        top, left, h, w = p.box
+        sx, sy = scale
+        p = SampleView(p, box=(top * sy, left * sx, h * sy, w * sx))
+    return run_ops(OPS if ops is None else ops, img, p, cfg)
+
+
 def two_views(img: Image.Image, full_size: tuple[int, int], p1: SampleView, p2: SampleView,
               cfg) -> tuple[np.ndarray, np.ndarray]:
     """Both views of a decoded image as (S, S, 3) uint8 arrays; ``full_size`` = (width, height) before any draft."""
     scale = (img.width / full_size[0], img.height / full_size[1])
-    return tuple(np.array(photometric(geometric(img, p, cfg, scale), p, cfg)) for p in (p1, p2))
-
-
+    return tuple(np.array(view(img, p, cfg, scale)) for p in (p1, p2))

@@ -1,10 +1,9 @@
-"""Take a backbone anywhere: `load_backbone` (a ready torchvision/timm module from any source we read), the run's
-always-current ``backbone.pth`` / ``backbone.safetensors``, and one writer per export format.
+"""Export formats: a backbone from any source we read (`weights.sources`), written for use elsewhere.
 
-    >>> net = load_backbone("runs/fmnist")                    # run folder, .pth, .safetensors, torchvision:...
     >>> export_backbone_file("runs/fmnist", "onnx", "backbone.onnx")
 
-Formats (`EXPORTERS`):
+Formats are entries of `EXPORT_FORMATS` (name -> writer, file suffix, description); `register_export_format`
+adds one, and ``barlowtwins export --format`` offers every entry:
 
 * ``pth``: a plain torchvision state dict (``torchvision.models.resnet50().load_state_dict(sd, strict=False)``);
 * ``safetensors``: the same tensors in a file that loads with no pickle at all; the architecture is kept in
@@ -19,6 +18,8 @@ Formats (`EXPORTERS`):
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
 import warnings
@@ -31,21 +32,13 @@ import torch
 from torch import nn
 
 from barlowtwins.errors import CheckpointError, ConfigError
+from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import atomic_write, save_atomic
+from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.weights.detectron2 import torchvision_to_detectron2
 from barlowtwins.weights.load import build_backbone
 from barlowtwins.weights.save import backbone_state, save_safetensors_atomic
 from barlowtwins.weights.sources import BackboneSource, load_backbone_state, without_head
-
-# --------------------------------------------------------------------------------------------------------
-# A ready module from any source
-# --------------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------------
-# State dicts and the run's always-current backbone
-# --------------------------------------------------------------------------------------------------------
-
 
 # --------------------------------------------------------------------------------------------------------
 # One writer per format
@@ -108,9 +101,6 @@ def _write_onnx(job: ExportJob) -> str:
             torch.onnx.export(net, (x,), str(tmp), dynamo=True, dynamic_shapes=({0: batch},),
                               input_names=["images"], output_names=["features"], verbose=False,
                               external_data=False)
-    import contextlib
-    import io
-
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
         atomic_write(job.output, write)
     diff = onnx_max_abs_diff(job.output, net, job.example(3))
@@ -148,8 +138,6 @@ def _write_detectron2(job: ExportJob) -> str:
                           "--stem small/small-pool (3x3) and does not fit it")
     model = {k: v.numpy() for k, v in torchvision_to_detectron2(backbone_state(state)).items()}
     payload = {"model": model, "__author__": "barlowtwins", "matching_heuristics": True}
-    from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
-
     mean = [round(255 * m, 3) for m in (job.src.arch.get("mean") or IMAGENET_MEAN)]
     std = [round(255 * s, 3) for s in (job.src.arch.get("std") or IMAGENET_STD)]
 
@@ -161,32 +149,63 @@ def _write_detectron2(job: ExportJob) -> str:
             f"MODEL.PIXEL_STD {std} MODEL.RESNETS.STRIDE_IN_1X1 False")
 
 
-EXPORTERS: dict[str, Callable[[ExportJob], str]] = {
-    "pth": _write_pth,
-    "safetensors": _write_safetensors,
-    "torchscript": _write_torchscript,
-    "onnx": _write_onnx,
-    "detectron2": _write_detectron2,
-}
-SUFFIXES = {"pth": ".pth", "safetensors": ".safetensors", "torchscript": ".pt", "onnx": ".onnx", "detectron2": ".pkl"}
+# --------------------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """An export format by name: ``writer(job)`` writes ``job.output`` and returns one line saying what was
+    written and how to load it; ``suffix`` is the usual file ending; ``description`` is one line for ``--help``."""
+
+    name: str
+    writer: Callable[[ExportJob], str]
+    suffix: str
+    description: str
+
+
+EXPORT_FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_export_format(fmt: ExportFormat) -> ExportFormat:
+    """Add (or replace) an export format by name."""
+    EXPORT_FORMATS[fmt.name] = fmt
+    return fmt
+
+
+for _fmt in (
+    ExportFormat("pth", _write_pth, ".pth", "a torchvision state dict (torchvision.models.<name>()"
+                                            ".load_state_dict(sd, strict=False), only fc.* missing)"),
+    ExportFormat("safetensors", _write_safetensors, ".safetensors",
+                 "the same tensors, loadable with no pickle; the architecture in its metadata"),
+    ExportFormat("torchscript", _write_torchscript, ".pt", "the traced backbone (torch.jit.load)"),
+    ExportFormat("onnx", _write_onnx, ".onnx",
+                 "dynamic batch axis, checked against PyTorch with onnxruntime when installed"),
+    ExportFormat("detectron2", _write_detectron2, ".pkl",
+                 "the key layout of detectron2's convert-torchvision-to-d2 (a .pkl for MODEL.WEIGHTS)"),
+):
+    register_export_format(_fmt)
+
+
+def export_format(name: str) -> ExportFormat:
+    """The registry entry of ``name``, with a one-line error naming the closest and the valid names."""
+    if name not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format '{name}'{did_you_mean(name, EXPORT_FORMATS)}; choose one of {', '.join(EXPORT_FORMATS)}")
+    return EXPORT_FORMATS[name]
 
 
 def export_backbone_file(source: str | os.PathLike, fmt: str, output: str | os.PathLike, *,
                          image_size: int | None = None, backbone: str | None = None, stem: str | None = None,
                          width: int | None = None) -> tuple[BackboneSource, str]:
-    """Read ``source`` (anything `load_backbone_state` reads) and write it to ``output`` in format ``fmt``.
+    """Read ``source`` (anything `load_backbone_state` reads) and write it to ``output`` in format ``fmt`` (a name
+    of `EXPORT_FORMATS`).
 
     Returns the source and a one-line description of what was written and how to load it.
     """
-    if fmt not in EXPORTERS:
-        import difflib
-
-        close = difflib.get_close_matches(fmt, list(EXPORTERS), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown export format '{fmt}'{hint}; choose one of {', '.join(EXPORTERS)}")
+    writer = export_format(fmt).writer
     if image_size is not None and image_size < 1:
         raise ConfigError(f"--image-size must be positive, got {image_size}")
     src = load_backbone_state(source)
     size = int(image_size or src.arch.get("image_size") or 224)
     job = ExportJob(src, Path(output), size, {"backbone": backbone, "stem": stem, "width": width})
-    return src, EXPORTERS[fmt](job)
+    return src, writer(job)

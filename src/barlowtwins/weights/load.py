@@ -6,6 +6,7 @@ import os
 
 from torch import nn
 
+from barlowtwins.models.backbones import create_backbone, set_submodule
 from barlowtwins.weights.sources import BackboneSource, load_backbone_state, load_backbone_weights
 
 
@@ -16,7 +17,6 @@ def build_backbone(src: BackboneSource, *, backbone: str | None = None, stem: st
     ``num_classes=None`` keeps the classifier as ``nn.Identity`` (the module returns (N, D) features);
     an integer puts a freshly initialised ``nn.Linear(D, num_classes)`` there (random init, for fine-tuning).
     """
-    from barlowtwins.models.backbones import create_backbone, set_submodule
 
     arch = dict(src.arch)
     for key, value in (("backbone", backbone), ("stem", stem), ("width", width)):

@@ -1,4 +1,9 @@
-"""Save a backbone with its architecture, so that it loads without flags."""
+"""Save a backbone with its architecture, so that it loads without flags.
+
+    >>> backbone = create_backbone("resnet18", stem="small", width=32)
+    >>> save_backbone(backbone, "backbone.safetensors")      # architecture in the metadata
+    >>> load_backbone("backbone.safetensors")                 # the same network, no flags
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import torch
 from torch import nn
 
 from barlowtwins.errors import CheckpointError
-from barlowtwins.runtime.files import save_atomic
+from barlowtwins.models.barlow_twins import BarlowTwins
+from barlowtwins.runtime.files import atomic_write, save_atomic
+from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.weights.run_files import BACKBONE_NAME, SAFETENSORS_NAME
 from barlowtwins.weights.sources import arch_from_config
 
@@ -21,7 +28,7 @@ def backbone_state(backbone: nn.Module | dict) -> dict[str, torch.Tensor]:
     """CPU, contiguous, unshared copies of a module's (or state dict's) tensors; refuses non-finite weights."""
     state = backbone.state_dict() if isinstance(backbone, nn.Module) else backbone
     out = {k: v.detach().cpu().contiguous().clone() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    bad = [k for k, v in out.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = nonfinite_names(out.items())
     if bad:
         raise CheckpointError(f"backbone has non-finite weights ({', '.join(bad[:3])}); not writing it")
     return out
@@ -31,17 +38,8 @@ def save_safetensors_atomic(state: dict[str, torch.Tensor], path: str | os.PathL
     """Write ``state`` as safetensors (temporary file + rename), the architecture in the metadata."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(state, str(tmp), metadata={ARCH_KEY: json.dumps(arch or {}, default=list), "format": "pt"})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    metadata = {ARCH_KEY: json.dumps(arch or {}, default=list), "format": "pt"}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def write_run_backbone(backbone: nn.Module, run_dir: str | os.PathLike, config: dict | None = None) -> None:
@@ -50,3 +48,30 @@ def write_run_backbone(backbone: nn.Module, run_dir: str | os.PathLike, config: 
     state = backbone_state(backbone)
     save_atomic(state, Path(run_dir) / BACKBONE_NAME)
     save_safetensors_atomic(state, Path(run_dir) / SAFETENSORS_NAME, arch_from_config(config))
+
+
+def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: dict | None = None) -> Path:
+    """Write ``backbone``'s weights and architecture to ``path`` atomically, for `load_backbone` without flags.
+
+    Args:
+        backbone: the backbone (or a ``BarlowTwins`` model, whose ``backbone`` is saved).
+        path: ``.safetensors`` (the architecture under ``ARCH_KEY`` in the metadata, no pickle) or any other
+            name for a torch file ``{"state_dict": weights, "config": architecture}`` (``torch.load(path)
+            ["state_dict"]`` loads into the torchvision model minus its classifier).
+        arch: ``{"backbone": name, "stem": ..., "width": ...}`` (also ``image_size``, ``mean``, ``std``: what
+            ``barlowtwins export`` reads); by default the ``arch`` that `create_backbone`
+            and `load_backbone` put on the module. Without either, the file holds no architecture and
+            `load_backbone` needs ``backbone=``/``stem=``/``width=`` to read it.
+
+    Returns the path written. Refuses non-finite weights (`CheckpointError`).
+    """
+    net = backbone.backbone if isinstance(backbone, BarlowTwins) else backbone
+    found = arch if arch is not None else getattr(net, "arch", None) or {}
+    record = {k: v for k, v in arch_from_config(found).items() if v is not None}
+    path = Path(path)
+    state = backbone_state(net)
+    if path.suffix == ".safetensors":
+        save_safetensors_atomic(state, path, record)
+    else:
+        save_atomic({"state_dict": state, "config": record}, path)
+    return path

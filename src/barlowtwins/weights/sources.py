@@ -1,4 +1,4 @@
-"""Atomic checkpoints, safe loading, backbone export, and reading backbones from every common format.
+"""Safe loading: reading backbones from every common format.
 
 Formats `load_backbone_state` understands:
 
@@ -15,15 +15,20 @@ Everything is loaded with ``torch.load(..., weights_only=True)`` or safetensors:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torchvision
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from barlowtwins.errors import CheckpointError
-from barlowtwins.runtime.files import file_sha256, save_atomic
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.runtime.files import file_sha256
+from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.weights.run_files import (
     BACKBONE_NAME,
     CHECKPOINT_NAME,
@@ -31,13 +36,6 @@ from barlowtwins.weights.run_files import (
     load_checkpoint,
     read_run_config,
 )
-
-
-def export_backbone(backbone: nn.Module, path: str | os.PathLike) -> None:
-    """Save the backbone as a plain torchvision state dict (no prefixes, no classifier keys)."""
-    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    save_atomic(state, path)
-
 
 # --------------------------------------------------------------------------------------------------------
 # Reading a backbone from any source
@@ -100,11 +98,7 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
         if len(parts) != 3:
             raise CheckpointError(f"'{text}': write torchvision weights as torchvision:<model>:<weights>, "
                                   "e.g. torchvision:resnet50:IMAGENET1K_V2")
-        from barlowtwins.models.backbones import create_backbone
-
         _, name, weights = parts
-        import torchvision
-
         if name in torchvision.models.list_models():
             enum = torchvision.models.get_model_weights(name)
             if weights != "DEFAULT" and weights not in enum.__members__:
@@ -135,7 +129,7 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
         src = load_safetensors_state(path)
     else:
         src = _from_dict(load_checkpoint(path), str(path))
-    bad = [k for k, v in src.state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_names(src.state.items())
     if bad:  # export, knn, linear... never accept weights of a run that diverged
         raise CheckpointError(f"{src.origin} holds non-finite values (NaN or Inf) in {len(bad)} tensor(s), e.g. "
                               f"{bad[0]}; the run diverged before it was saved: use an earlier checkpoint")
@@ -147,10 +141,6 @@ def load_backbone_state(source: str | os.PathLike) -> BackboneSource:
 
 def load_safetensors_state(path: str | os.PathLike) -> BackboneSource:
     """A backbone state dict from a safetensors file (no pickle); ``arch`` from its ``barlowtwins.arch`` metadata."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")

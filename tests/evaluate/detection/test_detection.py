@@ -14,23 +14,24 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from detection_data import SHAPE_CLASSES, make_coco_shapes, make_voc_shapes
+from detection_data import SHAPE_CLASSES, coco_from_targets, make_coco_shapes, make_voc_shapes
 
 from barlowtwins.cli import main
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.evaluate.detection.ap import (
     coco_detection_ap,
-    coco_from_targets,
     detections_to_coco,
     pycocotools_ap,
     voc_ap,
     voc_detection_ap,
 )
 from barlowtwins.evaluate.detection.data import coco_detection, hflip, parse_voc_sets, voc_detection
-from barlowtwins.evaluate.detection.model import backbone_modules, build_detector
+from barlowtwins.evaluate.detection.model import C4Trunk, build_detector
 from barlowtwins.evaluate.detection.protocol import DetectionRun, predict, standard_schedule
 from barlowtwins.models.backbones import create_backbone
-from barlowtwins.weights.sources import export_backbone, load_backbone_state, load_backbone_weights
+from barlowtwins.runtime.files import save_atomic
+from barlowtwins.weights.save import backbone_state
+from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
 TINY = ["--backbone", "resnet18", "--width", "4", "--iterations", "2", "--batch-size", "2", "--min-size", "48",
         "--max-size", "64", "--workers", "0", "--log-every", "1", "--rois-per-image", "32"]
@@ -225,11 +226,19 @@ def test_standard_schedule_scales_steps_and_warmup():
     assert small.lr_at(1800) == pytest.approx(0.002) and small.lr_at(2300) == pytest.approx(0.0002)
 
 
+def backbone_modules(detector: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The detector's pieces that came from the backbone, under the backbone's names (``layer4`` included)."""
+    body = detector.backbone
+    if isinstance(body, C4Trunk):
+        return {**dict(body.named_children()), "layer4": detector.roi_heads.box_head.layer4}
+    return dict(body.body.named_children())  # FPN: an IntermediateLayerGetter over conv1 ... layer4
+
+
 @pytest.mark.parametrize("task", ["detection", "instance-segmentation"])
 def test_c4_detector_holds_the_checkpoint_weights(tmp_path, task):
     torch.manual_seed(3)
     net = create_backbone("resnet18", width=8)
-    export_backbone(net, tmp_path / "backbone.pth")
+    save_atomic(backbone_state(net), tmp_path / "backbone.pth")
     src = load_backbone_state(tmp_path / "backbone.pth")
     fresh = create_backbone("resnet18", width=8)
     load_backbone_weights(fresh, src)
@@ -277,7 +286,7 @@ def _sources(tmp_path: Path) -> dict[str, list[str]]:
     net = create_backbone("resnet18", width=4)
     run = tmp_path / "run"
     run.mkdir()
-    export_backbone(net, run / "backbone.pth")  # our run folder: backbone.pth + config.yaml
+    save_atomic(backbone_state(net), run / "backbone.pth")  # our run folder: backbone.pth + config.yaml
     (run / "config.yaml").write_text(yaml.safe_dump({"backbone": "resnet18", "width": 4, "stem": "standard"}))
     tv = {k: v.clone() for k, v in net.state_dict().items()}  # torchvision-style: with the classifier's keys
     tv["fc.weight"], tv["fc.bias"] = torch.zeros(1000, net.num_features), torch.zeros(1000)

@@ -233,25 +233,6 @@ def pycocotools_available() -> bool:
     return True
 
 
-def coco_from_targets(gts: Sequence[dict], num_classes: int, image_sizes: Sequence[tuple[int, int]] | None = None):
-    """An in-memory pycocotools ``COCO`` of ground truth given as tensors (image ids 0..N-1, classes 1..K)."""
-    from pycocotools.coco import COCO
-
-    images, anns = [], []
-    for i, g in enumerate(gts):
-        h, w = image_sizes[i] if image_sizes else (10_000, 10_000)
-        images.append({"id": i, "height": int(h), "width": int(w)})
-        for b, c, ig in zip(g["boxes"].double().tolist(), g["labels"].tolist(), g["ignore"].tolist()):
-            x1, y1, x2, y2 = b
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(c), "iscrowd": int(bool(ig)),
-                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
-    coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns,
-                    "categories": [{"id": c} for c in range(1, num_classes + 1)]}
-    coco.createIndex()
-    return coco
-
-
 def detections_to_coco(preds: Sequence[dict], image_ids: Sequence[int] | None = None,
                        category_ids: Sequence[int] | None = None) -> list[dict]:
     """COCO result records (``bbox`` as x, y, w, h; ``segmentation`` RLE when a prediction carries ``rles``).

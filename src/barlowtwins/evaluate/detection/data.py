@@ -28,6 +28,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from barlowtwins.data.transfer import VOC_CLASSES
 from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.evaluate.detection.ap import pycocotools_available
 
 DEFAULT_VOC_TRAIN = ("2007-trainval", "2012-trainval")
 DEFAULT_VOC_TEST = ("2007-test",)
@@ -254,7 +255,6 @@ def coco_detection(ann_file: str | Path, image_dir: str | Path, *, train: bool =
             raise DataError(f"{ann_file}: annotation {a.get('id')} names an unknown image or category")
         per_image[a["image_id"]].append(a)
     if masks:
-        from barlowtwins.evaluate.detection.ap import pycocotools_available
 
         if not pycocotools_available():
             raise ConfigError("instance segmentation needs pycocotools: pip install 'barlowtwins[detection]'")

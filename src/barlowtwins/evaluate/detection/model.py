@@ -118,15 +118,3 @@ def build_detector(backbone: nn.Module, num_classes: int, *, head: str = "c4", t
     return MaskRCNN(trunk, num_classes=None, mask_roi_pool=MultiScaleRoIAlign(["0"], 14, sampling_ratio=0),
                     mask_head=backbone.layer4,  # shared with the box head: RoI (14x14) -> res5 (7x7)
                     mask_predictor=MaskRCNNPredictor(res5.out_channels, 256, num_classes + 1), **kwargs)
-
-
-def backbone_modules(detector: nn.Module) -> dict[str, nn.Module]:
-    """The detector's pieces that came from the backbone, under the backbone's names (``layer4`` included)."""
-    body = detector.backbone
-    if isinstance(body, C4Trunk):
-        return {**dict(body.named_children()), "layer4": detector.roi_heads.box_head.layer4}
-    return dict(body.body.named_children())  # FPN: an IntermediateLayerGetter over conv1 ... layer4
-
-
-def detector_head_name(detector: nn.Module) -> str:
-    return "c4" if isinstance(detector.backbone, C4Trunk) else "fpn"

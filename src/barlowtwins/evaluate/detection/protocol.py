@@ -31,6 +31,7 @@ from barlowtwins.evaluate.detection.ap import (
 )
 from barlowtwins.evaluate.detection.data import DetectionDataset, collate
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
 
 STANDARD_SCHEDULES = {
@@ -163,12 +164,7 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
 
     bar = None
     if run.progress and D.is_main_process():
-        from tqdm.auto import tqdm
-
-        from barlowtwins.runtime.console import on_terminal
-
-        bar = tqdm(total=sched.iterations, unit="it", desc="detection", dynamic_ncols=True,
-                   disable=not on_terminal())
+        bar = terminal_bar(total=sched.iterations, unit="it", desc="detection")
     model.train()
     stream = batches()
     sums: dict[str, float] = {}

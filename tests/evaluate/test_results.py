@@ -1,0 +1,34 @@
+"""Result files and the results table."""
+
+
+
+def test_results_table_shows_every_metric_a_protocol_reports(tmp_path, capsys):
+    import json
+
+    from barlowtwins.cli import main
+    from barlowtwins.evaluate.results import EvalResult, find_results, markdown_table, write_result
+
+    records = [
+        EvalResult("knn", "folder", "val", {"k=20": {"top1": 71.0, "top5": 90.5}, "k=200": {"top1": 70.0,
+                                                                                         "top5": 91.0}}),
+        EvalResult("linear-paper", "folder", "val", {"last": {"top1": 60.0, "top5": 80.0},
+                                                      "best": {"top1": 61.0, "top5": 81.0, "epoch": 7}}),
+        EvalResult("transfer-svm", "voc2007", "test", {"mAP": 80.25}),
+        EvalResult("detect", "voc0712", "test", {"AP": 54.5, "AP50": 81.25, "AP75": 60.75}),  # detection
+    ]
+    for i, r in enumerate(records):
+        write_result({**r.to_record(), "checkpoint": "runs/x"}, tmp_path / "eval" / f"{i}.json")
+    (tmp_path / "eval" / "other.json").write_text(json.dumps({"not": "a result"}))
+    table = markdown_table(find_results([str(tmp_path)]))
+    lines = table.splitlines()
+    assert lines[0] == ("| checkpoint | protocol | dataset | split | setting | top-1 | top-5 | mAP | AP | AP50 | AP75 "
+                        "| epoch | file |")
+    assert len(lines) == 2 + 2 + 2 + 1 + 1
+    detect = next(line for line in lines if "| detect |" in line).split(" | ")
+    assert detect[5:12] == ["", "", "", "54.50", "81.25", "60.75", ""]
+    best = next(line for line in lines if "| best |" in line).split(" | ")
+    assert best[5:7] == ["61.00", "81.00"] and best[11] == "7"
+    assert records[3].summary() == "AP 54.50 AP50 81.25 AP75 60.75"
+    assert records[0].summary() == "k=20: top-1 71.00 top-5 90.50 | k=200: top-1 70.00 top-5 91.00"
+    assert main(["results", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == table
