@@ -115,3 +115,15 @@ def run_dir(tmp_path) -> Path:
     (tmp_path / "run" / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.items()))
     write_run_backbone(net, tmp_path / "run", cfg)
     return tmp_path / "run"
+
+
+def random_images(n: int = 3, size: int = 16) -> torch.Tensor:
+    """(n, 3, size, size) uniform images from a fixed seed."""
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+def reference_backbone(run_dir) -> torch.nn.Module:
+    """The `run_dir` fixture's backbone rebuilt by hand from its backbone.pth (width-8 small-stem ResNet-18)."""
+    net = create_backbone("resnet18", stem="small", width=8)
+    net.load_state_dict(torch.load(run_dir / "backbone.pth", weights_only=True))
+    return net.eval()

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_fashion_mnist, write_idx
-from PIL import Image
 
 from barlowtwins.data.datasets import (
     DATASETS,
@@ -111,21 +110,5 @@ def test_registry_names_splits_and_storage(fmnist_dir, image_tree):
         build_dataset("fashion-mnist", fmnist_dir, "val")
 
 
-def _jpeg(seed: int = 0) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(
-        buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-def _image_or_data_error(data: bytes) -> None:
-    try:
-        img = read_image(data, name="fuzz.jpg")
-    except DataError as e:
-        assert "fuzz.jpg" in str(e) and "\n" not in str(e)
-        return
-    assert img.mode == "RGB" and img.size[0] > 0 and img.size[1] > 0
 
 

@@ -38,8 +38,8 @@ def test_folder_through_the_registry_with_its_default_split(image_tree):
 
 
 def test_bad_names_and_missing_root_are_one_line():
-    with pytest.raises(DataError, match="unknown transfer data set 'cub200'; choose one of folder, inat2018, "
-                                        "places205, voc2007"):
+    with pytest.raises(DataError, match=r"unknown transfer data set 'cub200'( \(did you mean \w+\?\))?; "
+                                        "choose one of folder, inat2018, places205, voc2007"):
         build_transfer_dataset("cub200", "/data")
     with pytest.raises(DataError, match="--dataset places205 needs --data-dir"):
         build_transfer_dataset("places205", None)

@@ -6,17 +6,13 @@ import pickle
 
 import pytest
 import torch
-from conftest import trained_backbone
+from conftest import random_images, trained_backbone
 
 from barlowtwins.cli import main
 from barlowtwins.errors import CheckpointError
 from barlowtwins.models.backbones import create_backbone
 from barlowtwins.runtime.files import save_atomic
 from barlowtwins.weights.detectron2 import detectron2_to_torchvision, read_detectron2, torchvision_to_detectron2
-
-
-def _x(n=3, size=16):
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
 def test_detectron2_layout(tmp_path):
@@ -42,7 +38,7 @@ def test_detectron2_layout(tmp_path):
     restored = create_backbone("resnet50", width=8).eval()
     restored.load_state_dict(back)
     with torch.no_grad():
-        torch.testing.assert_close(restored(_x(2, 64)), net(_x(2, 64)), rtol=0, atol=0)
+        torch.testing.assert_close(restored(random_images(2, 64)), net(random_images(2, 64)), rtol=0, atol=0)
 
 
 def test_detectron2_reader_refuses_code(tmp_path):

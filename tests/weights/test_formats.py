@@ -6,25 +6,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import random_images, reference_backbone
 
 from barlowtwins import load_backbone
 from barlowtwins.cli import main
 from barlowtwins.errors import ConfigError
-from barlowtwins.models.backbones import create_backbone
 from barlowtwins.weights.formats import EXPORT_FORMATS, ExportFormat, export_backbone_file, register_export_format
 
 REPO = Path(__file__).resolve().parents[2]
 ARCH = dict(stem="small", width=8)
 
 
-def _x(n=3, size=16):
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
-def _reference(run_dir) -> torch.nn.Module:
-    net = create_backbone("resnet18", **ARCH)
-    net.load_state_dict(torch.load(run_dir / "backbone.pth", weights_only=True))
-    return net.eval()
 
 
 def _export(run_dir, fmt, out) -> str:
@@ -34,20 +28,20 @@ def _export(run_dir, fmt, out) -> str:
 
 
 def test_export_pth_and_safetensors_round_trip(run_dir, tmp_path, capsys):
-    ref = _reference(run_dir)
+    ref = reference_backbone(run_dir)
     for fmt, name in (("pth", "b.pth"), ("safetensors", "b.safetensors")):
         net = load_backbone(_export(run_dir, fmt, tmp_path / name), backbone="resnet18", **ARCH)
         with torch.no_grad():
-            torch.testing.assert_close(net(_x()), ref(_x()), rtol=0, atol=0)
+            torch.testing.assert_close(net(random_images()), ref(random_images()), rtol=0, atol=0)
     assert "safetensors" in capsys.readouterr().out
 
 
 def test_export_torchscript_round_trip(run_dir, tmp_path):
     ts = torch.jit.load(str(_export(run_dir, "torchscript", tmp_path / "b.pt")))
-    ref = _reference(run_dir)
+    ref = reference_backbone(run_dir)
     with torch.no_grad():
         for n in (1, 5):  # traced at batch 2: other batch sizes work too
-            torch.testing.assert_close(ts(_x(n)), ref(_x(n)), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(ts(random_images(n)), ref(random_images(n)), rtol=1e-5, atol=1e-5)
 
 
 def test_export_onnx_round_trip_with_a_dynamic_batch(run_dir, tmp_path, capsys):
@@ -56,11 +50,11 @@ def test_export_onnx_round_trip_with_a_dynamic_batch(run_dir, tmp_path, capsys):
     path = _export(run_dir, "onnx", tmp_path / "b.onnx")
     assert "onnxruntime matches PyTorch" in capsys.readouterr().out
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ref = _reference(run_dir)
+    ref = reference_backbone(run_dir)
     for n in (1, 4):
-        got = session.run(None, {"images": _x(n).numpy()})[0]
+        got = session.run(None, {"images": random_images(n).numpy()})[0]
         with torch.no_grad():
-            torch.testing.assert_close(torch.from_numpy(got), ref(_x(n)), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(torch.from_numpy(got), ref(random_images(n)), rtol=1e-4, atol=1e-4)
 
 
 def test_timm_backbone_pretrains_evaluates_and_exports(image_tree, tmp_path, capsys):
@@ -76,7 +70,7 @@ def test_timm_backbone_pretrains_evaluates_and_exports(image_tree, tmp_path, cap
     assert type(net).__module__.startswith("timm") and net.arch["backbone"] == "timm:test_resnet"
     assert main(["knn", "--checkpoint", str(out), "--dataset", "folder", "--data-dir", str(image_tree),
                  "--k", "3", "--workers", "0"]) == 0
-    x = _x(2, 32)
+    x = random_images(2, 32)
     with torch.no_grad():
         want = net(x)
         ts = torch.jit.load(str(_export(out, "torchscript", tmp_path / "t.pt")))

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import random_images, reference_backbone
 
 from barlowtwins.errors import CheckpointError
 from barlowtwins.models.backbones import create_backbone
@@ -50,19 +51,13 @@ REPO = Path(__file__).resolve().parents[2]
 ARCH = dict(stem="small", width=8)
 
 
-def _x(n=3, size=16):
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
-def _reference(run_dir) -> torch.nn.Module:
-    net = create_backbone("resnet18", **ARCH)
-    net.load_state_dict(torch.load(run_dir / "backbone.pth", weights_only=True))
-    return net.eval()
 
 
 @pytest.mark.parametrize("source", ["folder", "backbone.pth", "backbone.safetensors", "checkpoint.pth", "official"])
 def test_load_backbone_reads_every_source(run_dir, tmp_path, source):
-    ref = _reference(run_dir)
+    ref = reference_backbone(run_dir)
     if source == "folder":
         path = run_dir
     elif source == "checkpoint.pth":
@@ -79,20 +74,20 @@ def test_load_backbone_reads_every_source(run_dir, tmp_path, source):
     assert isinstance(net, torchvision.models.ResNet) and isinstance(net.fc, torch.nn.Identity)
     assert not net.training
     with torch.no_grad():
-        torch.testing.assert_close(net(_x()), ref(_x()), rtol=0, atol=0)
+        torch.testing.assert_close(net(random_images()), ref(random_images()), rtol=0, atol=0)
 
 
 def test_load_backbone_with_a_new_head(run_dir):
     net = load_backbone(run_dir, num_classes=7)
-    assert isinstance(net.fc, torch.nn.Linear) and net.fc.out_features == 7 and net(_x()).shape == (3, 7)
+    assert isinstance(net.fc, torch.nn.Linear) and net.fc.out_features == 7 and net(random_images()).shape == (3, 7)
 
 
 def test_torch_hub_load_local(run_dir):
-    ref = _reference(run_dir)
+    ref = reference_backbone(run_dir)
     net = torch.hub.load(str(REPO), "resnet18", source="local", weights=str(run_dir / "backbone.pth"), **ARCH)
     assert isinstance(net, torchvision.models.ResNet) and isinstance(net.fc, torch.nn.Identity)
     with torch.no_grad():
-        torch.testing.assert_close(net.eval()(_x()), ref(_x()), rtol=0, atol=0)
+        torch.testing.assert_close(net.eval()(random_images()), ref(random_images()), rtol=0, atol=0)
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("hubconf", REPO / "hubconf.py")

@@ -27,6 +27,7 @@ import torch
 
 from barlowtwins.data.images import IMAGE_EXTENSIONS, is_image_file, read_image
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.registry import Registry
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -279,13 +280,8 @@ class DatasetSpec:
     labelled: bool = True
 
 
-DATASETS: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    """Add (or replace) a data set by name."""
-    DATASETS[spec.name] = spec
-    return spec
+DATASETS: Registry[DatasetSpec] = Registry("data set", DataError)
+register_dataset = DATASETS.register  # a new data set: one DatasetSpec registered here
 
 
 def _tv(name: str) -> Callable:
@@ -307,9 +303,7 @@ for _spec in (
 
 def dataset_spec(name: str) -> DatasetSpec:
     """The registry entry of ``name``, with a one-line error listing the valid names."""
-    if name not in DATASETS:
-        raise DataError(f"unknown data set '{name}'; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS.lookup(name)
 
 
 def is_in_memory(dataset) -> bool:

@@ -39,6 +39,7 @@ from barlowtwins.data.images import first_decodable, is_jpeg, read_image, scan_i
 from barlowtwins.data.sampling import BatchStream, GlobalBatchSampler, default_workers
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.runtime.hardware import to_device
+from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.device import OPS as DEVICE_OPS
 from barlowtwins.transforms.device import decode_batch
 from barlowtwins.transforms.hue_shift import tables
@@ -61,15 +62,14 @@ class DataPathSpec:
     description: str
 
 
-DATA_PATHS: dict[str, DataPathSpec] = {}
+DATA_PATHS: Registry[DataPathSpec] = Registry("--data-path")
 
 
 def register_data_path(spec: DataPathSpec) -> DataPathSpec:
     """Add (or replace) a data path for image folders by name (``--data-path`` offers every entry)."""
     if spec.name == AUTO:
         raise ValueError(f"'{AUTO}' is not a data path but the choice between them")
-    DATA_PATHS[spec.name] = spec
-    return spec
+    return DATA_PATHS.register(spec)
 
 
 def data_path_choices() -> tuple[str, ...]:

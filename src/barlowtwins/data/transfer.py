@@ -27,6 +27,7 @@ import torch
 
 from barlowtwins.data.datasets import ImageFiles, labelled_folder
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.registry import Registry
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
@@ -156,13 +157,8 @@ class TransferDataset:
                              f"{', '.join(TRANSFER_PROTOCOLS)}, not '{self.protocol}'")
 
 
-TRANSFER_DATASETS: dict[str, TransferDataset] = {}
-
-
-def register_transfer_dataset(spec: TransferDataset) -> TransferDataset:
-    """Add (or replace) a transfer data set by name."""
-    TRANSFER_DATASETS[spec.name] = spec
-    return spec
+TRANSFER_DATASETS: Registry[TransferDataset] = Registry("transfer data set", DataError)
+register_transfer_dataset = TRANSFER_DATASETS.register  # a new transfer set: one TransferDataset registered here
 
 
 for _spec in (
@@ -180,9 +176,7 @@ for _spec in (
 
 def transfer_spec(name: str) -> TransferDataset:
     """The registry entry of ``name``, with a one-line error listing the valid names."""
-    if name not in TRANSFER_DATASETS:
-        raise DataError(f"unknown transfer data set '{name}'; choose one of {', '.join(TRANSFER_DATASETS)}")
-    return TRANSFER_DATASETS[name]
+    return TRANSFER_DATASETS.lookup(name)
 
 
 def build_transfer_dataset(name: str, root: str | None, split: str | None = None, image_root: str | None = None):

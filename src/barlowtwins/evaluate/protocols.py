@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
-from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.backbone import EvalSetup
 from barlowtwins.evaluate.classifier import ClassifierRun, assert_unchanged, new_linear_head, snapshot, train_classifier
 from barlowtwins.evaluate.knn import knn_evaluate
 from barlowtwins.evaluate.linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_probe
 from barlowtwins.evaluate.results import EvalResult
 from barlowtwins.evaluate.svm import voc07_svm_map
+from barlowtwins.runtime.registry import Registry
 
 
 def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metrics: dict, hyper: dict, t0: float,
@@ -76,13 +76,8 @@ class LinearProtocol:
     description: str
 
 
-LINEAR_PROTOCOLS: dict[str, LinearProtocol] = {}
-
-
-def register_linear_protocol(spec: LinearProtocol) -> LinearProtocol:
-    """Add (or replace) a linear protocol by name."""
-    LINEAR_PROTOCOLS[spec.name] = spec
-    return spec
+LINEAR_PROTOCOLS: Registry[LinearProtocol] = Registry("linear protocol")
+register_linear_protocol = LINEAR_PROTOCOLS.register  # a new protocol: one LinearProtocol registered here
 
 
 def _fast(setup: EvalSetup, train, val, names: tuple[str, str, str], o: LinearOptions):
@@ -107,9 +102,7 @@ for _spec in (
 
 def linear_protocol_spec(name: str) -> LinearProtocol:
     """The registry entry of ``name``, with a one-line error listing the valid names."""
-    if name not in LINEAR_PROTOCOLS:
-        raise ConfigError(f"unknown linear protocol '{name}'; choose one of {', '.join(LINEAR_PROTOCOLS)}")
-    return LINEAR_PROTOCOLS[name]
+    return LINEAR_PROTOCOLS.lookup(name)
 
 
 def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], protocol: str = "fast",

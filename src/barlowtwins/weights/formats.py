@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from barlowtwins.errors import CheckpointError, ConfigError
-from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import atomic_write, save_atomic
+from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.weights.detectron2 import torchvision_to_detectron2
 from barlowtwins.weights.load import build_backbone
@@ -164,13 +164,8 @@ class ExportFormat:
     description: str
 
 
-EXPORT_FORMATS: dict[str, ExportFormat] = {}
-
-
-def register_export_format(fmt: ExportFormat) -> ExportFormat:
-    """Add (or replace) an export format by name."""
-    EXPORT_FORMATS[fmt.name] = fmt
-    return fmt
+EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format")
+register_export_format = EXPORT_FORMATS.register  # a new format: one ExportFormat registered here
 
 
 for _fmt in (
@@ -189,9 +184,7 @@ for _fmt in (
 
 def export_format(name: str) -> ExportFormat:
     """The registry entry of ``name``, with a one-line error naming the closest and the valid names."""
-    if name not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown export format '{name}'{did_you_mean(name, EXPORT_FORMATS)}; choose one of {', '.join(EXPORT_FORMATS)}")
-    return EXPORT_FORMATS[name]
+    return EXPORT_FORMATS.lookup(name)
 
 
 def export_backbone_file(source: str | os.PathLike, fmt: str, output: str | os.PathLike, *,
