@@ -1,5 +1,8 @@
 """Reading image files: every failure is a one-line DataError naming the file; fuzzed bytes and damaged JPEGs."""
 
+import multiprocessing
+import signal
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -104,3 +107,23 @@ def test_an_error_of_the_draft_callback_is_not_taken_for_a_bad_file(tmp_path):
 
     with pytest.raises(ZeroDivisionError, match="a bug"):
         read_image(str(path), draft=broken)
+
+
+@pytest.mark.timeout(120)
+def test_parallel_scan_ends_under_the_trainers_stop_signal_handler(tmp_path):
+    # The trainer installs a SIGTERM handler that records a stop instead of exiting; forked scan workers inherit
+    # it, so a pool torn down with SIGTERM (Pool.__exit__) could wait for them forever (an occasional hang of
+    # --strict-data, a race this test does not force every time). Scans under such a handler end, with the
+    # workers shut down, and find the one bad file.
+    for i in range(70):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"{i:03d}.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    files = sorted(str(p) for p in tmp_path.iterdir())
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        for _ in range(5):
+            bad = scan_images(files, workers=2)
+            assert [f for f, _ in bad] == [str(tmp_path / "bad.jpg")]
+            assert not multiprocessing.active_children()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

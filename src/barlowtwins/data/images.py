@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 
@@ -82,10 +83,13 @@ def scan_images(files: Sequence[str], workers: int = 0) -> list[tuple[str, str]]
 
     The check ``--strict-data`` runs before training. ``workers`` > 0 spreads it over processes."""
     if workers > 0 and len(files) > 64:
-        import multiprocessing
-
         with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
             results = pool.map(_check_one, files, chunksize=64)
+            # Let the workers finish on their own before the pool is torn down: `Pool.__exit__` alone sends them
+            # SIGTERM, which the stop-signal handlers they inherit from the trainer catch and keep running,
+            # and the exit then waits for them forever (seen as an occasional hang of --strict-data).
+            pool.close()
+            pool.join()
     else:
         results = [_check_one(f) for f in files]
     return [(f, r) for f, r in zip(files, results) if r is not None]
