@@ -9,14 +9,15 @@
 Three paths, one contract (`DataPath`):
 
 - ``memory``: data sets held as one uint8 tensor (Fashion-MNIST, CIFAR, STL-10) are sliced per batch and
-  augmented batched on the device (`augment.BatchViews`). Used for in-memory data whatever ``data_path`` says.
+  augmented batched on the device (`transforms.tensor.BatchViews`). Used for in-memory data whatever
+  ``data_path`` says.
 - ``cpu`` (the default for folders without a GPU): each loader worker reads a file once and makes both views
-  whole with PIL (`pil_views`), so every core works; the device only normalises.
+  whole with PIL (`transforms.pil`), so every core works; the device only normalises.
 - ``device`` (the default for folders with a GPU): workers read bytes; JPEGs are decoded in batches on the
-  device, cropped, resized and coloured there (`device_views`, `device.OPS`).
+  device, cropped, resized and coloured there (`transforms.device`, its `OPS`).
 
-On every path the parameters of a view are `views.view_params` of (seed, step, position in the global batch),
-so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
+On every path the parameters of a view are `transforms.params.view_params` of (seed, step, position in the
+global batch), so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
 global batch, and a run resumed at batch k of an epoch draws the views of the uninterrupted run.
 
 A file that cannot be decoded is replaced, deterministically, by the next readable file of the data set, with
@@ -105,7 +106,7 @@ def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, r
 
 
 def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.device) -> "DataPath":
-    """`build_pipeline` with the settings of a `config.PretrainConfig`."""
+    """`build_pipeline` with the settings of a `training.config.PretrainConfig`."""
     aug = augment_config(cfg.image_size, getattr(dataset, "channels", 3), **cfg.augment_overrides())
     return build_pipeline(dataset, aug, batch_size=cfg.batch_size // world, seed=cfg.seed, rank=rank, world=world,
                           device=device, data_path=getattr(cfg, "data_path", "auto"), workers=cfg.workers,

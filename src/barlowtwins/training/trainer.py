@@ -7,7 +7,7 @@ is one, trains with the paper's per-step schedule, writes metrics as JSON lines,
 state dict. Nothing non-finite is ever saved.
 
 The loop lives here; its parts live in their own modules: `budget` (a time budget as a step count), `signals`
-(stop requests), `metrics` (the JSON-lines log and the loss window), `checkpoint_store` (the last K checkpoints
+(stop requests), `metrics` (the JSON-lines log and the loss window), `checkpoints` (the last K checkpoints
 with checksums), `preflight` (up-front checks) and `finite` (the finiteness guard).
 
 Under torchrun, ``batch_size`` is global: every rank takes ``batch_size / world_size`` samples, the loss
