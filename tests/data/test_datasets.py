@@ -112,3 +112,34 @@ def test_registry_names_splits_and_storage(fmnist_dir, image_tree):
 
 
 
+
+
+def test_align_classes_numbers_the_evaluation_split_by_the_training_split(tmp_path):
+    """Folder splits number their classes by their own sub-folders; `align_classes` maps the evaluation split
+    onto the training split's numbering by name, and a class training lacks gets -1 (scored as wrong)."""
+    from conftest import make_image_folder
+
+    from barlowtwins.data.datasets import InMemoryImages, align_classes
+
+    make_image_folder(tmp_path / "f", classes=("a", "b", "c"), per_class=2, size=8, splits=("train",))
+    make_image_folder(tmp_path / "f", classes=("b", "c", "d"), per_class=2, size=8, splits=("val",))
+    train, val = labelled_folder(tmp_path / "f", "train"), labelled_folder(tmp_path / "f", "val")
+    assert val.labels.tolist() == [0, 0, 1, 1, 2, 2]  # b, c, d: numbered by the split itself
+    aligned, al = align_classes(train, val)
+    assert aligned.labels.tolist() == [1, 1, 2, 2, -1, -1] and aligned.classes == ["a", "b", "c"]
+    assert aligned.files == val.files and val.labels.tolist() == [0, 0, 1, 1, 2, 2]  # a copy; val unchanged
+    assert al.only_train == ("a",) and al.only_eval == ("d",) and al.unscorable_images == 2
+    lines = al.warnings()
+    assert len(lines) == 2 and "'a'" in lines[0] and "'d'" in lines[1] and "scored as wrong" in lines[1]
+    assert al.to_record()["class_mismatch"]["scored_as"] == "wrong"
+
+    # The same classes: nothing changes, nothing to say; data without class names is left as it is.
+    same, al = align_classes(train, labelled_folder(tmp_path / "f", "train"))
+    assert same.labels.tolist() == train.labels.tolist() and al.warnings() == []
+    assert al.to_record() == {"classes": ["a", "b", "c"]}
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    bare = InMemoryImages(images, torch.tensor([0, 1, 0, 1]))
+    assert align_classes(bare, bare)[0] is bare
+    multi = labelled_folder(tmp_path / "f", "val")
+    multi.targets = torch.ones(len(multi), 3)
+    assert align_classes(train, multi)[0].targets is multi.targets  # other attributes travel with the copy

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from barlowtwins.data.datasets import image_folder
-from barlowtwins.data.images import first_decodable, read_image, scan_images
+from barlowtwins.data.images import PIL_FORMATS, first_decodable, read_image, scan_images
 from barlowtwins.errors import DataError
 
 
@@ -127,3 +127,53 @@ def test_parallel_scan_ends_under_the_trainers_stop_signal_handler(tmp_path):
             assert not multiprocessing.active_children()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n0 0 moveto 10 10 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def watch_ghostscript(monkeypatch) -> list:
+    """Records any use of PIL's EPS plugin (it runs Ghostscript to decode) and refuses to start any program."""
+    import subprocess
+
+    from PIL import EpsImagePlugin
+
+    used = []
+    original = EpsImagePlugin.EpsImageFile._open
+
+    def eps_open(self):
+        used.append("EpsImagePlugin")
+        return original(self)
+
+    def popen(*args, **kw):
+        used.append(f"subprocess.Popen {args[:1]}")
+        raise AssertionError("a program was started to read an image")
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", eps_open)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    return used
+
+
+def test_read_image_opens_only_the_formats_of_its_allow_list(tmp_path, monkeypatch):
+    used = watch_ghostscript(monkeypatch)
+    (tmp_path / "photo.jpg").write_bytes(EPS)  # an EPS file under an image's name
+    with pytest.raises(DataError, match="photo.jpg .*remove or replace"):
+        read_image(tmp_path / "photo.jpg")
+    Image.new("RGB", (8, 6), (1, 2, 3)).save(tmp_path / "a.png")
+    with pytest.raises(DataError, match="a.png"):
+        read_image(tmp_path / "a.png", formats=("JPEG",))  # a narrower list: PNG refused
+    assert read_image(tmp_path / "a.png", formats=("PNG",)).size == (8, 6)
+    with pytest.raises(ValueError, match="EPS"):
+        read_image(tmp_path / "a.png", formats=("PNG", "EPS"))  # never widened past PIL_FORMATS
+    assert not {"EPS", "PS", "PDF"} & set(PIL_FORMATS) and not used
+
+
+def test_a_file_deleted_after_the_listing_is_reported_missing(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b.jpg")
+    files = [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    (tmp_path / "b.jpg").unlink()
+    with pytest.raises(DataError, match=r"b.jpg is missing \(deleted\?\)") as e:
+        read_image(files[1])
+    assert "decode" not in str(e.value) and "corrupt" not in str(e.value) and e.value.reason == "missing (deleted?)"
+    (bad, reason), = scan_images(files)
+    assert bad == files[1] and "missing (deleted?)" in reason and "corrupt" not in reason

@@ -32,3 +32,38 @@ def test_results_table_shows_every_metric_a_protocol_reports(tmp_path, capsys):
     assert records[0].summary() == "k=20: top-1 71.00 top-5 90.50 | k=200: top-1 70.00 top-5 91.00"
     assert main(["results", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == table
+
+
+def test_results_table_cells_cannot_break_the_table(tmp_path):
+    """A | or a line break in a value (a checkpoint path, a data set name) stays inside its cell."""
+    from barlowtwins.evaluate.results import EvalResult, find_results, markdown_table, write_result
+
+    rec = EvalResult("knn", "my|data\nset", "val", {"top1": 50.0}).to_record()
+    write_result({**rec, "checkpoint": "runs/a|b\r\nc"}, tmp_path / "eval" / "r.json")
+    lines = markdown_table(find_results([str(tmp_path)])).splitlines()
+    assert len(lines) == 3
+    row = lines[2]
+    assert "runs/a\\|b" in row and "my\\|data set" in row
+    cells = [c for c in row.replace("\\|", "").split("|")]
+    assert len(cells) == len(lines[0].split("|"))  # as many columns as the header
+
+
+def test_results_warns_once_per_skipped_file(tmp_path, capsys):
+    """A truncated, binary or malformed result file is named in one warning line each; the good ones are shown."""
+    from barlowtwins.cli import main
+    from barlowtwins.evaluate.results import EvalResult, write_result
+
+    good = EvalResult("knn", "folder", "val", {"top1": 50.0}).to_record()
+    write_result(good, tmp_path / "eval" / "good.json")
+    text = (tmp_path / "eval" / "good.json").read_text()
+    (tmp_path / "eval" / "cut.json").write_text(text[: len(text) // 2])
+    (tmp_path / "eval" / "binary.json").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "eval" / "bad-metrics.json").write_text('{"protocol": "knn", "metrics": [1, 2]}')
+    (tmp_path / "eval" / "other.json").write_text('{"not": "a result"}')  # another JSON file: no word
+    assert main(["results", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("warning: skipped ") for w in warnings)
+    for name in ("cut.json", "binary.json", "bad-metrics.json"):
+        assert sum(name in w for w in warnings) == 1
+    assert "Traceback" not in captured.err and captured.out.count("| knn |") == 1

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from barlowtwins.errors import ConfigError
-from barlowtwins.models.backbones import create_backbone
+from barlowtwins.models.backbones import MAX_WIDTH, create_backbone
 from barlowtwins.runtime.files import save_atomic
 from barlowtwins.weights.save import backbone_state
 
@@ -120,3 +120,14 @@ def test_backbone_records_its_architecture(kw):
     assert net.arch == {"backbone": kw["name"], "stem": kw.get("stem", "standard"), "width": kw.get("width")}
     again = create_backbone(net.arch["backbone"], stem=net.arch["stem"], width=net.arch["width"])
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("width,message", [(MAX_WIDTH + 1, f"at most {MAX_WIDTH}"), (20000, f"at most {MAX_WIDTH}"),
+                                           ("abc", "an integer"), (True, "an integer"), (8.5, "an integer"),
+                                           (0, "at least 1")])
+def test_width_is_an_integer_within_the_declared_bound(width, message):
+    with torch.device("meta"), pytest.raises(ConfigError, match=f"width .*{message}") as e:  # meta: never allocates
+        create_backbone("resnet18", width=width)
+    assert "\n" not in str(e.value)
+    with torch.device("meta"):
+        assert create_backbone("resnet18", width=MAX_WIDTH).conv1.out_channels == MAX_WIDTH

@@ -1,5 +1,6 @@
 """The one atomic write: the target holds its old or its new content, never a part, and no temporary file stays."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -114,3 +115,82 @@ def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
         save_atomic({"step": 2, "bad": lambda: None}, path)  # a lambda cannot be pickled
     assert load_checkpoint(path)["step"] == 1
     assert os.listdir(tmp_path) == ["ckpt.pth"], "no temporary file is left behind"
+
+
+def test_append_line_is_whole_or_nothing(tmp_path, monkeypatch):
+    from barlowtwins.runtime import files
+
+    path = tmp_path / "metrics.jsonl"
+    files.append_line(path, '{"step": 1}')
+    real_write = os.write
+
+    def half_then_full(fd, data):  # the disk fills up in the middle of the line
+        if len(data) > 4:
+            real_write(fd, bytes(data[:4]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(files.os, "write", half_then_full)
+    with pytest.raises(OSError) as e:
+        files.append_line(path, '{"step": 2, "loss": 1.0}')
+    assert e.value.errno == errno.ENOSPC
+    assert path.read_text() == '{"step": 1}\n', "the torn part is cut off again"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_append_line_to_a_full_device_raises_oserror(tmp_path):
+    from barlowtwins.runtime.files import append_line
+
+    link = tmp_path / "metrics.jsonl"
+    link.symlink_to("/dev/full")
+    with pytest.raises(OSError) as e:
+        append_line(link, "x")
+    assert e.value.errno == errno.ENOSPC
+
+
+def test_writers_errors_become_oserror_naming_the_path(tmp_path):
+    from barlowtwins.runtime.files import WriteError, as_write_error, describe_os_error
+
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+    e = as_write_error(torch_error, tmp_path / "checkpoint.pth")
+    assert isinstance(e, WriteError) and e.filename == str(tmp_path / "checkpoint.pth")
+    st = type("SafetensorError", (Exception,), {})("Error while serializing: IoError(Os { code: 28, kind: "
+                                                  "StorageFull, message: \"No space left on device\" })")
+    assert as_write_error(st, tmp_path / "b.safetensors").errno == errno.ENOSPC
+    line = describe_os_error(as_write_error(st, tmp_path / "b.safetensors"))
+    assert "free disk space" in line and "b.safetensors" in line and "\n" not in line
+    assert "255 bytes" in describe_os_error(OSError(errno.ENAMETOOLONG, "File name too long", "x" * 300))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE")
+def test_torch_zip_writer_failing_mid_file_is_an_oserror_and_keeps_the_old_file(tmp_path):
+    """A real failure of torch's zip writer (the file-size limit stands in for a full disk: the same failing write
+    in the middle of a file): an OSError naming the path, the old file intact, no temporary file."""
+    script = textwrap.dedent(f"""
+        import resource, signal, sys, torch
+        from barlowtwins.runtime.files import save_atomic
+        path = {str(tmp_path / "ck.pth")!r}
+        save_atomic({{"w": torch.zeros(10)}}, path)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        try:
+            save_atomic({{"w": torch.zeros(1_000_000)}}, path)
+        except OSError as e:
+            print("OSError", e.filename == path, e.errno)
+        except BaseException as e:
+            print("other", type(e).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[:2] == ["OSError", "True"], out.stdout + out.stderr
+    assert load_checkpoint(tmp_path / "ck.pth")["w"].shape == (10,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pth"]
+
+
+def test_every_written_file_gets_the_usual_mode(tmp_path):
+    from barlowtwins.runtime.files import FILE_MODE
+    from barlowtwins.weights.save import save_safetensors_atomic
+
+    save_safetensors_atomic({"w": torch.zeros(2)}, tmp_path / "b.safetensors")
+    write_text_atomic(tmp_path / "a.txt", "x")
+    for name in ("b.safetensors", "a.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == FILE_MODE, name

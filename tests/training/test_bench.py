@@ -88,3 +88,35 @@ def test_bench_times_the_network_the_trainer_trains():
     assert list(bench.state_dict()) == list(want)
     assert all(torch.equal(v, want[k]) for k, v in bench.state_dict().items())  # same layers, same initial weights
     assert bench.loss.terms == trained.loss.terms and bench.loss.lambd == trained.loss.lambd
+
+
+def test_the_official_pipeline_reads_images_with_the_format_allow_list(tmp_path, monkeypatch):
+    """bench's copy of torchvision's ImageFolder loader opens files through read_image: an EPS file named .jpg is
+    refused in one line, PIL's EPS plugin (Ghostscript) never used."""
+    import subprocess
+
+    from PIL import EpsImagePlugin, Image
+
+    from barlowtwins.errors import DataError
+    from barlowtwins.training.bench import _OfficialFiles
+
+    (tmp_path / "eps.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n")
+    used = []
+    original = EpsImagePlugin.EpsImageFile._open
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: used.append("EPS") or original(self))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: used.append("Popen") or 1 / 0)
+    with pytest.raises(DataError, match="eps.jpg"):
+        _OfficialFiles([str(tmp_path / "eps.jpg")], 16)[0]
+    assert not used
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(tmp_path / "ok.jpg")
+    (v1, v2), _ = _OfficialFiles([str(tmp_path / "ok.jpg")], 16)[0]
+    assert v1.shape == v2.shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize("flags,message", [(["--image-size", "5000"], "--image-size must be at most 4096"),
+                                           (["--jpeg-size", "20", "100000"], "--jpeg-size MIN MAX needs"),
+                                           (["--width", "20000"], "at most 1024")])
+def test_bench_sizes_are_bounded_before_anything_is_built(tmp_path, capsys, flags, message):
+    assert main(["bench", "--make-jpegs", "2", "--jpeg-dir", str(tmp_path / "j"), "--no-official", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "j").exists()

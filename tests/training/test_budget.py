@@ -106,3 +106,21 @@ def test_budget_state_is_kept_in_every_checkpoint_across_resumes(fmnist_dir, tmp
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     budget_events = [r for r in records if r.get("event") == "budget"]
     assert budget_events[0]["warmup_steps"] <= B.MAX_WARMUP_SHARE * budget_events[0]["total_steps"] + 1
+
+
+@pytest.mark.parametrize("state", [
+    {"total_steps": "12"}, {"total_steps": -5}, {"total_steps": 10**30}, {"origin": 1.5}, {"origin": True},
+    {"pending": 3}, {"pending": ["x"]}, {"pending": [0.1] * 1000}, {"pending": [7.0]},
+    {"spent_seconds": float("nan")}, {"spent_seconds": "1"}, {"spent_seconds": -1.0}, [1, 2],
+])
+def test_a_damaged_budget_record_is_one_line(state):
+    from barlowtwins.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="time-budget record is damaged") as e:
+        TimeBudget(5, 0, 1000, state)
+    assert "\n" not in str(e.value)
+
+
+def test_a_valid_budget_record_is_read_back():
+    b = TimeBudget(5, 10, 1000, {"origin": 2, "total_steps": 500, "pending": [0.25, 0.5], "spent_seconds": 30.0})
+    assert (b.origin, b.estimated_total, b.pending, b.spent_before) == (2, 500, [0.25, 0.5], 30.0)

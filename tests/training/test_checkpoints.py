@@ -136,3 +136,66 @@ def test_fuzz_the_checkpoint_reader(tmp_path_factory, data, cut):
             assert ckpt["step"] == 5
         except CheckpointError as e:
             assert "\n" not in str(e)
+
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (no clean-up either, see below)."""
+
+
+@pytest.mark.parametrize("keep", [1, 2, 3])
+def test_a_kill_between_any_two_file_operations_of_a_save_leaves_a_resumable_folder(tmp_path, monkeypatch, keep):
+    """Every rename, removal and file creation of a checkpoint save is a point where the process can die. For each
+    point in turn: the folder resumes from the previous or the new checkpoint, and the next save and resume work."""
+    from barlowtwins.runtime import files
+
+    def run_until(folder, kill_at):
+        """Save step 3 over steps 1 and 2, dying at file operation ``kill_at``; how many operations there were."""
+        count = [0]
+        real_replace, real_unlink, real_open = os.replace, type(folder).unlink, open
+
+        def tick():
+            count[0] += 1
+            if count[0] == kill_at:
+                raise _Killed
+
+        def replace(src, dst):
+            tick()
+            return real_replace(src, dst)
+
+        def unlink(self, missing_ok=False):
+            tick()
+            return real_unlink(self, missing_ok=missing_ok)
+
+        def opener(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wax"):
+                tick()
+            return real_open(file, mode, *args, **kwargs)
+
+        store = CheckpointStore(folder, keep=keep)
+        store.save(state(1))
+        store.save(state(2))
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", replace)
+            m.setattr(type(folder), "unlink", unlink)
+            m.setattr("builtins.open", opener)
+            m.setattr(files, "_remove", lambda path: None)  # a killed process cleans nothing up
+            try:
+                store.save(state(3))
+            except _Killed:
+                pass
+        return count[0]
+
+    total = run_until(tmp_path / "count", kill_at=0)  # no kill: count the operations
+    assert total >= 4, "the save was not instrumented"
+    for kill_at in range(1, total + 1):
+        folder = tmp_path / f"kill-{kill_at}"
+        run_until(folder, kill_at)
+        store = CheckpointStore(folder, keep=keep)
+        ckpt, path, problems = store.load_latest()
+        assert ckpt["step"] in (2, 3), (kill_at, path, problems)
+        assert problems == [], f"killed at operation {kill_at} of {total}: {problems}"
+        remove_stale_temps(folder)
+        store.save(state(4))
+        assert store.load_latest()[0]["step"] == 4
+        kept = [C.load_checkpoint(p)["step"] for p in store.existing()]
+        assert kept[:2] == [4, ckpt["step"]][:keep] and kept == sorted(set(kept), reverse=True), kept

@@ -117,3 +117,32 @@ def test_fuzz_the_command_line(capsys, argv):
     assert code in (0, 2), (argv, err)
     if code == 2:
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_a_yaml_bomb_is_one_line_and_cheap(tmp_path):
+    """A "billion laughs" document: nine levels of ten aliases each would be 10^9 strings once printed or copied.
+    Refused for its aliases; a value built of many shared references is never expanded to be shown."""
+    lines = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        lines.append(f"{name}: &{name} [{', '.join('*' + prev for _ in range(10))}]")
+    lines.append("width: *i")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="aliases") as e:
+        resolve_values(None, str(bomb), {})
+    assert "\n" not in str(e.value)
+    # below the alias limit, a deeply shared value is still only shown in part
+    nested = [["x"] * 10] * 10
+    for _ in range(7):
+        nested = [nested] * 10
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"width": nested})
+    assert len(str(e.value)) < 300
+
+
+def test_an_oversized_config_file_is_one_line(tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 1\n" + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="characters"):
+        resolve_values(None, str(big), {})

@@ -52,3 +52,31 @@ def test_a_resumed_run_records_each_step_once(fmnist_dir, tmp_path):
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", log_every=1))
     steps = [r["step"] for r in MetricsLog(tmp_path / "r" / "metrics.jsonl").records() if "loss" in r]
     assert steps == list(range(1, 9))
+
+
+def test_rewind_streams_and_drops_a_binary_tail(tmp_path):
+    """A large log is rewound line by line (Python allocations stay far below its size), and torn or binary
+    lines (a kill mid-append, a damaged disk) are dropped with the later steps."""
+    import json
+    import tracemalloc
+
+    from barlowtwins.training.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    with open(path, "w") as f:
+        for step in range(1, 60_001):
+            f.write(json.dumps({"step": step, "loss": 1.0 / step, "pad": "x" * 200}) + "\n")
+        f.write('{"event": "checkpoint"}\n')
+    with open(path, "ab") as f:
+        f.write(b"\x00\xff\xfe garbage {\"step\": 3\n\x89PNG")
+    size = path.stat().st_size
+    log = MetricsLog(path)
+    tracemalloc.start()
+    dropped = log.rewind(50_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert dropped == 10_000
+    assert peak < size / 10, (peak, size)
+    records = log.records()
+    assert len(records) == 50_001 and records[-2]["step"] == 50_000 and records[-1] == {"event": "checkpoint"}
+    assert path.read_bytes().endswith(b'{"event": "checkpoint"}\n')

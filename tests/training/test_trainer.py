@@ -81,8 +81,10 @@ def test_bad_settings_fail_before_work(fmnist_dir, tmp_path, kw, error, match):
     assert not (tmp_path / "r" / "checkpoint.pth").exists()
 
 
-def test_online_knn_monitor_is_logged(fmnist_dir, tmp_path):
+def test_online_knn_monitor_is_logged(fmnist_dir, tmp_path, capsys):
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", epochs=2, knn_every=1, knn_max_samples=40))
+    said = [line for line in capsys.readouterr().out.splitlines() if "online kNN" in line]
+    assert [line.split(":")[0] for line in said] == ["epoch 1", "epoch 2"] and "k=20" in said[0], said
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     knn = [r for r in records if r.get("event") == "knn"]
     assert [r["epoch"] for r in knn] == [1, 2]
@@ -285,3 +287,172 @@ def test_memory_and_open_files_stay_flat_over_hundreds_of_steps(fmnist_dir, tmp_
     fds = [x[2] for x in after_warmup]
     assert max(fds) - min(fds) <= 2, samples
     assert max(rss) - rss[0] < 20 * 2**20, [(step, r / 2**20) for step, r, _ in samples]  # < 20 MiB over 125 steps
+
+
+# ---- faults: a second run, a full disk, a failed log append, a kill between files ------------------------------
+def _cli_args(data_dir, out, *extra):
+    return ["pretrain", "--dataset", "fashion-mnist", "--data-dir", str(data_dir), "--image-size", "16",
+            "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32", "--epochs", "2",
+            "--batch-size", "16", "--no-progress", "--log-every", "1", "--seed", "7", "--out", str(out), *extra]
+
+
+def test_a_second_run_on_the_same_folder_is_one_line_and_touches_nothing(fmnist_dir, tmp_path, capsys):
+    from barlowtwins.cli import main
+    from barlowtwins.runtime.lock import FolderLock
+
+    out = tmp_path / "run"
+    assert pretrain(tiny_config(fmnist_dir, out, max_steps=2))["step"] == 2
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".barlowtwins.lock"}
+    with FolderLock(out):  # the first run, still going
+        code = main(_cli_args(fmnist_dir, out, "--lr-weights", "0.1"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "in use by pid" in err and "Traceback" not in err, err
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".barlowtwins.lock"}
+    assert after == before, "config.yaml, metrics and checkpoints untouched"
+    # once the first run has ended, the same command resumes
+    assert main(_cli_args(fmnist_dir, out, "--max-steps", "3")) == 0
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="RLIMIT_FSIZE")
+def test_a_full_disk_while_checkpointing_is_one_line_exit_2_and_keeps_the_last_checkpoint(fmnist_dir, tmp_path):
+    """A real failing write in the middle of the checkpoint (the file-size limit stands in for a full disk: torch's
+    zip writer fails the same way): one line, exit 2, the previous checkpoint intact and resumable."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    assert pretrain(tiny_config(fmnist_dir, out, max_steps=2))["step"] == 2
+    ckpt_size = (out / "checkpoint.pth").stat().st_size
+    backbone_size = (out / "backbone.pth").stat().st_size
+    assert backbone_size < ckpt_size * 0.8
+    limit = (ckpt_size + backbone_size) // 2  # the backbone files still fit, the checkpoint does not
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "barlowtwins", *_cli_args(fmnist_dir, out, "--max-steps", "4")],
+                         env=env, capture_output=True, text=True, preexec_fn=limited, timeout=300)
+    err = run.stderr.strip()
+    assert run.returncode == 2, err
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert "cannot write a checkpoint" in err and "checkpoint.pth is intact" in err, err
+    assert load_checkpoint(out / "checkpoint.pth")["step"] == 2
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name], "no temporary file left"
+    assert pretrain(tiny_config(fmnist_dir, out, max_steps=4))["step"] == 4  # space again: it resumes
+
+
+def test_a_failed_log_append_stops_with_a_checkpoint(fmnist_dir, tmp_path, monkeypatch, capsys):
+    """metrics.jsonl cannot be appended to mid-run (disk full): the run stops at once with a checkpoint of the
+    steps made, one line, exit 2, and no torn line; the same command resumes."""
+    import errno
+
+    from barlowtwins.cli import main
+    from barlowtwins.training import metrics
+
+    out = tmp_path / "run"
+    real_append, calls = metrics.append_line, [0]
+
+    def fills_up(path, line):
+        calls[0] += 1
+        if calls[0] == 4:  # the start record, then three step records
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(path, line)
+
+    monkeypatch.setattr(metrics, "append_line", fills_up)
+    code = main(_cli_args(fmnist_dir, out))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 0, err
+    assert "free disk space" in err and "checkpoint at step 3" in err, err
+    assert load_checkpoint(out / "checkpoint.pth")["step"] == 3
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+    monkeypatch.setattr(metrics, "append_line", real_append)
+    assert main(_cli_args(fmnist_dir, out)) == 0
+
+
+def test_backbone_files_follow_the_checkpoint_after_a_kill_between_them(fmnist_dir, tmp_path, monkeypatch):
+    """Killed after the checkpoint of step 3 was written but before its backbone files: the rerun (which reaches
+    --max-steps at once) leaves backbone.pth and backbone.safetensors of step 3, as it says."""
+    from barlowtwins.training import trainer as T
+
+    out = tmp_path / "run"
+    pretrain(tiny_config(fmnist_dir, out, max_steps=2, checkpoint_minutes=0))
+    step2 = load_backbone_state(out / "backbone.pth").state
+
+    class Killed(BaseException):
+        pass
+
+    real, calls = T.write_run_backbone, [0]
+
+    def killed(*args, **kwargs):  # the resume's own rewrite passes; the one after step 3's checkpoint dies
+        calls[0] += 1
+        if calls[0] == 2:
+            raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(T, "write_run_backbone", killed)
+    with pytest.raises(Killed):
+        pretrain(tiny_config(fmnist_dir, out, max_steps=3, checkpoint_minutes=0))
+    monkeypatch.undo()
+    ckpt = load_checkpoint(out / "checkpoint.pth")
+    assert ckpt["step"] == 3
+    assert all(torch.equal(step2[k], v) for k, v in load_backbone_state(out / "backbone.pth").state.items())
+    again = pretrain(tiny_config(fmnist_dir, out, max_steps=3))
+    assert again["step"] == 3
+    for name in ("backbone.pth", "backbone.safetensors"):
+        state = load_backbone_state(out / name).state
+        assert all(torch.equal(v, ckpt["model"]["backbone." + k]) for k, v in state.items()), name
+
+
+def test_an_out_folder_name_over_255_bytes_is_one_line(fmnist_dir, tmp_path, capsys):
+    from barlowtwins.cli import main
+
+    code = main(_cli_args(fmnist_dir, tmp_path / ("x" * 300)))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "255" in err and "Traceback" not in err and err.count("\n") == 0, err
+
+
+# ---- honest reruns ----------------------------------------------------------------------------------------------
+def test_a_finished_budget_run_rerun_with_another_budget_is_refused(fmnist_dir, tmp_path, capsys):
+    from barlowtwins.cli import main
+
+    out = tmp_path / "r"
+    args = _cli_args(fmnist_dir, out, "--epochs", "50", "--log-every", "5")
+    assert main(args + ["--time-budget-minutes", "0.1"]) == 0
+    before = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(args + ["--time-budget-minutes", "0.3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "planned for --time-budget-minutes 0.1, not 0.3" in err and err.count("\n") == 0, err
+    assert (out / "config.yaml").read_text() == before, "config.yaml still describes what trained"
+
+
+def test_a_finished_run_rerun_with_more_epochs_continues_and_says_so(fmnist_dir, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert pretrain(tiny_config(fmnist_dir, out, epochs=2))["step"] == 8
+    capsys.readouterr()
+    again = pretrain(tiny_config(fmnist_dir, out, epochs=3))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("resumed from step 8 of 12 (epoch 2.00)") and "--epochs 2 -> 3" in first, first
+    assert again["finished"] and again["step"] == 12
+    assert yaml.safe_load((out / "config.yaml").read_text())["epochs"] == 3
+    # the same again: nothing to do, and it says so
+    pretrain(tiny_config(fmnist_dir, out, epochs=3))
+    assert "already complete" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_the_max_steps_message_says_what_a_rerun_does(fmnist_dir, tmp_path, capsys):
+    from barlowtwins.cli import main
+
+    out = tmp_path / "r"
+    assert main(_cli_args(fmnist_dir, out, "--max-steps", "3")) == 0
+    said = capsys.readouterr().out
+    assert "reached --max-steps 3 at step 3 of the 8-step schedule" in said and "larger --max-steps" in said, said
+    assert main(_cli_args(fmnist_dir, out, "--max-steps", "3")) == 0
+    said = capsys.readouterr().out
+    assert "resumed from step 3 of 8" in said and "reached --max-steps 3 at step 3" in said, said

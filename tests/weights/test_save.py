@@ -67,9 +67,15 @@ def test_explicit_arch_wins_and_none_needs_flags(tmp_path):
     net = torchvision.models.resnet18()
     net.fc = torch.nn.Identity()  # a plain torchvision module: no recorded architecture
     save_backbone(net, tmp_path / "plain.safetensors")
-    with pytest.raises(CheckpointError):  # read as the default resnet50: the shapes do not match
-        load_backbone(tmp_path / "plain.safetensors")
+    with pytest.raises(CheckpointError):  # an explicit architecture the tensors do not fit
+        load_backbone(tmp_path / "plain.safetensors", backbone="resnet34")
     _same_outputs(net, load_backbone(tmp_path / "plain.safetensors", backbone="resnet18"), 32)
+    _same_outputs(net, load_backbone(tmp_path / "plain.safetensors"), 32)  # a torchvision ResNet: known by its keys
+    other = torchvision.models.mobilenet_v3_small()
+    other.classifier = torch.nn.Identity()
+    save_backbone(other, tmp_path / "other.safetensors")
+    with pytest.raises(CheckpointError, match="pass the matching --backbone"):  # read as the default resnet50
+        load_backbone(tmp_path / "other.safetensors")
     save_backbone(net, tmp_path / "named.safetensors", arch={"backbone": "resnet18"})
     _same_outputs(net, load_backbone(tmp_path / "named.safetensors"), 32)
 

@@ -2,6 +2,7 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -87,9 +88,11 @@ def test_safetensors_source_and_its_errors(tmp_path):
     from safetensors.torch import save_file
 
     state = {k: v.contiguous() for k, v in create_backbone("resnet18").state_dict().items()}
-    save_file(state, tmp_path / "b.safetensors")  # without our metadata: architecture unknown, tensors read
+    save_file(state, tmp_path / "b.safetensors")  # without our metadata: the architecture is read off the tensors
     src = load_backbone_state(tmp_path / "b.safetensors")
-    assert src.arch == {} and src.state.keys() == state.keys() and src.sha256
+    assert src.arch == {"stem": "standard", "backbone": "resnet18"}
+    assert src.arch_from == {"stem": "tensors", "backbone": "tensors"}
+    assert src.state.keys() == state.keys() and src.sha256
     assert all(torch.equal(src.state[k], v) for k, v in state.items())
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
@@ -99,3 +102,29 @@ def test_safetensors_source_and_its_errors(tmp_path):
 def test_torchvision_weights_name_is_checked_before_any_download():
     with pytest.raises(CheckpointError, match="no weights 'NOPE' for resnet18; choose one of DEFAULT, IMAGENET1K_V1"):
         load_backbone_state("torchvision:resnet18:NOPE")
+
+
+def test_a_file_that_is_no_weights_file_is_named_so_without_suggesting_unsafe_loading(tmp_path):
+    def error(data: bytes, name: str = "x.pth") -> str:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(tmp_path / name)
+        text = str(e.value)
+        assert "\n" not in text and "weights_only" not in text.lower().replace(" ", "_") and str(tmp_path) in text
+        return text
+
+    text = error(b"garbage, not a checkpoint")
+    assert "is not a PyTorch/safetensors weights file (it starts with b'garbage,'" in text
+    assert "not a readable PyTorch checkpoint" in text and "pass a run folder" in text
+    assert "it is empty" in error(b"")
+    # A pickle (what torch.save writes) damaged inside: the unpickler's own reason, not PyTorch's advice.
+    text = error(b"\x80\x02\xed" + b"x" * 20)
+    assert "Unsupported operand 237" in text and "damaged" in text
+    rng = np.random.default_rng(0)
+    for _ in range(30):  # random bytes, some of them starting like a pickle or a zip archive
+        head = [b"", b"\x80\x02", b"\x80\x04\x95", b"PK\x03\x04"][int(rng.integers(4))]
+        error(head + rng.integers(0, 256, int(rng.integers(1, 300)), dtype=np.uint8).tobytes())
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "st.pth")
+    assert "is a safetensors file: name it .safetensors" in error((tmp_path / "st.pth").read_bytes())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -23,8 +24,10 @@ from barlowtwins.cli import (
     results,
     transfer,
 )
+from barlowtwins.cli.common import printable
 from barlowtwins.errors import BarlowTwinsError
 from barlowtwins.runtime.console import did_you_mean
+from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.training import signals
 from barlowtwins.version import __version__
 
@@ -100,17 +103,16 @@ def _main(argv: list[str]) -> int:
     except BarlowTwinsError as e:
         print(f"barlowtwins {args.command}: error: {printable(_one_line(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only file system, a name too long: whatever command met it
+        doing = "write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
+        print(f"barlowtwins {args.command}: error: {printable(describe_os_error(e, doing))}", file=sys.stderr)
+        return 2
     except FloatingPointError as e:
         print(f"barlowtwins {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"barlowtwins {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-def printable(text: str) -> str:
-    """Control characters (a newline or carriage return in a bad value) escaped: an error stays on one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _one_line(e: Exception) -> str:

@@ -9,7 +9,7 @@ import tempfile
 
 from barlowtwins.data.pipeline import AUTO, DATA_PATHS
 from barlowtwins.errors import ConfigError
-from barlowtwins.models.backbones import STEMS
+from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
 from barlowtwins.runtime.hardware import select_device
 from barlowtwins.training.bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
 
@@ -61,8 +61,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0 or args.make_jpegs < 0 or (args.workers is not None and args.workers < 0):
         raise ConfigError("--warmup, --make-jpegs and --workers cannot be negative")
-    if args.jpeg_size[0] < 1 or args.jpeg_size[0] > args.jpeg_size[1]:
-        raise ConfigError(f"--jpeg-size MIN MAX needs 1 <= MIN <= MAX, got {args.jpeg_size[0]} {args.jpeg_size[1]}")
+    check_int("--image-size", args.image_size, 1, MAX_IMAGE_SIZE)
+    if args.width is not None:
+        check_int("--width", args.width, 1, MAX_WIDTH)
+    if not 1 <= args.jpeg_size[0] <= args.jpeg_size[1] <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"--jpeg-size MIN MAX needs 1 <= MIN <= MAX <= {MAX_IMAGE_SIZE}, got {args.jpeg_size[0]} "
+                          f"{args.jpeg_size[1]}")
     if args.dataset is None and args.jpeg_dir is None and not args.make_jpegs:
         raise ConfigError("give images to read: --jpeg-dir DIR, --make-jpegs N (synthetic), or --dataset NAME")
     if args.dataset is None and args.jpeg_dir and not args.make_jpegs and not os.path.isdir(args.jpeg_dir):

@@ -24,6 +24,11 @@ def leaves_process_group(run):
     return wrapper
 
 
+def printable(text: str) -> str:
+    """Control characters (a newline in a file name) escaped, so that a message naming it stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def labelled_datasets() -> list[str]:
     """The data sets with labels (`DATASETS`), for the evaluation commands' --dataset."""
     return [name for name, spec in DATASETS.items() if spec.labelled]

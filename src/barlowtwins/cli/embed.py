@@ -10,10 +10,11 @@ from barlowtwins.cli.common import add_architecture_args, add_device_args, leave
 from barlowtwins.data.datasets import DATASETS, build_dataset
 from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.backbone import load_eval_backbone
-from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, write_embeddings
+from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, sidecar_paths, write_embeddings
 from barlowtwins.evaluate.features import extract_features
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import on_terminal
+from barlowtwins.runtime.files import check_writable
 from barlowtwins.version import __version__
 
 
@@ -64,7 +65,10 @@ def setup_from_args(args: argparse.Namespace, checkpoint: str, arch: dict | None
 def run(args: argparse.Namespace) -> int:
     if not str(args.output).endswith(".npy"):
         raise ConfigError(f"--output {args.output}: name the embeddings file with .npy, e.g. emb.npy")
-    resolve_index_format(args.index_format)  # refuse parquet without pyarrow before any work
+    fmt = resolve_index_format(args.index_format)  # refuse parquet without pyarrow before any work
+    paths = sidecar_paths(args.output)
+    for key in ("npy", fmt, "meta"):  # the three files it writes: each can be written, before any work
+        check_writable(paths[key])
     dataset = build_dataset(args.dataset, args.data_dir, args.split, args.download)
     setup = setup_from_args(args, args.checkpoint)
     tty = on_terminal()

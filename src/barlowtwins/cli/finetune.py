@@ -19,6 +19,7 @@ from barlowtwins.errors import DataError
 from barlowtwins.evaluate.protocols import finetune_protocol
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.files import check_writable
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -65,18 +66,21 @@ def choose_subset(args: argparse.Namespace, train, seed: int):
 def run(args: argparse.Namespace) -> int:
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
+    pct = f"{args.train_percent:g}"
+    path = result_path("finetune", dataset, args.checkpoint, args.output,
+                       f"{pct}pct" + ("-random" if args.random_init else ""))
+    subset_file = Path(str(path).removesuffix(".json") + ".subset.txt")
+    check_writable(path)  # before any work, not after it
+    check_writable(subset_file)
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
     indices, how = choose_subset(args, train, args.seed)
     subset = train.subset(indices)
-    pct = f"{args.train_percent:g}"
-    path = result_path("finetune", dataset, args.checkpoint, args.output,
-                       f"{pct}pct" + ("-random" if args.random_init else ""))
     if D.is_main_process():
-        write_subset_file(Path(str(path).removesuffix(".json") + ".subset.txt"), train, indices)
+        write_subset_file(subset_file, train, indices)
         print(f"fine-tuning on {len(subset)} of {len(train)} labelled images: {how}")
     result = finetune_protocol(setup, subset, val, names=(dataset, args.train_split, val_split),
-                               num_classes=max(train.num_classes, val.num_classes), train_percent=args.train_percent,
+                               num_classes=train.num_classes, train_percent=args.train_percent,
                                subset_description=how, epochs=args.epochs, batch_size=args.batch_size,
                                lr_backbone=args.lr_backbone, lr_head=args.lr_head, weight_decay=args.weight_decay,
                                schedule=args.schedule, milestones=args.milestones, seed=args.seed, workers=args.workers)

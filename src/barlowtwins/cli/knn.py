@@ -9,6 +9,7 @@ from barlowtwins.data.datasets import build_dataset
 from barlowtwins.evaluate.protocols import knn_protocol
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.files import check_writable
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -26,17 +27,29 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     return p
 
 
+def knn_result_path(args: argparse.Namespace, dataset: str, random_init: bool):
+    """Where a kNN result goes; with ``--output FILE`` the random-init baseline of ``--compare-random`` goes to
+    ``FILE-random.json`` beside it, not over it."""
+    path = result_path("knn", dataset, args.checkpoint, args.output, "random" if random_init else "")
+    if random_init and args.compare_random and path == result_path("knn", dataset, args.checkpoint, args.output):
+        path = path.with_name(f"{path.stem}-random{path.suffix or '.json'}")
+    return path
+
+
 def evaluate_knn(args: argparse.Namespace, random_init: bool):
     """Run the kNN protocol, write its result (rank 0) and print one line; returns the `EvalResult`."""
     args.random_init = random_init
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
+    path = knn_result_path(args, dataset, random_init)
+    check_writable(path)  # before any work, not after it
+    if args.compare_random and not random_init:  # the baseline's file too: its name is longer
+        check_writable(knn_result_path(args, dataset, True))
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
     result = knn_protocol(setup, train, val, names=(dataset, args.train_split, val_split), k=tuple(args.k),
                           temperature=args.temperature, batch_size=args.batch_size, workers=args.workers)
     if D.is_main_process():
-        path = result_path("knn", dataset, args.checkpoint, args.output, "random" if random_init else "")
         write_result(result.to_record(), path)
         who = "random init" if random_init else "pretrained"
         print(f"kNN {dataset} {val_split} ({who}): {result.summary()}  [{path}]")

@@ -16,6 +16,7 @@ from barlowtwins.data.datasets import build_dataset
 from barlowtwins.evaluate.protocols import linear_protocol
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.files import check_writable
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -37,6 +38,9 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     setup = setup_backbone(args)
     dataset, data_dir, val_split = resolve_data(args, setup.arch)
+    path = result_path(f"linear-{args.protocol}", dataset, args.checkpoint, args.output,
+                       "random" if args.random_init else "")
+    check_writable(path)  # before any work, not after it
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
     result = linear_protocol(setup, train, val, names=(dataset, args.train_split, val_split), protocol=args.protocol,
@@ -44,8 +48,6 @@ def run(args: argparse.Namespace) -> int:
                              weight_decay=args.weight_decay, lrs=args.lrs, wds=args.wds, holdout=args.holdout,
                              flip=args.flip, seed=args.seed, workers=args.workers)
     if D.is_main_process():
-        path = result_path(result.protocol, dataset, args.checkpoint, args.output,
-                           "random" if args.random_init else "")
         write_result(result.to_record(), path)
         print(f"linear ({args.protocol}) {dataset} {val_split}: {result.summary()}  [{path}]")
     return 0

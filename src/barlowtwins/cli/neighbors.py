@@ -9,7 +9,14 @@ import torch
 
 from barlowtwins.cli.embed import add_model_args, setup_from_args
 from barlowtwins.errors import ConfigError, DataError
-from barlowtwins.evaluate.embeddings import contact_sheet, cosine_neighbors, embed_image_files, read_embeddings
+from barlowtwins.evaluate.embeddings import (
+    contact_sheet,
+    cosine_neighbors,
+    embed_image_files,
+    feature_dim,
+    read_embeddings,
+)
+from barlowtwins.runtime.files import check_writable
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -32,11 +39,23 @@ def run(args: argparse.Namespace) -> int:
     missing = [q for q in args.query if not Path(q).is_file()]
     if missing:
         raise DataError(f"query image {missing[0]} does not exist; check the path")
+    if args.sheet:
+        check_writable(args.sheet, "--sheet")  # before any work, not after it
     emb = read_embeddings(args.embeddings)
     meta = emb.meta
     # The preprocessing always follows the embeddings file; the architecture too unless --checkpoint names another.
     preprocessing = {"image_size": meta.get("image_size"), "mean": meta.get("mean"), "std": meta.get("std")}
     arch = {} if args.checkpoint else (meta.get("arch") or {})
+    if not args.checkpoint:
+        if not meta.get("checkpoint"):
+            raise DataError(f"{args.embeddings}'s metadata names no checkpoint; pass --checkpoint with the backbone "
+                            "it was written with")
+        # The network the metadata describes must give the array's width: checked before anything is built.
+        dim = feature_dim({k: getattr(args, k, None) or arch.get(k) for k in ("backbone", "stem", "width")})
+        if dim is not None and dim != emb.features.shape[1]:
+            raise DataError(f"{args.embeddings} holds {emb.features.shape[1]}-dimensional features but its metadata "
+                            f"describes a backbone with {dim}; the metadata is damaged: re-run barlowtwins embed, "
+                            "or pass --checkpoint and the architecture flags it was written with")
     setup = setup_from_args(args, args.checkpoint or meta["checkpoint"], {**arch, **preprocessing})
     if args.checkpoint is None and meta.get("checkpoint_sha256") and \
             setup.checkpoint_sha256 != meta["checkpoint_sha256"]:

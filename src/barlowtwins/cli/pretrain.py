@@ -47,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         if summary["finished"]:
             print(f"pretrained {summary['step']} steps in {summary['minutes']:.1f} min; "
                   f"backbone: {run_dir}/backbone.pth (and .safetensors)")
+        elif summary["stopped_by"] == "max_steps":
+            print(f"reached --max-steps {cfg.max_steps} at step {summary['step']} of the {summary['total_steps']}-step "
+                  f"schedule (--max-steps stops every run there; the learning rate follows the full schedule): "
+                  f"to continue, rerun with a larger --max-steps or without it; the backbone of step "
+                  f"{summary['step']} is in {run_dir}/backbone.pth (and .safetensors)")
         else:
             print(f"stopped at step {summary['step']} of {summary['total_steps']} ({summary['stopped_by']}); "
                   f"run the same command again to resume from {run_dir}/checkpoint.pth; "

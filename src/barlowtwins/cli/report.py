@@ -13,7 +13,8 @@ from barlowtwins.report.plots import require_matplotlib
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="write an HTML report of one or more runs",
                        description="Write one self-contained HTML page (PNG figures embedded, and also saved in "
-                                   "<output>_files/): loss and its on- and off-diagonal terms, learning rate, "
+                                   "<output>_files/, a folder the report makes and marks itself: an existing one it "
+                                   "did not make, or a symbolic link, is refused and left untouched): loss and its on- and off-diagonal terms, learning rate, "
                                    "throughput, data-wait share, online kNN; the cross-correlation matrix C at "
                                    "several points of the run; collapse diagnostics on held-out images (singular "
                                    "values, RankMe, per-dimension std, a 2-D map of the features); every "
@@ -21,7 +22,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
                                    "pip install 'barlowtwins[report]'.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="pretraining run folders (their --out)")
     p.add_argument("--output", default=None, metavar="FILE",
-                   help="HTML file to write (default: RUN_DIR/report.html for one run, report.html for several)")
+                   help="HTML file to write, checked before any work (default: RUN_DIR/report.html for one run, "
+                        "report.html for several)")
     p.add_argument("--samples", type=int, default=512, help="held-out images for the collapse diagnostics")
     p.add_argument("--no-diagnostics", action="store_true",
                    help="skip the collapse diagnostics (they load the checkpoint and data)")

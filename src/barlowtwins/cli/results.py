@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from barlowtwins.cli.common import printable
 from barlowtwins.errors import DataError
 from barlowtwins.evaluate.results import find_results, markdown_table
 
@@ -17,7 +19,10 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    found = find_results(args.paths)
+    skipped: list = []
+    found = find_results(args.paths, skipped=skipped)
+    for path, why in skipped:  # one line each, on stderr: the table on stdout stays clean
+        print(f"warning: skipped {printable(str(path))}: {why}", file=sys.stderr)
     if not found:
         raise DataError(f"no result files found under {', '.join(args.paths)}; run an evaluation command first")
     print(markdown_table(found))

@@ -11,6 +11,7 @@ from barlowtwins.data.transfer import TRANSFER_DATASETS, build_transfer_dataset,
 from barlowtwins.evaluate.protocols import linear_protocol, svm_protocol
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.files import check_writable
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -36,9 +37,12 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
     spec = transfer_spec(args.dataset)
-    setup = setup_backbone(args)
     train_split = args.train_split or spec.splits[0]
     val_split = args.val_split or spec.splits[1]
+    protocol = "transfer-svm" if spec.protocol == "svm" else f"transfer-linear-{args.protocol}"
+    path = result_path(protocol, args.dataset, args.checkpoint, args.output, "random" if args.random_init else "")
+    check_writable(path)  # before any work, not after it
+    setup = setup_backbone(args)
     train = build_transfer_dataset(args.dataset, args.data_dir, train_split, args.image_root)
     val = build_transfer_dataset(args.dataset, args.data_dir, val_split, args.image_root)
     names = (args.dataset, train_split, val_split)
@@ -49,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                  weight_decay=args.weight_decay, seed=args.seed, workers=args.workers, counts=True)
     if D.is_main_process():
-        path = result_path(result.protocol, args.dataset, args.checkpoint, args.output,
-                           "random" if args.random_init else "")
         write_result(result.to_record(), path)
         print(f"transfer ({result.protocol}) {args.dataset} {val_split}: {result.summary()}  [{path}]")
     return 0

@@ -11,10 +11,15 @@ files); `build_dataset` is the one entry point and `register_dataset` adds one. 
 augmented a batch at a time; folders are lists of files read by `read_image`, which turns every failure
 (corrupt, truncated, unknown format, over PIL's pixel limit) into a one-line `DataError` naming the file.
 Unlabelled samples have label -1.
+
+Each split numbers its classes by itself (a folder split: its sorted sub-folder names), so two splits of one data
+set can number them differently when one lacks a class; `align_classes` puts an evaluation split on the training
+split's numbering (every evaluation uses one class-to-index map) and says what did not match.
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 import struct
@@ -258,6 +263,96 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> 
     if not files:
         raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)")
     return ImageFiles(files, [-1] * len(files), (), str(folder), transform)
+
+
+# --------------------------------------------------------------------------------------------------------
+# One class-to-index map per evaluation
+# --------------------------------------------------------------------------------------------------------
+
+def _quoted(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+@dataclass(frozen=True)
+class ClassAlignment:
+    """The class-to-index map an evaluation used for every split (``classes[i]`` is class ``i``: the training
+    split's numbering) and what the two splits did not share.
+
+    ``only_train``: classes with training images but none in the evaluation split (harmless: they are just never
+    the right answer). ``only_eval``: classes with evaluation images but no training images; a classifier can
+    never predict them, so their ``unscorable_images`` keep label -1 and count as wrong answers."""
+
+    classes: tuple[str, ...] = ()
+    only_train: tuple[str, ...] = ()
+    only_eval: tuple[str, ...] = ()
+    unscorable_images: int = 0
+    train_split: str = "train"
+    eval_split: str = "val"
+
+    def warnings(self) -> list[str]:
+        """One line per mismatch (without a ``warning:`` prefix); none when the splits share their classes."""
+        out = []
+        if self.only_train:
+            out.append(f"the {self.eval_split} split has no images of {len(self.only_train)} class(es) of the "
+                       f"{self.train_split} split ({_quoted(self.only_train)}); every split is numbered by the "
+                       f"{self.train_split} split's classes, so the scores are unaffected")
+        if self.only_eval:
+            out.append(f"{self.unscorable_images} {self.eval_split} image(s) belong to {len(self.only_eval)} "
+                       f"class(es) with no {self.train_split} images ({_quoted(self.only_eval)}); they can never be "
+                       "predicted and are scored as wrong")
+        return out
+
+    def to_record(self) -> dict:
+        """``{"classes": [...]}``, plus ``class_mismatch`` when the splits differ: what a result file keeps."""
+        rec: dict = {"classes": list(self.classes)}
+        if self.only_train or self.only_eval:
+            rec["class_mismatch"] = {"train_split": self.train_split, "eval_split": self.eval_split,
+                                     "only_train": list(self.only_train), "only_eval": list(self.only_eval),
+                                     "unscorable_images": self.unscorable_images}
+            if self.only_eval:
+                rec["class_mismatch"]["scored_as"] = "wrong"
+        return rec
+
+
+def _present(labels: torch.Tensor, classes: Sequence[str]) -> list[str]:
+    """The names of the classes that have at least one sample (labels >= 0)."""
+    return [classes[i] for i in torch.unique(labels[labels >= 0]).tolist()]
+
+
+def align_classes(train, evaluation, train_split: str = "train", eval_split: str = "val"):
+    """``(evaluation on the training split's numbering, ClassAlignment)``.
+
+    Classes are matched by name: an evaluation image of class ``c`` gets the training split's index of ``c``; one
+    whose class has no training images gets label -1 (never predicted: scored as wrong). Data sets without class
+    names or labels (multi-label sets, unlabelled images) are returned as they are. The training split is never
+    changed; the evaluation split is a copy when its labels change.
+    """
+    train_classes = [str(c) for c in getattr(train, "classes", None) or []]
+    eval_classes = [str(c) for c in getattr(evaluation, "classes", None) or []]
+    tl, el = getattr(train, "labels", None), getattr(evaluation, "labels", None)
+    if not train_classes or not eval_classes or not isinstance(tl, torch.Tensor) or not isinstance(el, torch.Tensor):
+        return evaluation, ClassAlignment(tuple(train_classes), train_split=train_split, eval_split=eval_split)
+    for labels, classes, split in ((tl, train_classes, train_split), (el, eval_classes, eval_split)):
+        if len(labels) and int(labels.max()) >= len(classes):
+            raise DataError(f"the {split} split has label {int(labels.max())} but only {len(classes)} class names; "
+                            "its labels and classes do not match")
+    in_train = set(_present(tl, train_classes))
+    in_eval = _present(el, eval_classes)
+    index = {c: i for i, c in enumerate(train_classes) if c in in_train}
+    lookup = torch.tensor([index.get(c, -1) for c in eval_classes], dtype=torch.int64)
+    new = torch.where(el >= 0, lookup[el.clamp(min=0)], el)
+    only_eval = tuple(c for c in in_eval if c not in index)
+    alignment = ClassAlignment(tuple(train_classes),
+                               only_train=tuple(c for c in train_classes if c in in_train and c not in set(in_eval)),
+                               only_eval=only_eval, unscorable_images=int(((el >= 0) & (new < 0)).sum()),
+                               train_split=train_split, eval_split=eval_split)
+    if torch.equal(new, el) and eval_classes == train_classes:
+        return evaluation, alignment
+    aligned = copy.copy(evaluation)  # keeps every other attribute (files, images, transform, targets)
+    aligned.labels = new
+    aligned.classes = list(train_classes)
+    return aligned, alignment
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -22,26 +22,35 @@ def is_jpeg(data) -> bool:
     return head == JPEG_MAGIC
 
 
-# The formats PIL may open: everything else (EPS, which runs Ghostscript, and other exotic plugins) is refused.
+# The formats PIL may open: everything else (EPS, PS and PDF, which run Ghostscript, and other exotic plugins) is
+# refused. `read_image` is the one way the package opens an image file, always with this list or a part of it.
 PIL_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 def read_image(source: str | os.PathLike | bytes, name: str | None = None,
-               draft: tuple[int, int] | Callable[[int, int], tuple[int, int] | None] | None = None) -> Image.Image:
+               draft: tuple[int, int] | Callable[[int, int], tuple[int, int] | None] | None = None,
+               formats: Sequence[str] = PIL_FORMATS) -> Image.Image:
     """Decode an image file (a path, or its bytes) to a loaded RGB PIL image.
 
-    Any failure (not an image, corrupt or truncated data, a format outside `PIL_FORMATS`, more pixels than
+    ``formats`` is the allow-list of PIL formats tried (by content, whatever the file's name): `PIL_FORMATS` or a
+    part of it; a format outside `PIL_FORMATS` is a `ValueError` (a bug, not a bad file). A file that is gone
+    (deleted after its folder was listed) is a `DataError` saying it is missing.
+
+    Any other failure (not an image, corrupt or truncated data, a format outside the list, more pixels than
     ``PIL.Image.MAX_IMAGE_PIXELS`` allows (DecompressionBombError), or anything else a decoder raises on
     hostile bytes) becomes one `DataError` naming the file. ``draft=(w, h)`` lets libjpeg decode a JPEG at the
     smallest 1/2, 1/4 or 1/8 scale that is still at least that size (DCT scaling: much less work); a callable
     ``draft(width, height)`` is given the header's size first and returns that size or None (one open of
     the file for the header and the decode).
     """
+    extra = [f for f in formats if f not in PIL_FORMATS]
+    if extra or isinstance(formats, str):
+        raise ValueError(f"read_image opens only {', '.join(PIL_FORMATS)} (a sequence of them), not {formats!r}")
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     with contextlib.ExitStack() as stack:
         try:
             f = stack.enter_context(io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb"))
-            img = Image.open(f, formats=PIL_FORMATS)
+            img = Image.open(f, formats=list(formats))
             size = img.size
         except Exception as e:  # noqa: BLE001 -- decoders raise many types on hostile input; all mean "unreadable"
             raise unreadable(name, e) from None
@@ -57,7 +66,12 @@ def read_image(source: str | os.PathLike | bytes, name: str | None = None,
 
 
 def unreadable(name, e: Exception) -> DataError:
-    """The one-line error for an image file that cannot be decoded."""
+    """The one-line error for an image file that cannot be read: missing (``FileNotFoundError``) or undecodable."""
+    if isinstance(e, FileNotFoundError):
+        err = DataError(f"image {name} is missing (deleted?): it was listed but is not there now; restore it, or "
+                        "start again so that the folder is listed anew")
+        err.reason = "missing (deleted?)"
+        return err
     text = str(e).strip().splitlines()
     reason = f"{type(e).__name__}: {text[0][:200] if text else ''}"
     err = DataError(f"corrupt or unreadable image {name} ({reason}); remove or replace the file")

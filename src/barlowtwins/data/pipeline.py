@@ -283,7 +283,11 @@ class _FilePath(DataPath):
             bad = scan_images(self.files, workers=self.workers)
             if bad:
                 listing = "; ".join(f for f, _ in bad[:3])
-                raise DataError(f"{len(bad)} of {len(self.files)} image files cannot be decoded ({listing}"
+                missing = sum("missing (deleted?)" in why for _, why in bad)
+                what = ("are missing (deleted since they were listed?)" if missing == len(bad) else
+                        "cannot be decoded" if not missing else f"cannot be read ({missing} missing, "
+                        f"{len(bad) - missing} undecodable)")
+                raise DataError(f"{len(bad)} of {len(self.files)} image files {what} ({listing}"
                                 f"{' ...' if len(bad) > 3 else ''}); remove or replace them, or run without "
                                 "--strict-data to skip them with a warning")
         self.order = GlobalBatchSampler(len(self.files), self.batch_size, shuffle=True, seed=self.seed,

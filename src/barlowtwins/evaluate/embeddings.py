@@ -25,8 +25,9 @@ from PIL import Image, ImageDraw, ImageOps
 
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.images import read_image
-from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.errors import BarlowTwinsError, ConfigError, DataError
 from barlowtwins.evaluate.features import eval_transform, prepare_batch
+from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, create_backbone
 from barlowtwins.runtime.files import atomic_write, write_text_atomic
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import autocast
@@ -99,36 +100,159 @@ def write_embeddings(output: str | os.PathLike, features: torch.Tensor, entries:
 
 @dataclass
 class Embeddings:
-    """An embeddings file read back: (N, D) float32 features, the N index entries, and the metadata."""
+    """An embeddings file read back: (N, D) float32 features, the N index entries, and the metadata (checked:
+    see `read_embeddings`)."""
 
     features: np.ndarray
     entries: list[str]
     meta: dict
 
 
+# What a meta.json may ask for is bounded (it decides the network built and the size images are resized to, so a
+# damaged or hand-edited one must not ask for terabytes): the architecture's bounds, declared once in models.
+IMAGE_SIZE_RANGE = (8, MAX_IMAGE_SIZE)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:200] if text else type(e).__name__)
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror or e}); check its permissions") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise DataError(f"{path} is not valid JSON ({_first_line(e)}); it is damaged: re-run barlowtwins embed") \
+            from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path} is not an embeddings metadata file (a JSON object); re-run barlowtwins embed")
+    return meta
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """The (N, D) float array of ``path`` as float32, read through a memory map first: the header's shape is
+    checked against the file's real size before anything is allocated."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError, TypeError, SyntaxError) as e:
+        why = "it holds Python objects, which are never loaded" if "pickle" in str(e) else _first_line(e)
+        raise DataError(f"{path} is not a readable .npy array ({why}); it is damaged or cut short: "
+                        "re-run barlowtwins embed") from None
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.dtype.kind != "f":
+        what = f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise DataError(f"{path} holds a {what}, not (N, D) float features; re-run barlowtwins embed")
+    try:
+        features = np.array(arr, dtype=np.float32)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} ({_first_line(e)}); re-run barlowtwins embed") from None
+    if not np.isfinite(features).all():
+        raise DataError(f"{path} holds non-finite values (NaN or inf); re-run barlowtwins embed")
+    return features
+
+
+def _read_index(index: Path) -> list[str]:
+    try:
+        if index.suffix == ".parquet":
+            try:
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise DataError(f"{index} is a parquet index: pip install 'barlowtwins[parquet]' to read it") \
+                    from None
+            return [str(p) for p in pq.read_table(index, columns=["path"]).column("path").to_pylist()]
+        with open(index, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if "path" not in (reader.fieldnames or []):
+                raise DataError(f"index file {index} has no 'path' column; re-run barlowtwins embed")
+            return [row["path"] for row in reader]
+    except DataError:
+        raise
+    except (OSError, ValueError, csv.Error, KeyError) as e:  # UnicodeDecodeError and pyarrow's errors included
+        raise DataError(f"index file {index} cannot be read ({_first_line(e)}); it is damaged: re-run "
+                        "barlowtwins embed") from None
+
+
+def _number(value, kind, low, high) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_meta(meta: dict, features: np.ndarray, path: Path) -> dict:
+    """``meta`` if every field a reader uses is of the right type and within bounds and matches ``features``;
+    else a one-line `DataError` naming the field."""
+    def bad(field: str, why: str):
+        raise DataError(f"{path}: '{field}' {why}; the file is damaged or was edited: re-run barlowtwins embed")
+
+    n, d = features.shape
+    for field, actual in (("count", n), ("dim", d)):
+        if field in meta and meta[field] != actual:
+            bad(field, f"is {meta[field]!r} but the array holds {actual}")
+    arch = meta.get("arch", {})
+    if arch is None:
+        arch = {}
+    if not isinstance(arch, dict):
+        bad("arch", "is not a mapping")
+    if arch.get("backbone") is not None and not isinstance(arch["backbone"], str):
+        bad("arch.backbone", "is not a backbone name")
+    if arch.get("stem") is not None and arch["stem"] not in STEMS:
+        bad("arch.stem", f"is {str(arch['stem'])[:40]!r}, not one of {', '.join(STEMS)}")
+    if arch.get("width") is not None and not _number(arch["width"], int, 1, MAX_WIDTH):
+        bad("arch.width", f"is {str(arch['width'])[:40]!r}, not a whole number of channels from 1 to {MAX_WIDTH}")
+    if meta.get("image_size") is not None and not _number(meta["image_size"], int, *IMAGE_SIZE_RANGE):
+        bad("image_size", f"is {str(meta['image_size'])[:40]!r}, not a whole number of pixels from "
+                          f"{IMAGE_SIZE_RANGE[0]} to {IMAGE_SIZE_RANGE[1]}")
+    for field in ("mean", "std"):
+        v = meta.get(field)
+        if v is None:
+            continue
+        if not (isinstance(v, list) and len(v) in (1, 3) and all(_number(x, (int, float), -1e3, 1e3) for x in v)):
+            bad(field, "is not a list of 1 or 3 numbers")
+        if field == "std" and min(v) <= 0:
+            bad(field, "has a value that is not positive")
+    for field in ("checkpoint", "checkpoint_sha256", "data_dir"):
+        if meta.get(field) is not None and not isinstance(meta[field], str):
+            bad(field, "is not text")
+    return meta
+
+
 def read_embeddings(path: str | os.PathLike) -> Embeddings:
-    """Read ``emb.npy`` and its index and metadata (one-line errors when a part is missing or inconsistent)."""
+    """Read ``emb.npy`` and its index and metadata, with a one-line `DataError` when a part is missing, damaged
+    or inconsistent: the array is checked against its file's size before it is read, the metadata's fields for
+    type and bounds (`check_meta`) and against the array, and the index must sit beside the array."""
     paths = sidecar_paths(path)
     if not paths["npy"].is_file():
         raise DataError(f"embeddings file {paths['npy']} does not exist; write it with barlowtwins embed")
     if not paths["meta"].is_file():
         raise DataError(f"{paths['meta']} is missing; it is written by barlowtwins embed next to {paths['npy'].name}")
-    meta = json.loads(paths["meta"].read_text())
-    features = np.load(paths["npy"], allow_pickle=False)
-    index = paths["npy"].parent / meta.get("index", paths["csv"].name)
+    meta = _read_meta(paths["meta"])
+    name = meta.get("index", paths["csv"].name)
+    if not isinstance(name, str) or name != os.path.basename(name) or not name.endswith((".csv", ".parquet")):
+        raise DataError(f"{paths['meta']}: 'index' is {str(name)[:60]!r}, not the name of an index file beside "
+                        f"{paths['npy'].name}; re-run barlowtwins embed")
+    features = _read_array(paths["npy"])
+    check_meta(meta, features, paths["meta"])
+    index = paths["npy"].parent / name
     if not index.is_file():
         raise DataError(f"index file {index} is missing; re-run barlowtwins embed")
-    if index.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        entries = [str(p) for p in pq.read_table(index, columns=["path"]).column("path").to_pylist()]
-    else:
-        with open(index, newline="") as f:
-            entries = [row["path"] for row in csv.DictReader(f)]
-    if features.ndim != 2 or len(entries) != len(features):
-        raise DataError(f"{paths['npy']} has {features.shape} rows but its index {index.name} has {len(entries)}; "
+    entries = _read_index(index)
+    if len(entries) != len(features):
+        raise DataError(f"{paths['npy']} has {features.shape[0]} rows but its index {index.name} has {len(entries)}; "
                         "re-run barlowtwins embed")
-    return Embeddings(features.astype(np.float32, copy=False), entries, meta)
+    return Embeddings(features, entries, meta)
+
+
+def feature_dim(arch: dict) -> int | None:
+    """The width of the features the backbone ``arch`` describes, computed without allocating it (built on the
+    ``meta`` device); None when it cannot be told that way (a model that refuses the meta device)."""
+    try:
+        with torch.device("meta"):
+            net = create_backbone(arch.get("backbone") or "resnet50", stem=arch.get("stem") or "standard",
+                                  width=arch.get("width"))
+    except BarlowTwinsError:
+        raise
+    except Exception:  # noqa: BLE001 - the check is an extra; loading the weights still checks the shapes
+        return None
+    return int(net.num_features)
 
 
 def cosine_neighbors(queries: torch.Tensor, database: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,10 +282,17 @@ def _thumbnail(entry: str, meta: dict, size: int, datasets: dict):
     if os.path.isfile(entry):
         img = read_image(entry)
     else:
-        name, split, i = entry.rsplit(":", 2)
+        parts = entry.rsplit(":", 2)
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise DataError(f"image {entry} of the embeddings index no longer exists (moved or deleted?); draw the "
+                            "sheet after re-running barlowtwins embed, or leave out --sheet")
+        name, split, i = parts[0], parts[1], int(parts[2])
         if (name, split) not in datasets:
             datasets[(name, split)] = build_dataset(name, meta.get("data_dir"), split)
-        arr = datasets[(name, split)][int(i)][0]  # uint8 (C, H, W)
+        if i >= len(datasets[(name, split)]):
+            raise DataError(f"index entry {entry} is beyond the {len(datasets[(name, split)])} images of {name} "
+                            f"{split}; re-run barlowtwins embed")
+        arr = datasets[(name, split)][i][0]  # uint8 (C, H, W)
         arr = arr.expand(3, -1, -1) if arr.shape[0] == 1 else arr
         img = Image.fromarray(arr.permute(1, 2, 0).numpy())
     return ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from barlowtwins.data.datasets import is_in_memory
 from barlowtwins.data.sampling import BatchStream
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
-from barlowtwins.runtime.files import save_atomic
+from barlowtwins.runtime.files import describe_os_error, save_atomic
 from barlowtwins.runtime.hardware import autocast
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.transforms.tensor import to_float_rgb
@@ -116,12 +117,26 @@ def cached_features(backbone: torch.nn.Module, dataset, *, key: dict, cache_dir=
         if cached.get("key") == json.loads(json.dumps(key, default=str)) and len(cached["labels"]) == len(dataset):
             if kwargs.get("progress") and D.is_main_process():
                 print(f"reusing features from {path}")
-            return cached["features"].float(), cached["labels"]
+            # The labels are the data set's own, not the cached ones: features do not depend on them, and an
+            # evaluation may number the classes differently from the one that wrote the cache (one class map
+            # per evaluation, see `barlowtwins.data.datasets.align_classes`).
+            return cached["features"].float(), _labels_of(dataset, cached["labels"])
     feats, labels = extract_features(backbone, dataset, mirror=mirror, **kwargs)
     if D.is_main_process():
-        save_atomic({"features": feats.float(), "labels": labels, "key": json.loads(json.dumps(key, default=str))},
-                    path)
+        try:
+            save_atomic({"features": feats.float(), "labels": labels,
+                         "key": json.loads(json.dumps(key, default=str))}, path)
+        except OSError as e:  # a read-only run folder, a full disk: the evaluation goes on without the cache
+            print(f"warning: features not cached ({describe_os_error(e)}); pass --cache-dir DIR or --no-cache",
+                  file=sys.stderr)
     return feats, labels
+
+
+def _labels_of(dataset, fallback: torch.Tensor) -> torch.Tensor:
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, torch.Tensor) and labels.shape == fallback.shape:
+        return labels.to(torch.int64).clone()
+    return fallback
 
 
 def _data_fingerprint(dataset) -> dict:

@@ -12,26 +12,45 @@ function takes ``(setup, train, val, names, options: LinearOptions)`` and return
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from barlowtwins.data.datasets import ClassAlignment, align_classes
 from barlowtwins.evaluate.backbone import EvalSetup
 from barlowtwins.evaluate.classifier import ClassifierRun, assert_unchanged, new_linear_head, snapshot, train_classifier
 from barlowtwins.evaluate.knn import knn_evaluate
 from barlowtwins.evaluate.linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_probe
 from barlowtwins.evaluate.results import EvalResult
 from barlowtwins.evaluate.svm import voc07_svm_map
+from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.registry import Registry
 
 
 def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metrics: dict, hyper: dict, t0: float,
-            **counts) -> EvalResult:
+            alignment: ClassAlignment | None = None, **counts) -> EvalResult:
     """names = (data set, train split, test split)."""
+    classes = alignment.to_record() if alignment is not None and alignment.classes else {}
     return EvalResult(protocol, names[0], names[2], metrics, hyper, train_split=names[1],
-                      seconds=time.time() - t0, extra={**counts, **setup.describe()})
+                      seconds=time.time() - t0, extra={**counts, **setup.describe(), **classes})
+
+
+def aligned(train, val, names: tuple[str, str, str]):
+    """``(val on the training split's class numbering, ClassAlignment)``; each mismatch is one warning line on
+    stderr (see `barlowtwins.data.datasets.align_classes`)."""
+    val, alignment = align_classes(train, val, names[1], names[2])
+    if D.is_main_process():
+        for line in alignment.warnings():
+            print(f"warning: {line}", file=sys.stderr)
+    return val, alignment
+
+
+def _num_classes(train, *labels: torch.Tensor) -> int:
+    """The width of a classifier: the class map's size, or the largest label + 1 for data without class names."""
+    return max([len(getattr(train, "classes", None) or [])] + [int(y.max()) + 1 for y in labels if len(y)])
 
 
 def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k=(20, 200),
@@ -39,12 +58,12 @@ def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k
     """Weighted kNN on frozen, L2-normalised features; metrics per k: ``{"k=20": {"top1", "top5"}, ...}``."""
 
     t0 = time.time()
+    val, alignment = aligned(train, val, names)
     kw = dict(batch_size=batch_size, workers=workers)
     ftr, ytr = setup.features(train, names[0], names[1], **kw)
     fte, yte = setup.features(val, names[0], names[2], **kw)
-    num_classes = int(max(ytr.max(), yte.max())) + 1
-    metrics = knn_evaluate(ftr, ytr, fte, yte, num_classes, tuple(k), temperature, setup.device)
-    return _result(setup, "knn", names, metrics, {"k": list(k), "temperature": temperature}, t0,
+    metrics = knn_evaluate(ftr, ytr, fte, yte, _num_classes(train, ytr, yte), tuple(k), temperature, setup.device)
+    return _result(setup, "knn", names, metrics, {"k": list(k), "temperature": temperature}, t0, alignment,
                    num_train=int((ytr >= 0).sum()), num_test=len(yte))
 
 
@@ -112,15 +131,17 @@ def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str]
     """A linear protocol of `LINEAR_PROTOCOLS` (``fast``: `linear_fast`, default 50 epochs; ``paper``:
     `linear_paper`, default 100) as a result named ``<prefix>-<protocol>``.
 
-    ``counts=True`` adds ``num_train``/``num_test`` to the record (the transfer commands report them).
+    ``counts=True`` adds ``num_train``/``num_test`` to the record (the transfer commands report them). ``val`` is
+    numbered by the training split's classes before the protocol runs (`aligned`).
     """
     spec = linear_protocol_spec(protocol)
     t0 = time.time()
+    val, alignment = aligned(train, val, names)
     options = LinearOptions(epochs=epochs or spec.epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                             lrs=lrs, wds=wds, holdout=holdout, flip=flip, seed=seed, workers=workers)
     metrics, hyper = spec.run(setup, train, val, names, options)
     extra = {"num_train": len(train), "num_test": len(val)} if counts else {}
-    return _result(setup, f"{prefix}-{protocol}", names, metrics, hyper, t0, **extra)
+    return _result(setup, f"{prefix}-{protocol}", names, metrics, hyper, t0, alignment, **extra)
 
 
 def svm_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], batch_size: int = 256,
@@ -143,8 +164,10 @@ def finetune_protocol(setup: EvalSetup, subset, val, *, names: tuple[str, str, s
                       lr_backbone: float = 0.005, lr_head: float = 0.5, weight_decay: float = 0.0,
                       schedule: str = "cosine", milestones=(12, 16), seed: int = 0, workers: int | None = None,
                       log=print) -> EvalResult:
-    """Semi-supervised fine-tuning of backbone + a new linear head on ``subset`` (learning rates x batch/256)."""
+    """Semi-supervised fine-tuning of backbone + a new linear head on ``subset`` (learning rates x batch/256);
+    ``val`` is numbered by the subset's classes (`aligned`)."""
 
+    val, alignment = aligned(subset, val, names)
     head = new_linear_head(setup.backbone_features, num_classes).to(setup.device)
     scale = batch_size / 256
     groups = [{"params": list(head.parameters()), "lr": lr_head * scale},
@@ -161,7 +184,7 @@ def finetune_protocol(setup: EvalSetup, subset, val, *, names: tuple[str, str, s
              "epochs": epochs, "batch_size": batch_size, "lr_backbone": lr_backbone * scale,
              "lr_head": lr_head * scale, "weight_decay": weight_decay, "schedule": schedule,
              "milestones": list(milestones) if schedule == "step" else None, "history": run.history}
-    return _result(setup, "finetune", names, {"last": res["last"], "best": res["best"]}, hyper, t0)
+    return _result(setup, "finetune", names, {"last": res["last"], "best": res["best"]}, hyper, t0, alignment)
 
 
 def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], epochs: int = 50, lrs=None,
@@ -180,7 +203,7 @@ def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], ep
         mirrored, _ = setup.features(train, names[0], names[1], mirror=True, **kw)
         groups = torch.arange(len(ytr)).repeat(2)
         ftr, ytr = torch.cat([ftr, mirrored]), torch.cat([ytr, ytr])
-    num_classes = int(max(ytr.max(), yte.max())) + 1
+    num_classes = _num_classes(train, ytr, yte)
     res = fast_linear_probe(ftr, ytr, fte, yte, num_classes, lrs=lrs or DEFAULT_LRS, wds=wds or DEFAULT_WDS,
                             epochs=epochs, holdout=holdout, seed=seed, device=setup.device, train_groups=groups)
     hyper = {"epochs": epochs, "lr": res.lr, "weight_decay": res.weight_decay, "holdout": holdout,

@@ -1,8 +1,10 @@
 """Result files: one JSON per evaluation, and a Markdown table of all that a set of folders holds.
 
 Every evaluation command writes a record with the data set, split, protocol, hyperparameters, metrics,
-the checkpoint (origin and SHA-256) and timing. When the checkpoint is a run folder the file goes to
-``<run>/eval/<protocol>-<dataset>[-<tag>].json``; ``--output`` chooses another place.
+the checkpoint (origin and SHA-256), timing and, for single-label data, the class-to-index map every split was
+scored with (``classes``: the training split's) and what the splits did not share (``class_mismatch``). When the
+checkpoint is a run folder the file goes to ``<run>/eval/<protocol>-<dataset>[-<tag>].json``; ``--output``
+chooses another place, which `check_writable` checks before any work.
 """
 
 from __future__ import annotations
@@ -13,17 +15,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from barlowtwins.runtime.files import write_text_atomic
+from barlowtwins.runtime.files import is_folder, write_text_atomic
 from barlowtwins.version import __version__
 
 RESULTS_DIRNAME = "eval"
-
-
 def result_path(protocol: str, dataset: str, checkpoint: str | None, output: str | None, tag: str = "") -> Path:
     name = f"{protocol}-{dataset}{('-' + tag) if tag else ''}.json"
     if output:
         out = Path(output)
-        return out / name if out.is_dir() or output.endswith(os.sep) else out
+        return out / name if is_folder(out) or output.endswith(os.sep) else out
     if checkpoint and Path(checkpoint).is_dir():
         return Path(checkpoint) / RESULTS_DIRNAME / name
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -37,18 +37,41 @@ def write_result(record: dict, path: Path) -> Path:
     return path
 
 
-def find_results(paths: list[str]) -> list[tuple[Path, dict]]:
+def _read_result(f: Path) -> dict | None | str:
+    """A result record, None for a JSON file that is not one, or why the file cannot be read (one line)."""
+    try:
+        rec = json.loads(f.read_bytes().decode("utf-8"))
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    except UnicodeDecodeError:
+        return "not UTF-8 text (damaged?); re-run the evaluation that wrote it"
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg} at line {e.lineno}; cut short?); re-run the evaluation that wrote it"
+    except RecursionError:
+        return "nested too deeply to be a result file"
+    if not isinstance(rec, dict) or "protocol" not in rec:
+        return None  # another JSON file (an embeddings' meta.json, a config)
+    if not isinstance(rec.get("metrics"), dict):
+        return "its 'metrics' is not a mapping of numbers; re-run the evaluation that wrote it"
+    return rec
+
+
+def find_results(paths: list[str], skipped: list[tuple[Path, str]] | None = None) -> list[tuple[Path, dict]]:
+    """Every result file (a JSON record with ``protocol`` and ``metrics``) at or under ``paths``.
+
+    Other JSON files are passed over; a ``.json`` file that cannot be read as JSON (cut short, damaged) or a
+    record with malformed metrics is left out and, when ``skipped`` is given, appended to it as ``(path, why)``.
+    """
     found = []
     for p in paths:
         p = Path(p)
         files = [p] if p.is_file() else sorted(p.rglob("*.json"))
         for f in files:
-            try:
-                rec = json.loads(f.read_text())
-            except (OSError, json.JSONDecodeError):
-                continue
-            if isinstance(rec, dict) and "protocol" in rec and "metrics" in rec:
+            rec = _read_result(f)
+            if isinstance(rec, dict):
                 found.append((f, rec))
+            elif isinstance(rec, str) and skipped is not None:
+                skipped.append((f, rec))
     return found
 
 
@@ -127,9 +150,16 @@ def markdown_table(results: list[tuple[Path, dict]]) -> str:
             rows_in.append((path, rec, setting, m))
     columns = _ordered(k for _, _, _, m in rows_in for k in m)
     head = ["checkpoint", "protocol", "dataset", "split", "setting", *[_label(c) for c in columns], "file"]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = ["| " + " | ".join(markdown_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     for path, rec, setting, m in rows_in:
         cells = [str(rec.get("checkpoint", "")), str(rec.get("protocol", "")), str(rec.get("dataset", "")),
                  str(rec.get("split", "")), setting, *[_fmt(m.get(c)) for c in columns], str(path)]
-        rows.append("| " + " | ".join(cells) + " |")
+        rows.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     return "\n".join(rows)
+
+
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: ``|`` escaped, line breaks (and other control characters)
+    as spaces, so a value can neither add a column nor end the row."""
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text.replace("|", "\\|")

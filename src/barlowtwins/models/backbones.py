@@ -26,6 +26,23 @@ from barlowtwins.runtime.console import did_you_mean
 
 STEMS = ("standard", "small", "small-pool")
 
+# Bounds of the architecture fields, declared once: the config's ranges, `create_backbone` and every reader of a
+# recorded architecture (file metadata, a run folder's config.yaml) check against them, so a typo or a hostile
+# file is refused in one line instead of building a network that does not fit in memory.
+MAX_WIDTH = 1024  # channels of a ResNet's first stage (torchvision's is 64; 16x that is already ~6B weights)
+MAX_IMAGE_SIZE = 4096  # pixels per side of the square input
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """``value`` as an int in ``lo..hi``, else a one-line `ConfigError` naming ``name`` and the range."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer from {lo} to {hi}, got {value!r:.60}")
+    if value < lo:
+        raise ConfigError(f"{name} must be at least {lo}, got {value}")
+    if value > hi:
+        raise ConfigError(f"{name} must be at most {hi}, got {value}")
+    return int(value)
+
 
 TIMM_PREFIX = "timm:"
 
@@ -178,6 +195,8 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
         return _create_timm_backbone(name[len(TIMM_PREFIX):], stem=stem, width=width, weights=weights)
     if stem not in STEMS:
         raise ConfigError(f"unknown stem '{stem}'; choose one of {', '.join(STEMS)}")
+    if width is not None:
+        width = check_int("width (channels of the first stage)", width, 1, MAX_WIDTH)
     if width is not None and weights is not None:
         raise ConfigError("--width changes the architecture and cannot be combined with pretrained weights")
     kwargs = {}
@@ -190,8 +209,6 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
     if width is not None:
         if not is_resnet:
             raise ConfigError(f"width is only supported for ResNet-family backbones, not '{name}'")
-        if width < 1:
-            raise ConfigError(f"width must be a positive number of channels, got {width}")
         block = type(model.layer1[0])
         layers = [len(model.layer1), len(model.layer2), len(model.layer3), len(model.layer4)]
         model = _WidthResNet(block, layers, width, groups=model.groups, width_per_group=model.base_width)

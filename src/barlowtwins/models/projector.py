@@ -8,6 +8,8 @@ from torch import nn
 
 from barlowtwins.errors import ConfigError
 
+MAX_PROJECTOR_SIZE = 65536  # the largest layer of a projector spec (the paper's is 8192; it tried up to 16384)
+
 
 def parse_projector_spec(spec: str | Sequence[int]) -> list[int]:
     """``"8192-8192-8192"`` -> ``[8192, 8192, 8192]`` (layer output sizes; the last is the embedding size)."""
@@ -20,11 +22,17 @@ def parse_projector_spec(spec: str | Sequence[int]) -> list[int]:
             raise ConfigError(f"malformed projector spec '{spec}': expected layer sizes joined by '-', "
                               "e.g. 8192-8192-8192") from None
     else:
-        sizes = [int(s) for s in spec]
+        sizes = list(spec)
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in sizes):
+            raise ConfigError(f"malformed projector spec {sizes!r:.80}: layer sizes must be integers, "
+                              "e.g. [8192, 8192, 8192]")
     if not sizes:
         raise ConfigError(f"malformed projector spec '{spec}': give at least one layer size, e.g. 8192-8192-8192")
     if any(s <= 0 for s in sizes):
         raise ConfigError(f"malformed projector spec '{spec}': layer sizes must be positive integers")
+    if max(sizes) > MAX_PROJECTOR_SIZE:
+        raise ConfigError(f"projector spec '{spec}': layer sizes must be at most {MAX_PROJECTOR_SIZE}, "
+                          f"got {max(sizes)}")
     return sizes
 
 

@@ -5,21 +5,34 @@
     >>> result.figures          # {"loss": Path("report_files/loss.png"), ...}
 
 Needs matplotlib (``pip install 'barlowtwins[report]'``).
+
+The report writes only what it names: the page, and its figures as PNG files in ``<page stem>_files/``, a folder it
+makes itself and marks with a ``.barlowtwins-report`` file (`ASSETS_MARKER`, which lists the figures written there).
+Only a folder with that mark is written into again, and the only files ever removed from it are figures the
+previous report listed there and this one no longer draws. A ``<stem>_files`` folder without the mark (a web
+page's saved images, say) is refused in one line before any work, as is a symbolic link in its place, and nothing
+in it is touched: choose another ``--output``. An empty folder without the mark is taken over.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barlowtwins.errors import ConfigError
 from barlowtwins.report import plots
 from barlowtwins.report.diagnostics import run_diagnostics
 from barlowtwins.report.html import RESULTS_HEAD, figure, note, page, result_rows, table
 from barlowtwins.report.runs import RunData, load_run
-from barlowtwins.runtime.files import write_bytes_atomic, write_text_atomic
+from barlowtwins.runtime.files import check_writable, write_bytes_atomic, write_text_atomic
 
-__all__ = ["ReportResult", "build_report", "load_run", "RunData"]
+__all__ = ["ASSETS_MARKER", "ReportResult", "RunData", "asset_folder", "build_report", "load_run"]
+
+ASSETS_MARKER = ".barlowtwins-report"
 
 
 @dataclass
@@ -31,22 +44,72 @@ class ReportResult:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    if len(slug) > 80:  # a figure's file name stays far below the file system's 255 bytes
+        slug = slug[:80] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return slug
+
+
+def asset_folder(output: str | Path) -> Path:
+    """Where the PNG files of the page ``output`` go: ``<stem>_files/`` beside it."""
+    output = Path(output)
+    return output.with_name(output.stem + "_files")
+
+
+def _claim_assets(files: Path) -> list[str] | None:
+    """The figure files the previous report listed in ``files`` (None: the folder does not exist yet); a one-line
+    `ConfigError` when the folder is not the report's to write into (see the module docstring)."""
+    flag = "--output"
+    if files.is_symlink():
+        raise ConfigError(f"{files} is a symbolic link; the report writes its figures only into a folder of its "
+                          f"own, never through a link: choose another {flag}")
+    if not files.exists():
+        return None
+    if not files.is_dir():
+        raise ConfigError(f"{files} exists and is not a folder; choose another {flag}")
+    marker = files / ASSETS_MARKER
+    if not marker.is_file() or marker.is_symlink():
+        if any(files.iterdir()):
+            raise ConfigError(f"{files} exists and was not made by barlowtwins report (it has no {ASSETS_MARKER} "
+                              f"file), so nothing in it is overwritten or deleted; choose another {flag}, or "
+                              "remove that folder")
+        return []
+    try:
+        listed = json.loads(marker.read_text()).get("figures", [])
+    except (OSError, ValueError, AttributeError):
+        listed = []  # an unreadable mark: keep every file
+    return [n for n in listed if isinstance(n, str) and n.endswith(".png") and n == os.path.basename(n)]
+
+
+def _mark(files: Path, figures: list[str]) -> None:
+    write_text_atomic(files / ASSETS_MARKER, json.dumps(
+        {"written_by": "barlowtwins report", "figures": sorted(figures)}, indent=1) + "\n")
 
 
 def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics: bool = True, samples: int = 512,
                  device: str = "cpu", map_method: str = "auto", title: str | None = None) -> ReportResult:
-    """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written."""
+    """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written.
+
+    One-line errors before any work: an output that cannot be written, a ``_files`` folder that is not the
+    report's own (see the module docstring), a folder that is not a run."""
     plots.require_matplotlib()
-    runs = [load_run(p) for p in run_dirs]  # one-line errors before any work
+    output = Path(output)
+    check_writable(output, "--output")
+    files = asset_folder(output)
+    previous = _claim_assets(files)
+    check_writable(files / ASSETS_MARKER, "--output")
+    runs = [load_run(p) for p in run_dirs]
     names = [r.name for r in runs]
     for i, r in enumerate(runs):  # two folders with the same name: tell them apart
         if names.count(r.name) > 1:
             r.name = f"{r.name} ({i + 1})"
-    output = Path(output)
-    files = output.with_name(output.stem + "_files")
-    files.mkdir(parents=True, exist_ok=True)
+    if previous is None or not (files / ASSETS_MARKER).is_file():
+        files.mkdir(parents=True, exist_ok=True)
+        _mark(files, previous or [])  # ours from now on, even if the report stops half-way
     result = ReportResult(html=output)
+    for r in runs:
+        result.notes += [f"{r.name}: {n}" for n in r.notes]
+    read_notes = [note(n) for n in result.notes]
 
     diags = []
     for r in runs:
@@ -76,7 +139,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
                 result.notes.append(missing)
         return parts
 
-    training = section([
+    training = read_notes + section([
         ("loss", plots.loss_figure(runs), "Loss and its two terms per log window (log scale). Thousands at the "
          "start is normal: with D embedding dimensions the on-diagonal term starts near D and the off-diagonal "
          "sum near D²/N.", "no step records in metrics.jsonl yet"),
@@ -123,7 +186,10 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
                 ("Collapse diagnostics", collapse), ("Evaluation results", results)]
     text = page(title or "Barlow Twins run report: " + ", ".join(r.name for r in runs), runs, diags, sections)
     write_text_atomic(output, text)
-    for f in files.glob("*.png"):  # no stale figures from an earlier report in the folder
-        if f not in result.figures.values():
-            f.unlink()
+    written = [p.name for p in result.figures.values()]
+    for name in set(previous or []) - set(written):  # our own figures of the previous report, no longer drawn
+        stale = files / name
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+    _mark(files, written)
     return result

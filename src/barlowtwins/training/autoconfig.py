@@ -11,6 +11,13 @@ silently for small images they cost a lot for nothing: a ResNet-18 on 32-px imag
   64 px), a projector of three layers of 4x the backbone's feature width (512 to 2048: 2048 for a ResNet-18 or
   ResNet-50, as in the usual CIFAR settings), and batch 256 (the ``cifar10`` preset's).
 
+* a folder of images (``images``, ``folder``) trained on the CPU gets the CPU recipe (`cpu_folder_plan`): the
+  paper's recipe would make a few dozen steps in an hour there and learn nothing measurable. The plan reads the
+  folder (how many images, their typical size and channels, from a sample of file headers) and picks a small
+  resolution, a narrow ResNet-18, a fitting projector and batch, and the short-run optimiser settings of the
+  ``fashion-mnist`` preset (LARS trust coefficient 0.02, no zero-initialised residual branches), measured in
+  benchmarks/RESULTS.md ("your own photos on a CPU").
+
 Every field set by a preset, a YAML file or a flag is kept as it is. The returned note, printed as the first line
 of ``barlowtwins pretrain``, says what was chosen.
 """
@@ -18,9 +25,14 @@ of ``barlowtwins pretrain``, says what was chosen.
 from __future__ import annotations
 
 import dataclasses
+import os
+import statistics
+from pathlib import Path
 
 import torch
+from PIL import Image
 
+from barlowtwins.data.images import is_image_file
 from barlowtwins.models.backbones import create_backbone
 from barlowtwins.training.config import PretrainConfig
 
@@ -28,6 +40,72 @@ NATIVE_SIZES = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "stl10": 96}
 SMALL_IMAGES = 64  # px: at or below, the ImageNet projector and batch do not fit
 SMALL_BATCH = 256
 MATCHING_PRESETS = {"fashion-mnist": "fashion-mnist", "cifar10": "cifar10"}
+
+# The CPU recipe for a folder of images (benchmarks/own_photos.py measured it on photo-like scenes).
+CPU_FOLDER_RECIPE = {"image_size": 48, "backbone": "resnet18", "stem": "small-pool", "width": 16,
+                     "projector": "1024-1024-1024", "eta": 0.02, "zero_init_residual": False,
+                     "crop_scale": (0.25, 1.0), "warmup_epochs": 2.0}
+CPU_BATCH = 128
+FOLDER_DATASETS = ("images", "folder")
+HEADER_SAMPLE = 64  # image headers read to learn the typical size and channels
+
+
+@dataclasses.dataclass
+class FolderSummary:
+    """What the planner knows about a folder of images: a count and a sample of sizes and modes."""
+    images: int
+    median_side: int | None  # the shorter side, median of the sample
+    grayscale_share: float
+
+
+def summarise_folder(root: str | os.PathLike, limit: int = 2_000_000) -> FolderSummary | None:
+    """Count the image files under ``root`` (names only, no decoding) and read up to `HEADER_SAMPLE` headers
+    spread over them; None when the folder does not exist (the trainer says so in one line)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    files: list[str] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [os.path.join(folder, n) for n in sorted(names) if is_image_file(n)]
+        if len(files) >= limit:
+            break
+    step = max(1, len(files) // HEADER_SAMPLE)
+    sides, gray = [], 0
+    for f in files[::step][:HEADER_SAMPLE]:
+        try:
+            with Image.open(f) as img:  # the header only: size and mode
+                sides.append(min(img.size))
+                gray += img.mode in ("L", "LA", "I", "I;16", "1")
+        except Exception:  # noqa: BLE001 (an unreadable file is the data path's business, not the plan's)
+            continue
+    return FolderSummary(len(files), int(statistics.median(sides)) if sides else None,
+                         gray / len(sides) if sides else 0.0)
+
+
+def trains_on_cpu(cfg: PretrainConfig) -> bool:
+    if cfg.device == "cpu":
+        return True
+    return cfg.device == "auto" and not torch.cuda.is_available() and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
+
+
+def cpu_folder_plan(cfg: PretrainConfig, explicit: set[str], summary: FolderSummary | None) -> dict:
+    """The fields of the CPU recipe the user did not set, fitted to the folder: the resolution is never above the
+    images' own size, and the batch leaves at least 4 steps per epoch on a small folder."""
+    changes = {k: v for k, v in CPU_FOLDER_RECIPE.items() if k not in explicit}
+    if "backbone" in explicit and not cfg.backbone.startswith(("resnet", "wide_resnet", "resnext")):
+        changes.pop("stem", None)  # the user's own backbone: stem and width are ResNet settings
+        changes.pop("width", None)
+    if summary is not None and summary.median_side and "image_size" in changes:
+        changes["image_size"] = max(16, min(changes["image_size"], summary.median_side))
+    if "batch_size" not in explicit:
+        batch = CPU_BATCH
+        if summary is not None and summary.images:
+            while batch > 16 and summary.images < 4 * batch:
+                batch //= 2
+        changes["batch_size"] = batch
+    return changes
 
 
 def small_projector(num_features: int) -> str:
@@ -49,6 +127,11 @@ def fit_to_data(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig
     """
     if cfg.preset or "preset" in explicit:
         return cfg, None
+    if cfg.dataset in FOLDER_DATASETS and trains_on_cpu(cfg):
+        summary = summarise_folder(cfg.data_dir) if cfg.data_dir else None
+        changes = cpu_folder_plan(cfg, explicit, summary)
+        new = dataclasses.replace(cfg, **changes)
+        return new, _cpu_note(new, changes, summary)
     changes: dict = {}
     native = NATIVE_SIZES.get(cfg.dataset)
     if native is not None and "image_size" not in explicit and cfg.image_size != native:
@@ -64,6 +147,21 @@ def fit_to_data(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig
             changes["batch_size"] = SMALL_BATCH
     new = dataclasses.replace(cfg, **changes)
     return new, _note(new, changes, size)
+
+
+def _cpu_note(cfg: PretrainConfig, changes: dict, summary: FolderSummary | None) -> str:
+    seen = ""
+    if summary is not None:
+        seen = f"{summary.images} images" + (f", typically {summary.median_side} px" if summary.median_side else "")
+        seen += f", {summary.grayscale_share:.0%} grayscale" if summary.grayscale_share else ""
+        seen = f" for {seen}"
+    width = f" width {cfg.width}" if cfg.width else ""
+    recipe = (f"{cfg.backbone}{width}, {cfg.image_size} px, stem {cfg.stem}, projector {cfg.projector}, "
+              f"batch {cfg.batch_size}, eta {cfg.eta}")
+    chosen = ", ".join("--" + k.replace("_", "-") for k in changes) or "nothing: all set by you"
+    budget = "" if cfg.time_budget_minutes else \
+        "; set --time-budget-minutes to fit the schedule to the time you have"
+    return f"no preset, training on the CPU: the CPU recipe{seen} ({recipe}; chosen: {chosen}; flags override){budget}"
 
 
 def _note(cfg: PretrainConfig, changes: dict, size: int) -> str:

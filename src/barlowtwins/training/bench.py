@@ -33,6 +33,7 @@ from PIL import __version__ as pil_version
 from torch.utils.flop_counter import FlopCounterMode
 
 from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.images import read_image
 from barlowtwins.data.pipeline import build_pipeline
 from barlowtwins.data.sampling import default_workers
 from barlowtwins.errors import DataError
@@ -190,8 +191,9 @@ class _OfficialFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i):
-        with open(self.files[i], "rb") as f:
-            img = Image.open(f).convert("RGB")  # torchvision's default ImageFolder loader
+        # torchvision's default ImageFolder loader (open, convert to RGB), through the package's one image reader
+        # and its format allow-list
+        img = read_image(self.files[i])
         return self.transform(img), 0
 
 

@@ -12,8 +12,10 @@ starting a new budget. `warmup_steps` puts the warm-up inside the budget.
 
 from __future__ import annotations
 
+import math
 import time
 
+from barlowtwins.errors import CheckpointError
 from barlowtwins.runtime import distributed as D
 
 # Under a budget the warm-up keeps its configured length but takes at most this share of the budgeted steps
@@ -26,6 +28,33 @@ def warmup_steps(configured: int, total_steps: int, budgeted: bool) -> int:
     if not budgeted:
         return configured
     return min(configured, round(MAX_WARMUP_SHARE * total_steps))
+
+
+def read_state(state: dict) -> tuple[int, int | None, list[float], float]:
+    """(origin, total steps, pending corrections, seconds spent) of a checkpoint's budget record, each checked:
+    a damaged or crafted record is a one-line `CheckpointError`, never a traceback or an absurd schedule."""
+    def bad(field: str):
+        raise CheckpointError(f"the checkpoint's time-budget record is damaged ({field} = {repr(state.get(field))[:40]})")
+
+    def whole(field: str, default):
+        v = state.get(field, default)
+        if v is None and default is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**53:
+            bad(field)
+        return v
+
+    if not isinstance(state, dict):
+        raise CheckpointError("the checkpoint's time-budget record is damaged (not a mapping)")
+    origin, total = whole("origin", 0), whole("total_steps", None)
+    pending = state.get("pending", [])
+    if not isinstance(pending, (list, tuple)) or len(pending) > 16 or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1 for p in pending):
+        bad("pending")
+    spent = state.get("spent_seconds", 0.0)
+    if isinstance(spent, bool) or not isinstance(spent, (int, float)) or not math.isfinite(spent) or spent < 0:
+        bad("spent_seconds")
+    return origin, total, [float(p) for p in pending], float(spent)
 
 
 class TimeBudget:
@@ -42,11 +71,7 @@ class TimeBudget:
         self.pending = list(self.CHECKPOINTS)
         self.spent_before = 0.0  # seconds used by earlier sessions of the run
         if state:
-            self.origin = int(state.get("origin", 0))
-            total = state.get("total_steps")
-            self.estimated_total = int(total) if total is not None else None
-            self.pending = [float(p) for p in state.get("pending", [])]
-            self.spent_before = float(state.get("spent_seconds", 0.0))
+            self.origin, self.estimated_total, self.pending, self.spent_before = read_state(state)
         self.session_step = start_step
         self.started = time.time()
         self.mark_step: int | None = None

@@ -124,13 +124,26 @@ class CheckpointStore:
         return f"cannot write a checkpoint in {self.folder} ({e.strerror or e}); {kept}"
 
     # ---- reading -----------------------------------------------------------------------------------
+    def _known_digests(self) -> set[str]:
+        """Every digest recorded beside any checkpoint of the folder.
+
+        Rotation moves each file and then its checksum, so a kill between the two renames leaves a file beside
+        the checksum of its neighbour, while its own digest is still on disk under its previous name. A file is
+        intact when its digest is any recorded one: corruption or truncation matches none of them."""
+        digests = set()
+        for i in range(max(self.keep, 8) + 1):
+            sidecar = self.checksum_path(self.path(i))
+            try:
+                digests.add(sidecar.read_text(errors="replace")[:200].strip())
+            except OSError:
+                continue
+        return digests
+
     def verify(self, path: Path) -> dict:
         """Load ``path`` after checking its checksum; a one-line `CheckpointError` names what is wrong."""
         sidecar = self.checksum_path(path)
-        if sidecar.is_file():
-            want = sidecar.read_text(errors="replace").strip()
-            if file_sha256(path) != want:
-                raise CheckpointError(f"{path} does not match its checksum (truncated or corrupted)")
+        if sidecar.is_file() and file_sha256(path) not in self._known_digests():
+            raise CheckpointError(f"{path} does not match its checksum (truncated or corrupted)")
         ckpt = load_checkpoint(path)
         check_training_checkpoint(ckpt, path)
         return ckpt

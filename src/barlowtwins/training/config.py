@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import reprlib
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -21,6 +22,7 @@ from barlowtwins.data.pipeline import data_path_choices, data_path_help
 from barlowtwins.errors import ConfigError
 from barlowtwins.models.backbones import STEMS, check_backbone_name
 from barlowtwins.models.loss import TERMS
+from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH
 from barlowtwins.models.projector import parse_projector_spec
 from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import write_text_atomic
@@ -86,7 +88,7 @@ class PretrainConfig:
     data_dir: str | None = opt(None, "folder holding the images or the built-in data set's files")
     split: str = opt("train", "the split (sub-folder for 'folder') to pretrain on")
     download: bool = opt(False, "let torchvision download CIFAR/STL-10 (needs internet)")
-    image_size: int = opt(224, "side in pixels of the square crops the network sees", ge=8,
+    image_size: int = opt(224, "side in pixels of the square crops the network sees", ge=8, le=MAX_IMAGE_SIZE,
                           why="smaller crops leave nothing for the network's strides")
     workers: int | None = opt(None, "data-loader processes for image folders (default: from the CPU count)", ge=0)
     data_path: str = opt("auto", "where views are made for image folders", choices=_choices("data_path"),
@@ -99,7 +101,7 @@ class PretrainConfig:
     stem: str = opt("standard", "ResNet stem: standard (ImageNet), small (3x3 stride 1, no max-pool, for 32 px) "
                                 "or small-pool", choices=_choices("stem"))
     width: int | None = opt(None, "channels of a ResNet's first stage (torchvision's 64; narrower for CPU runs)",
-                            ge=1)
+                            ge=1, le=MAX_WIDTH)
     zero_init_residual: bool = opt(True, "start every residual branch's last BatchNorm at zero")
     projector: str = opt("8192-8192-8192", "projector layer sizes joined by '-' (the paper's 8192-8192-8192)",
                          check=_projector_ok)
@@ -151,7 +153,7 @@ class PretrainConfig:
     seed: int = opt(0, "seed of the initial weights, the data order and the augmentations", ge=0, le=2**32 - 1)
     out: str = opt("runs/pretrain", "run folder: config, metrics, checkpoints and backbone.pth; rerun to resume",
                    check=lambda v: None if v.strip() else "a non-empty folder path")
-    checkpoint_minutes: float = opt(10.0, "minutes between checkpoints (also written every epoch and on a stop)",
+    checkpoint_minutes: float = opt(10.0, "minutes between checkpoints (also written at the end and on a stop)",
                                     ge=0)
     keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (an older one is used if the newest "
                                    "is damaged)", ge=1)
@@ -200,7 +202,7 @@ def _base_type(cls, name: str):
 
 def _check_type(name: str, value, base) -> None:
     def bad(what: str):
-        raise ConfigError(f"{flag(name)}: {value!r} is not {what}")
+        raise ConfigError(f"{flag(name)}: {short(value)} is not {what}")
 
     if typing.get_origin(base) is tuple:
         n = len(typing.get_args(base))
@@ -268,11 +270,12 @@ def validate_config(cfg) -> None:
             choices = choice_values(meta)
             if value not in choices:
                 listed = ", ".join(choices) if len(choices) <= 12 else "any torchvision classification model name"
-                raise ConfigError(f"unknown {f.name} '{value}'{did_you_mean(value, choices)}; choose {listed}")
+                hint = did_you_mean(value, choices) if len(value) <= 100 else ""
+                raise ConfigError(f"unknown {f.name} {short(value)}{hint}; choose {listed}")
         if meta["check"] is not None:
             allowed = meta["check"](value)
             if allowed:
-                raise ConfigError(f"{flag(f.name)} '{value}' is not valid; use {allowed}")
+                raise ConfigError(f"{flag(f.name)} {short(value)} is not valid; use {allowed}")
 
 
 PRESETS_PACKAGE = "barlowtwins.configs"
@@ -282,14 +285,42 @@ def available_presets() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files(PRESETS_PACKAGE).iterdir() if p.name.endswith(".yaml"))
 
 
+MAX_YAML_ALIASES = 20  # a config is a few flat fields; more aliases only serve to blow up memory
+MAX_YAML_CHARS = 1_000_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses documents with more than `MAX_YAML_ALIASES` aliases (a "billion laughs"
+    document expands exponentially when its value is printed or copied)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases")
+        return super().compose_node(parent, index)
+
+
+def short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to about ``limit`` characters without building the whole text (a deeply nested or
+    self-referencing value stays cheap)."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother, r.maxlong = 2, 4, 4, 4, limit, limit, limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_yaml(text: str, what: str) -> dict:
-    """A YAML mapping, with a one-line error naming ``what`` when it is not one."""
+    """A YAML mapping, with a one-line error naming ``what`` when it is not one (also for a document over
+    `MAX_YAML_CHARS` characters or with more than `MAX_YAML_ALIASES` aliases)."""
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"{what} has {len(text)} characters; a config is a short mapping of field: value")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or type(e).__name__
+        problem = getattr(e, "problem", None) or (str(e) if type(e) is yaml.YAMLError else type(e).__name__)
         raise ConfigError(f"cannot read {what}: {problem}{where}; it is not valid YAML") from None
     if data is None:
         return {}
@@ -351,13 +382,13 @@ def _coerce(cls, name: str, value):
             raise ValueError("expected a single value")
         return str(value)
     except (TypeError, ValueError, OverflowError) as e:
-        raise ConfigError(f"config field '{name}': {str(value)[:60]!r} is not valid ({e})") from None
+        raise ConfigError(f"config field '{name}': {short(value)} is not valid ({short(str(e), 120)})") from None
 
 
 def config_from_dict(values: dict, cls=PretrainConfig, base=None):
     """Apply ``values`` onto ``base`` (default: the dataclass defaults) with type checks."""
     valid = [f.name for f in fields(cls)]
-    unknown = sorted((str(k) for k in values if k not in valid), key=str)
+    unknown = sorted((k[:100] if isinstance(k, str) else short(k) for k in values if k not in valid), key=str)
     if unknown:
         raise ConfigError(f"unknown config field '{unknown[0]}'{did_you_mean(unknown[0], valid)}"
                           f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from barlowtwins.data.datasets import build_dataset, default_val_split
+from barlowtwins.data.datasets import align_classes, build_dataset, default_val_split
 from barlowtwins.evaluate.features import extract_features
 from barlowtwins.evaluate.knn import knn_evaluate
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
@@ -23,7 +23,8 @@ class KnnMonitor:
         name = cfg.knn_dataset or cfg.dataset
         root = cfg.knn_data_dir or cfg.data_dir
         splits = (cfg.knn_train_split, cfg.knn_val_split or default_val_split(name))
-        self.train_set, self.val_set = (self._load(name, root, split) for split in splits)
+        train, val = (self._load(name, root, split) for split in splits)
+        self.train_set, (self.val_set, _) = train, align_classes(train, val)  # one class map for both splits
 
     def _load(self, name: str, root, split: str):
         ds = build_dataset(name, root, split, self.cfg.download)

@@ -9,19 +9,27 @@ from pathlib import Path
 
 import torch
 
-from barlowtwins.runtime.files import write_text_atomic
+from barlowtwins.runtime.files import append_line, as_write_error, atomic_write
 
 
 class MetricsLog:
-    """JSON lines in ``<out>/metrics.jsonl`` (``path=None``: write nothing, as on ranks other than 0)."""
+    """JSON lines in ``<out>/metrics.jsonl`` (``path=None``: write nothing, as on ranks other than 0).
+
+    A record is appended whole or not at all. A failed append (disk full, read-only file system) does not raise:
+    it is kept in ``error`` and later records are dropped, so the trainer can stop at its next check with a
+    checkpoint instead of losing the steps since the last one."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path is not None else None
+        self.error: OSError | None = None
 
     def write(self, record: dict) -> None:
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if self.path is None or self.error is not None:
+            return
+        try:
+            append_line(self.path, json.dumps(record))
+        except OSError as e:
+            self.error = as_write_error(e, self.path)
 
     def records(self) -> list[dict]:
         """Every record written so far (a torn last line, from a kill mid-write, is skipped)."""
@@ -37,16 +45,38 @@ class MetricsLog:
                 out.append(record)
         return out
 
+    @staticmethod
+    def _kept(line: bytes, step: int) -> bool | None:
+        """True to keep a line, False for a record of a later step, None for a line that is not a record."""
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if not isinstance(record, dict):
+            return None
+        s = record.get("step")
+        return not isinstance(s, (int, float)) or isinstance(s, bool) or s <= step
+
     def rewind(self, step: int) -> int:
         """Drop the records of steps after ``step`` (written after the checkpoint a run resumes from, and about to
-        be written again); the file is replaced atomically. Returns how many records were dropped."""
+        be written again) and any torn or unreadable line; the file is replaced atomically, streamed line by line
+        (memory stays flat whatever its size). Returns how many records were dropped."""
         if self.path is None or not self.path.is_file():
             return 0
-        records = self.records()
-        keep = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
-        dropped = len(records) - len(keep)
-        if dropped or len(keep) != len(self.path.read_text(errors="replace").splitlines()):
-            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        dropped = torn = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                kept = self._kept(line, step)
+                dropped += kept is False
+                torn += kept is None
+        if dropped or torn:
+            def write(tmp: Path) -> None:
+                with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                    for line in src:
+                        if self._kept(line, step):
+                            dst.write(line if line.endswith(b"\n") else line + b"\n")
+
+            atomic_write(self.path, write)
         return dropped
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from barlowtwins.errors import ConfigError
+from barlowtwins.runtime.files import append_line, as_write_error
 
 CORRELATION_FILE = "correlation.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -83,6 +84,12 @@ class RunMonitor:
         self.block_step = None
         self.next_snapshot = None
         self.saved_step = None
+        self.error: OSError | None = None  # a failed append to correlation.jsonl
+
+    @property
+    def write_error(self) -> OSError | None:
+        """The first failed append to the run's logs (metrics or correlation), for the trainer to stop on."""
+        return getattr(self.log, "error", None) or self.error
 
     @classmethod
     def for_run(cls, cfg, log, model, out: Path | None) -> "RunMonitor":
@@ -162,8 +169,13 @@ class RunMonitor:
             return  # nothing non-finite is recorded; the loss check reports the failure
         rec = {"step": self.block_step, "time": time.time(), "dims": int(c.shape[0]),
                "c": np.round(c.astype(np.float64), 4).tolist()}
-        with open(self.out / CORRELATION_FILE, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if self.error is not None:
+            return
+        try:
+            append_line(self.out / CORRELATION_FILE, json.dumps(rec))
+        except OSError as e:
+            self.error = as_write_error(e, self.out / CORRELATION_FILE)
+            return
         if self.writer is not None:
             self.writer.add_image("correlation/C_block", heatmap_rgb(c), self.block_step, dataformats="HWC")
             self.writer.flush()
@@ -175,10 +187,12 @@ def read_snapshots(run_dir: str | Path) -> list[dict]:
     if not path.exists():
         return []
     snaps = {}
-    for line in path.read_text().splitlines():
+    with open(path, "rb") as f:  # line by line, as bytes: a torn or binary tail is skipped, never decoded whole
+        lines = list(f)
+    for line in lines:
         try:
             rec = json.loads(line)
             snaps[int(rec["step"])] = {"step": int(rec["step"]), "dims": rec["dims"], "c": np.asarray(rec["c"])}
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             continue  # a line cut short by a crash
     return [snaps[s] for s in sorted(snaps)]

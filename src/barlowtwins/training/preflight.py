@@ -21,6 +21,10 @@ RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "pr
 def check_output_folder(out: str | os.PathLike) -> None:
     """``out`` is (or can be created as) a writable folder."""
     out = Path(out)
+    for part in out.parts:
+        if len(os.fsencode(part)) > 255:  # NAME_MAX of every common file system
+            raise ConfigError(f"--out has a folder name of {len(os.fsencode(part))} bytes ({part[:40]}...); "
+                              "file systems allow at most 255: choose a shorter --out")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
     existing = out
@@ -56,3 +60,20 @@ def check_resume(saved: dict, cfg, path: Path) -> None:
     if diffs:
         raise ConfigError(f"run folder {path.parent} was started with {', '.join(diffs)}; "
                           "resume with the same settings or choose a new --out")
+    budget_was, budget_now = saved.get("time_budget_minutes"), cfg.time_budget_minutes
+    if budget_was and budget_now and budget_was != budget_now:
+        # the budget's plan (its step count, the corrections made) is in the checkpoint: another number of minutes
+        # would be silently ignored
+        raise ConfigError(f"run folder {path.parent} was planned for --time-budget-minutes {budget_was:g}, not "
+                          f"{budget_now:g}; a budget cannot change on resume: rerun with {budget_was:g}, or set the "
+                          "length with --epochs N --time-budget-minutes 0, or choose a new --out")
+
+
+def schedule_changes(saved: dict, cfg) -> list[str]:
+    """What a resume changes in the learning-rate schedule (said on the run's first line)."""
+    changes = []
+    for key in ("epochs", "time_budget_minutes", "warmup_epochs", "final_lr_ratio", "lr_weights", "lr_biases"):
+        was, now = saved.get(key), getattr(cfg, key)
+        if key in saved and was != now:
+            changes.append(f"--{key.replace('_', '-')} {was} -> {now}")
+    return changes

@@ -106,6 +106,13 @@ class Progress:
         if self._bar is not None:
             self._bar.refresh()
 
+    def write(self, line: str) -> None:
+        """A message line (an online-kNN figure): above the bar on a terminal, else a plain line."""
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)  # tqdm clears the bar, prints the line, redraws the bar
+        else:
+            print(line, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

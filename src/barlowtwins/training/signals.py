@@ -73,15 +73,18 @@ def install() -> bool:
     return STOP.install()
 
 
-REASONS = ("finished", "max_steps", "time_limit", "signal")
+REASONS = ("finished", "max_steps", "time_limit", "signal", "write_error")
 
 
 def stop_reason(step: int, *, max_steps: int | None, time_limit_minutes: float | None, start_time: float,
-                stop: StopSignal = STOP) -> str:
+                stop: StopSignal = STOP, write_failed: bool = False) -> str:
     """Why the run should stop now (``finished`` = keep going): the same answer on every rank, as a local
-    reason is shared with an all-reduce (max) under torch.distributed."""
+    reason is shared with an all-reduce (max) under torch.distributed. ``write_failed``: rank 0 could not append
+    to its logs (disk full, read-only file system): stop with a checkpoint while one can still be written."""
     code = 0
-    if stop.received is not None:
+    if write_failed:
+        code = 4
+    elif stop.received is not None:
         code = 3
     elif time_limit_minutes is not None and time.time() - start_time > time_limit_minutes * 60:
         code = 2

@@ -3,7 +3,7 @@
 `pretrain(cfg)` does everything `barlowtwins pretrain` does: checks the config, the run folder and the data
 before any work, builds data, network and LARS, resumes from the newest good checkpoint in ``<out>`` when there
 is one, trains with the paper's per-step schedule, writes metrics as JSON lines, checkpoints atomically (every
-``checkpoint_minutes``, every epoch, and on a stop), and at the end exports ``backbone.pth``: a plain torchvision
+``checkpoint_minutes``, at the end, and on a stop), and at the end exports ``backbone.pth``: a plain torchvision
 state dict. Nothing non-finite is ever saved.
 
 The loop lives here; its parts live in their own modules: `budget` (a time budget as a step count), `signals`
@@ -29,8 +29,10 @@ from barlowtwins.data.pipeline import pipeline_from_config
 from barlowtwins.errors import CheckpointError, ConfigError, DataError
 from barlowtwins.models.barlow_twins import BarlowTwins, build_model
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
+from barlowtwins.runtime.lock import FolderLock, describe_stale
 from barlowtwins.training import signals
 from barlowtwins.training.budget import TimeBudget, warmup_steps
 from barlowtwins.training.checkpoints import CheckpointStore, remove_stale_temps
@@ -39,7 +41,13 @@ from barlowtwins.training.finite import divergence_hint, divergence_message, tra
 from barlowtwins.training.metrics import LossWindow, MetricsLog
 from barlowtwins.training.monitor import RunMonitor
 from barlowtwins.training.optim import CosineSchedule, build_optimizer, move_state_to_params, set_learning_rates
-from barlowtwins.training.preflight import RESUME_KEYS, check_knn_data, check_output_folder, check_resume  # noqa: F401 (RESUME_KEYS)
+from barlowtwins.training.preflight import (  # noqa: F401 (RESUME_KEYS)
+    RESUME_KEYS,
+    check_knn_data,
+    check_output_folder,
+    check_resume,
+    schedule_changes,
+)
 from barlowtwins.training.progress import Progress
 from barlowtwins.training.slurm import requeue_if_slurm
 from barlowtwins.weights.run_files import FORMAT
@@ -64,7 +72,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     try:
         info = D.init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
         try:
-            return Trainer(cfg, info).run()
+            with RunFolderLock(cfg.out, info) as lock:
+                return Trainer(cfg, info, lock).run()
         finally:
             D.shutdown()
     finally:
@@ -72,11 +81,52 @@ def pretrain(cfg: PretrainConfig) -> dict:
             signals.STOP.restore()
 
 
+# Below this many steps a run has not been seen to learn anything measurable (benchmarks/RESULTS.md: 34 and 68
+# steps on photo-like scenes gave kNN within noise of random initialisation).
+MIN_LEARNING_STEPS = 300
+
+
+class RunFolderLock:
+    """The run folder's lock (`FolderLock`, taken by rank 0), held for the whole run: a second run on the same
+    ``--out`` is refused with one line naming the first, on every rank. `take` is called by the trainer before it
+    reads an existing folder, and for a new folder only once every up-front check has passed, so a refused run
+    never creates one."""
+
+    def __init__(self, out, info: D.DistInfo):
+        self.lock, self.info, self.held = FolderLock(out), info, False
+
+    def take(self) -> None:
+        if self.held:
+            return
+        error = None
+        if self.info.is_main:
+            try:
+                self.lock.acquire()
+            except ConfigError as e:
+                error = str(e)
+        error = D.broadcast_object(error)
+        if error:
+            raise ConfigError(error)
+        self.held = True
+        if self.info.is_main and self.lock.stale:
+            print(f"note: {describe_stale(self.lock.stale)}", file=sys.stderr)
+        if self.info.is_main and self.lock.unlocked_reason:
+            print(f"warning: the run folder is not locked against a second run ({self.lock.unlocked_reason})",
+                  file=sys.stderr)
+
+    def __enter__(self) -> "RunFolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+
+
 class Trainer:
     """One pretraining run: everything is validated and built in ``__init__``, before any work starts."""
 
-    def __init__(self, cfg: PretrainConfig, info: D.DistInfo):
+    def __init__(self, cfg: PretrainConfig, info: D.DistInfo, lock: RunFolderLock | None = None):
         self.cfg, self.info, self.world = cfg, info, info.world_size
+        self.lock = lock if lock is not None else RunFolderLock(cfg.out, info)
         self.device = select_device(cfg.device, info.local_rank)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.out = Path(cfg.out)
@@ -86,8 +136,11 @@ class Trainer:
         # the online-kNN data; only then the network and the data.
         self._validate()
         check_output_folder(self.out)
+        if self.out.is_dir():  # nobody else may be writing it: checked before it is read
+            self.lock.take()
         resumed = self._read_resume()
         self.knn = check_knn_data(cfg)  # the online kNN monitor (None without --knn-every), its data loaded
+        self.lock.take()  # a new folder is created only now, every up-front check passed
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
         self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
@@ -103,7 +156,11 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step of the newest checkpoint on disk
         budget_state = self._resume(model, resumed) if resumed is not None else None
-        self.budget = TimeBudget(cfg.time_budget_minutes, self.step, self.total_steps, budget_state)
+        try:
+            self.budget = TimeBudget(cfg.time_budget_minutes, self.step, self.total_steps, budget_state)
+        except CheckpointError as e:
+            raise CheckpointError(f"{self.resumed_from}: {e}; resume from an earlier checkpoint or choose a new --out"
+                                  ) from None
         if self.budget.estimated_total is not None:  # a resumed budget run keeps the length it chose
             self.total_steps = self.budget.estimated_total
         self.schedule = self._schedule()
@@ -131,6 +188,7 @@ class Trainer:
             print(f"warning: {problems[0]}; resuming from the previous checkpoint {path.name}", file=sys.stderr)
         check_resume(ckpt["config"], self.cfg, path)
         self.resumed_from = path
+        self.resume_changes = schedule_changes(ckpt["config"], self.cfg)
         return ckpt
 
     def _resume(self, model: nn.Module, ckpt: dict) -> dict | None:
@@ -147,7 +205,7 @@ class Trainer:
         if isinstance(ckpt.get("budget"), dict):
             return ckpt["budget"]
         if ckpt.get("budget_total_steps"):  # written by earlier versions: the total only
-            return {"total_steps": int(ckpt["budget_total_steps"]), "pending": []}
+            return {"total_steps": ckpt["budget_total_steps"], "pending": []}
         return None
 
     def _schedule(self) -> CosineSchedule:
@@ -254,15 +312,24 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------------------
     def _stop_reason(self) -> str:
         return signals.stop_reason(self.step, max_steps=self.cfg.max_steps,
-                                   time_limit_minutes=self.cfg.time_limit_minutes, start_time=self.start_time)
+                                   time_limit_minutes=self.cfg.time_limit_minutes, start_time=self.start_time,
+                                   write_failed=self.log.write_error is not None)
 
     def run(self) -> dict:
         cfg, info = self.cfg, self.info
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(self.out)
-            self.log.rewind(self.step)  # records after the checkpoint are about to be written again
-            save_config(cfg, self.out / "config.yaml")
+            try:
+                self.log.rewind(self.step)  # records after the checkpoint are about to be written again
+                save_config(cfg, self.out / "config.yaml")
+                if self.saved_step is not None:
+                    # the backbone files hold the resumed state, whatever a kill between files left behind
+                    write_run_backbone(self.raw_model.backbone, self.out, cfg.to_dict())
+            except OSError as e:
+                raise CheckpointError(describe_os_error(e)) from None
+            if self.saved_step is not None:
+                self._say_resumed()
             self.log.write({"event": "start" if self.step == 0 else "resume", "step": self.step,
                             "world_size": self.world, "device": str(self.device),
                             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
@@ -270,6 +337,7 @@ class Trainer:
         bar = None
         if info.is_main and cfg.progress:
             bar = Progress.for_run(cfg, self.total_steps, self.step)
+        self.bar = bar
         self.start_time = last_ckpt = time.time()
         self.window = LossWindow(self.device)
         # A stop asked for during set-up, or --max-steps already reached (a rerun): no step is taken.
@@ -301,7 +369,10 @@ class Trainer:
                     if self.step >= self.total_steps or reason != "finished":
                         break
                 epoch_done = self.step % self.steps_per_epoch == 0
-                if epoch_done or self.step >= self.total_steps or reason != "finished":
+                # An epoch's end is a checkpoint only when one is due by time: a small folder makes an epoch every
+                # few seconds, and a resume is exact from any step anyway.
+                due = epoch_done and time.time() - last_ckpt > cfg.checkpoint_minutes * 60
+                if due or self.step >= self.total_steps or reason != "finished":
                     if self.saved_step != self.step:
                         self.save_checkpoint("epoch" if reason == "finished" else reason)
                     last_ckpt = time.time()
@@ -313,6 +384,36 @@ class Trainer:
                 bar.close()
             self.log.close()
         return self._finish(reason)
+
+    def _say(self, line: str, bar=None) -> None:
+        if bar is not None:
+            bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def _plan_line(self) -> str:
+        """The budget's first estimate, said once: steps, epochs, the rate measured, and a warning when the budget
+        buys too few steps for the method to learn anything measurable."""
+        per_minute = 60 / self.budget.seconds_per_step if self.budget.seconds_per_step else 0.0
+        epochs = self.total_steps / self.steps_per_epoch
+        line = (f"plan: {self.total_steps} steps ({epochs:.1f} epochs of {self.steps_per_epoch} steps) in "
+                f"{self.cfg.time_budget_minutes:g} minutes at {per_minute:.0f} steps/min measured")
+        if self.total_steps < MIN_LEARNING_STEPS:
+            line += (f"\nwarning: {self.total_steps} steps are too few for Barlow Twins to learn much (a few hundred "
+                     "is the least we have seen help); raise --time-budget-minutes, or make steps cheaper: a lower "
+                     "--image-size, a smaller --width or --batch-size")
+        return line
+
+    def _say_resumed(self) -> None:
+        """The first line of a resumed run: where it continues, and what the rerun changed in the schedule."""
+        line = (f"resumed from step {self.step} of {self.total_steps} (epoch {self.step / self.steps_per_epoch:.2f}) "
+                f"from {self.resumed_from}")
+        changes = getattr(self, "resume_changes", [])
+        if changes:
+            line += f"; schedule changed ({', '.join(changes)}): the learning rate follows the new schedule from here"
+        if self.step >= self.total_steps:
+            line += "; the schedule is already complete (train longer with a larger --epochs, or a new --out)"
+        self._say(line)
 
     def _log_window(self) -> dict:
         """Flush the loss window into metrics.jsonl; a non-finite loss stops the run before anything is saved."""
@@ -334,6 +435,9 @@ class Trainer:
         if bar is not None:
             bar.total = self.total_steps
             bar.refresh()
+        if self.info.is_main and not getattr(self, "_plan_said", False):
+            self._plan_said = True
+            self._say(self._plan_line(), bar)
         self.log.write({"event": "budget", "total_steps": self.total_steps,
                         "epochs": self.total_steps / self.steps_per_epoch,
                         "warmup_steps": self.schedule.warmup_steps,
@@ -342,10 +446,20 @@ class Trainer:
     def _online_knn(self) -> None:
         result = self.knn(self.raw_model.backbone, self.device, self.amp_dtype)
         if result is not None:
-            self.log.write({"event": "knn", "step": self.step, "epoch": self.step // self.steps_per_epoch, **result})
+            epoch = self.step // self.steps_per_epoch
+            self.log.write({"event": "knn", "step": self.step, "epoch": epoch, **result})
+            if self.info.is_main:
+                shown = ", ".join(f"k={k.split('_')[1]} {v:.2f}" for k, v in result.items())
+                self._say(f"epoch {epoch}: online kNN top-1 {shown}", self.bar)
         self.model.train()
 
     def _finish(self, reason: str) -> dict:
+        if reason == "write_error":  # stopped with a checkpoint because a log could not be appended to
+            error = self.log.write_error
+            message = D.broadcast_object(None if error is None else describe_os_error(error))
+            where = (f"the run stopped with a checkpoint at step {self.step} (run the same command again to resume)"
+                     if self.saved_step == self.step and self.step else "nothing was trained")
+            raise CheckpointError(f"{message or 'rank 0 could not write its logs'}; {where}")
         done = self.step >= self.total_steps
         if done:
             self.ensure_finite()

@@ -32,13 +32,14 @@ import torch
 from torch import nn
 
 from barlowtwins.errors import CheckpointError, ConfigError
+from barlowtwins.models.backbones import MAX_IMAGE_SIZE, check_int
 from barlowtwins.runtime.files import atomic_write, save_atomic
 from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.weights.detectron2 import torchvision_to_detectron2
 from barlowtwins.weights.load import build_backbone
 from barlowtwins.weights.save import backbone_state, save_safetensors_atomic
-from barlowtwins.weights.sources import BackboneSource, load_backbone_state, without_head
+from barlowtwins.weights.sources import BackboneSource, load_backbone_state, resolve_arch, without_head
 
 # --------------------------------------------------------------------------------------------------------
 # One writer per format
@@ -51,7 +52,12 @@ class ExportJob:
     src: BackboneSource
     output: Path
     image_size: int
-    arch_overrides: dict
+    arch: dict  # what is built: the source's architecture, the explicit arguments over it (`resolve_arch`)
+
+    @property
+    def arch_overrides(self) -> dict:
+        """``backbone``/``stem``/``width`` of what is built (the arguments `build_backbone` takes)."""
+        return {k: self.arch.get(k) for k in ("backbone", "stem", "width")}
 
     def module(self) -> nn.Module:
         return build_backbone(self.src, **self.arch_overrides)
@@ -67,7 +73,7 @@ def _write_pth(job: ExportJob) -> str:
 
 
 def _write_safetensors(job: ExportJob) -> str:
-    arch = {**job.src.arch, **{k: v for k, v in job.arch_overrides.items() if v is not None}}
+    arch = {k: v for k, v in {**job.src.arch, **job.arch}.items() if v is not None}
     save_safetensors_atomic(backbone_state(job.src.state), job.output, arch)
     return "safetensors (no pickle): barlowtwins.load_backbone(f) or safetensors.torch.load_file(f)"
 
@@ -193,12 +199,16 @@ def export_backbone_file(source: str | os.PathLike, fmt: str, output: str | os.P
     """Read ``source`` (anything `load_backbone_state` reads) and write it to ``output`` in format ``fmt`` (a name
     of `EXPORT_FORMATS`).
 
+    Every format, even the ones that only copy tensors, first checks that they load into the architecture (the
+    source's, explicit arguments over it; strict on the backbone's keys and shapes, ``fc.*`` may be absent).
+
     Returns the source and a one-line description of what was written and how to load it.
     """
     writer = export_format(fmt).writer
-    if image_size is not None and image_size < 1:
-        raise ConfigError(f"--image-size must be positive, got {image_size}")
+    if image_size is not None:
+        image_size = check_int("--image-size", image_size, 1, MAX_IMAGE_SIZE)
     src = load_backbone_state(source)
+    arch = resolve_arch(src, backbone=backbone, stem=stem, width=width)
     size = int(image_size or src.arch.get("image_size") or 224)
-    job = ExportJob(src, Path(output), size, {"backbone": backbone, "stem": stem, "width": width})
+    job = ExportJob(src, Path(output), size, arch)
     return src, writer(job)

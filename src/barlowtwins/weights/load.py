@@ -7,22 +7,22 @@ import os
 from torch import nn
 
 from barlowtwins.models.backbones import create_backbone, set_submodule
-from barlowtwins.weights.sources import BackboneSource, load_backbone_state, load_backbone_weights
+from barlowtwins.weights.sources import BackboneSource, load_backbone_state, load_backbone_weights, resolve_arch
 
 
 def build_backbone(src: BackboneSource, *, backbone: str | None = None, stem: str | None = None,
                    width: int | None = None, num_classes: int | None = None) -> nn.Module:
     """The network ``src`` describes (explicit arguments win; default resnet50) with its weights, in eval mode.
 
+    The tensors are checked against the architecture before the network is built (`resolve_arch`), so a source
+    that does not fit is one `CheckpointError`, never a network built to the size some metadata claims.
+
     ``num_classes=None`` keeps the classifier as ``nn.Identity`` (the module returns (N, D) features);
     an integer puts a freshly initialised ``nn.Linear(D, num_classes)`` there (random init, for fine-tuning).
     """
 
-    arch = dict(src.arch)
-    for key, value in (("backbone", backbone), ("stem", stem), ("width", width)):
-        if value is not None:
-            arch[key] = value
-    name = arch.get("backbone") or "resnet50"
+    arch = resolve_arch(src, backbone=backbone, stem=stem, width=width)  # checked on the meta device first
+    name = arch["backbone"]
     net = create_backbone(name, stem=arch.get("stem") or "standard", width=arch.get("width"))
     load_backbone_weights(net, src)
     if num_classes is not None:

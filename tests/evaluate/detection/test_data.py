@@ -72,3 +72,24 @@ def test_shape_classes_are_voc_names():
     from barlowtwins.data.transfer import VOC_CLASSES
 
     assert set(SHAPE_CLASSES) <= set(VOC_CLASSES)
+
+
+def test_detection_images_are_read_with_the_format_allow_list(tmp_path, monkeypatch):
+    """An EPS file named .jpg in a detection set: refused in one line, PIL's EPS plugin (Ghostscript) never used."""
+    import subprocess
+    from pathlib import Path
+
+    from PIL import EpsImagePlugin
+
+    root = make_voc_shapes(tmp_path / "voc", n_trainval=1, n_test=2)
+    test = voc_detection(root, "2007-test")
+    Path(test.records[0].file).write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n")
+    used = []
+    original = EpsImagePlugin.EpsImageFile._open
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: used.append("EPS") or original(self))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: used.append("Popen") or 1 / 0)
+    with pytest.raises(DataError, match=f"{test.records[0].file} .*remove or replace"):
+        test[0]
+    assert not used
+    image, _ = test[1]  # the other images still read, as (3, H, W) uint8
+    assert image.dtype == torch.uint8 and image.shape[0] == 3

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.io import ImageReadMode, decode_image
 
+from barlowtwins.data.images import read_image
 from barlowtwins.data.transfer import VOC_CLASSES
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.evaluate.detection.ap import pycocotools_available
@@ -88,11 +87,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         r = self.records[i]
-        try:
-            image = decode_image(r.file, mode=ImageReadMode.RGB)  # (3, H, W) uint8
-        except (RuntimeError, OSError, ValueError):
-            with Image.open(r.file) as im:  # formats torchvision does not decode
-                image = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+        # The package's one image reader: its format allow-list, one-line DataError naming the file.
+        image = torch.from_numpy(np.asarray(read_image(r.file)).copy()).permute(2, 0, 1)  # (3, H, W) uint8
         target = self.target(i)
         if self.masks:
             target["masks"] = _decode_masks(r.segmentations, image.shape[1], image.shape[2])
