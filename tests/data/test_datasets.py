@@ -143,3 +143,105 @@ def test_align_classes_numbers_the_evaluation_split_by_the_training_split(tmp_pa
     multi = labelled_folder(tmp_path / "f", "val")
     multi.targets = torch.ones(len(multi), 3)
     assert align_classes(train, multi)[0].targets is multi.targets  # other attributes travel with the copy
+
+
+def _nested_classes(root):
+    """root/train/<class>/<sub>/<image>: class folders with sub-folders of their own, names in no sorted order."""
+    from PIL import Image
+
+    for cls in ("b_cls", "a_cls"):
+        for sub in ("zeta", "alpha", "mid", ""):
+            d = root / "train" / cls / sub
+            d.mkdir(parents=True, exist_ok=True)
+            for name in ("2.png", "10.png", "1.png"):
+                Image.new("RGB", (4, 4)).save(d / name)
+    return root
+
+
+def _reversed_scandir(monkeypatch):
+    """os.scandir (which os.walk uses too) and os.listdir return their entries in reverse order, as another
+    file system may."""
+    import os
+
+    real_scandir, real_listdir = os.scandir, os.listdir
+
+    class Reversed:
+        def __init__(self, path):
+            with real_scandir(path) as it:
+                self.entries = iter(sorted(it, key=lambda e: e.name, reverse=True))
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.entries)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(os, "scandir", Reversed)
+    monkeypatch.setattr(os, "listdir", lambda path=".": sorted(real_listdir(path), reverse=True))
+
+
+def test_listings_are_sorted_at_every_depth_whatever_order_the_file_system_gives(tmp_path, monkeypatch):
+    """Ranks on different nodes must index the same list: the listing of class folders with sub-folders (and of
+    a whole tree) does not depend on the order the file system lists entries in."""
+    root = _nested_classes(tmp_path / "d")
+    labelled, flat = labelled_folder(root, "train").files, image_folder(root).files
+    _reversed_scandir(monkeypatch)
+    assert labelled_folder(root, "train").files == labelled
+    assert image_folder(root).files == flat
+    rel = [f[len(str(root / "train")) + 1:] for f in labelled]
+    assert rel[:6] == ["a_cls/1.png", "a_cls/10.png", "a_cls/2.png", "a_cls/alpha/1.png", "a_cls/alpha/10.png",
+                       "a_cls/alpha/2.png"] and len(rel) == 24 and rel[-1] == "b_cls/zeta/2.png"
+
+
+@pytest.mark.timeout(30)  # the walk before the fix went on for ever
+def test_a_symlink_loop_lists_each_file_once(tmp_path):
+    """A folder holding a link to its parent (or to the split folder) is walked once: no file is listed twice,
+    and the walk ends."""
+    import os
+
+    from PIL import Image
+
+    cat = tmp_path / "d" / "train" / "cat"
+    (cat / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "train" / "dog").mkdir()
+    for d in (cat, cat / "sub", tmp_path / "d" / "train" / "dog"):
+        Image.new("RGB", (4, 4)).save(d / "x.png")
+    try:
+        os.symlink(cat, cat / "sub" / "up")  # a loop: cat/sub/up/sub/up/...
+        os.symlink(tmp_path / "d" / "train", cat / "split")  # would list dog's image as a cat
+    except (OSError, NotImplementedError):
+        pytest.skip("no symlinks here")
+    ds = labelled_folder(tmp_path / "d", "train")
+    assert [os.path.relpath(f, tmp_path / "d" / "train") for f in ds.files] == [
+        "cat/x.png", "cat/sub/x.png", "dog/x.png"] and ds.labels.tolist() == [0, 0, 1]
+    flat = image_folder(tmp_path / "d")
+    assert len(flat.files) == 3 and len({os.path.realpath(f) for f in flat.files}) == 3
+
+
+def test_listing_thousands_of_files_reads_names_only(tmp_path, monkeypatch):
+    """Building a folder data set lists names: no image is opened or decoded, however many there are."""
+    import builtins
+
+    import PIL.Image
+
+    for cls in ("a", "b"):
+        d = tmp_path / "train" / cls
+        d.mkdir(parents=True)
+        for i in range(1500):
+            (d / f"{i}.jpg").touch()  # empty: any decode would fail
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"a file was opened while listing: {args[:1]}")
+
+    monkeypatch.setattr(PIL.Image, "open", forbidden)
+    monkeypatch.setattr(builtins, "open", forbidden)
+    assert len(labelled_folder(tmp_path, "train")) == 3000 and len(image_folder(tmp_path)) == 3000

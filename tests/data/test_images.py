@@ -177,3 +177,88 @@ def test_a_file_deleted_after_the_listing_is_reported_missing(tmp_path):
     assert "decode" not in str(e.value) and "corrupt" not in str(e.value) and e.value.reason == "missing (deleted?)"
     (bad, reason), = scan_images(files)
     assert bad == files[1] and "missing (deleted?)" in reason and "corrupt" not in reason
+
+
+def _flaky_open(monkeypatch, failures: int, err: int | None = None):
+    """``open`` in the image reader fails ``failures`` times with an I/O error, then opens; sleeps are recorded."""
+    import builtins
+    import errno
+
+    from barlowtwins.data import images
+
+    calls, sleeps = [], []
+
+    def flaky(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) <= failures:
+            raise OSError(err or errno.EIO, "Input/output error", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(images, "open", flaky, raising=False)
+    monkeypatch.setattr("time.sleep", sleeps.append)
+    return calls, sleeps
+
+
+def test_a_transient_io_error_is_tried_again_not_taken_for_a_corrupt_file(tmp_path, monkeypatch):
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(tmp_path / "a.png")
+    calls, sleeps = _flaky_open(monkeypatch, failures=2)
+    img = read_image(tmp_path / "a.png")
+    assert img.size == (8, 6) and img.getpixel((0, 0)) == (10, 20, 30)
+    assert len(calls) == 3 and len(sleeps) == 2 and 0 < sleeps[0] < sleeps[1] < 1  # a short, growing backoff
+
+    # An I/O error in the middle of the decode (after the header) is tried again too.
+    import errno
+    import io
+
+    from barlowtwins.data import images
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(tmp_path / "b.png")
+    failed = []
+
+    class FailsOnce(io.FileIO):
+        def readinto(self, b):
+            if self.tell() > 4000 and not failed:
+                failed.append(self.tell())
+                raise OSError(errno.EIO, "Input/output error")
+            return super().readinto(b)
+
+    monkeypatch.setattr(images, "open", lambda path, mode: io.BufferedReader(FailsOnce(path, "r")), raising=False)
+    with Image.open(tmp_path / "b.png") as im:  # PIL's own open, not the flaky one
+        expected = np.asarray(im.convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(read_image(tmp_path / "b.png")), expected)
+    assert failed  # the error did happen, during the decode
+
+
+def test_a_lasting_io_error_ends_in_one_line_and_decode_errors_are_not_tried_again(tmp_path, monkeypatch):
+    import errno
+
+    from barlowtwins.data.images import IO_TRIES, read_file_bytes
+
+    Image.new("RGB", (8, 6)).save(tmp_path / "a.png")
+    calls, _ = _flaky_open(monkeypatch, failures=100, err=errno.ESTALE)
+    with pytest.raises(DataError, match=r"cannot read image .*a.png \(I/O error, 4 tries.*network file system") as e:
+        read_image(tmp_path / "a.png")
+    assert "\n" not in str(e.value) and "I/O error" in e.value.reason and len(calls) == IO_TRIES
+    with pytest.raises(DataError, match="I/O error"):
+        read_file_bytes(tmp_path / "a.png")
+    monkeypatch.undo()
+    calls, _ = _flaky_open(monkeypatch, failures=0)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(DataError, match="corrupt or unreadable image"):
+        read_image(tmp_path / "bad.png")
+    assert len(calls) == 1  # a decode error is the file's: read once
+    calls, _ = _flaky_open(monkeypatch, failures=1)
+    assert read_file_bytes(tmp_path / "bad.png").startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("mode, fmt", [("I;16", "PNG"), ("I;16", "TIFF"), ("I", "TIFF")])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, mode, fmt):
+    """A 16-bit gradient 0..65535 becomes 0..255 (its top 8 bits), not 0 then a plateau of 255."""
+    ramp = (np.arange(256, dtype=np.int64) * 257)[None].repeat(3, axis=0)
+    img = Image.fromarray(ramp.astype(np.uint16 if mode == "I;16" else np.int32))
+    assert img.mode == mode
+    path = tmp_path / f"ramp.{fmt.lower()}"
+    img.save(path, format=fmt)
+    out = np.asarray(read_image(path))
+    assert out.shape == (3, 256, 3) and out.dtype == np.uint8
+    assert out[0, :, 0].tolist() == list(range(256)) and (out == out[..., :1]).all()

@@ -223,3 +223,114 @@ def test_a_new_epoch_ends_the_previous_one_and_close_releases_the_workers(folder
     for (_, a), (_, b) in zip(again, ref):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     pipe.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The device path's worker side, collate and decode fallbacks (decoder mocked where nvJPEG's behaviour counts)
+# --------------------------------------------------------------------------------------------------------
+
+def _jpeg_bytes(mode="RGB", size=(36, 28), **save):
+    import io
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)).resize(size, Image.BICUBIC)
+    buf = io.BytesIO()
+    img.convert(mode).save(buf, format="JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+def _patch_sof(data: bytes, offset: int, value: bytes) -> bytes:
+    """``data`` with the bytes at ``offset`` from the frame header's marker (FF C0/C2) replaced."""
+    i = min(k for k in (data.find(b"\xff\xc0"), data.find(b"\xff\xc2")) if k >= 0)
+    return data[: i + offset] + value + data[i + offset + len(value):]
+
+
+def test_jpegs_nvjpeg_refuses_or_over_the_pixel_cap_are_decoded_by_pil_in_the_worker(monkeypatch):
+    from barlowtwins.data.pipeline import device_decodable, jpeg_header
+
+    rgb = _jpeg_bytes()
+    assert jpeg_header(rgb) == (0xC0, 8, 28, 36, 3) and device_decodable(rgb)
+    assert device_decodable(_jpeg_bytes(progressive=True))  # nvJPEG decodes progressive JPEGs
+    assert not device_decodable(_jpeg_bytes("CMYK"))  # 4 components
+    assert not device_decodable(_patch_sof(rgb, 4, b"\x0c"))  # 12-bit samples
+    assert not device_decodable(_patch_sof(rgb, 1, b"\xc3"))  # lossless
+    assert not device_decodable(_patch_sof(rgb, 1, b"\xc9"))  # arithmetic-coded
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 36 * 28 - 1)  # the CPU path's cap, which nvJPEG ignores
+    assert not device_decodable(rgb)
+
+
+def test_bytes_collate_into_one_tensor_with_offsets_and_are_not_pinned(folder):
+    from barlowtwins.data.pipeline import DevicePath, _collate_bytes, batch_jpegs
+
+    files = [_jpeg_bytes(), _jpeg_bytes(size=(20, 30)), _jpeg_bytes(size=(50, 10))]
+    img = torch.zeros(3, 5, 6, dtype=torch.uint8)
+    samples = [(True, torch.frombuffer(bytearray(files[0]), dtype=torch.uint8), 0, 3, 0, ""),
+               (False, img, 1, 3, 1, ""),
+               (True, torch.frombuffer(bytearray(files[1]), dtype=torch.uint8), 2, 3, 2, ""),
+               (True, torch.frombuffer(bytearray(files[2]), dtype=torch.uint8), 3, 3, 3, "")]
+    batch = _collate_bytes(samples)
+    assert isinstance(batch["bytes"], torch.Tensor) and batch["bytes"].dtype == torch.uint8
+    assert batch["bytes"].shape == (sum(map(len, files)),)
+    assert batch["offsets"].tolist() == [0, len(files[0]), len(files[0]) + len(files[1]), sum(map(len, files))]
+    assert [t.numpy().tobytes() for t in batch_jpegs(batch)] == files
+    assert batch["images"][1] is img and batch["images"][0] is None and batch["encoded"] == [True, False, True, True]
+    assert DevicePath.pin is False
+
+
+def test_jpegs_the_device_decoder_refuses_are_decoded_by_pil_and_used(folder, monkeypatch):
+    from barlowtwins.data.images import read_image
+    from barlowtwins.data.pipeline import _collate_bytes
+    from barlowtwins.transforms import device as dev
+
+    ds = build_dataset("folder", folder, "train")
+    pipe = build_pipeline(ds, aug(), batch_size=4, seed=0, device=CPU, data_path="device", workers=0)
+    refused = {_jpeg_bytes("CMYK"), _patch_sof(_jpeg_bytes(), 1, b"\xc1")}  # CMYK; extended (a 12-bit stand-in)
+    good = _jpeg_bytes(size=(20, 30))
+    real = dev._decode
+
+    def nvjpeg_like(enc, device):
+        if any(t.numpy().tobytes() in refused for t in enc):
+            raise RuntimeError("nvjpegDecodeBatchedPhaseOne failed: unsupported JPEG")
+        return real(enc, device)
+
+    monkeypatch.setattr(dev, "_decode", nvjpeg_like)
+    data = [*sorted(refused), good]
+    batch = _collate_bytes([(True, torch.frombuffer(bytearray(d), dtype=torch.uint8), k, 0, k, "")
+                            for k, d in enumerate(data)])
+    images = pipe.decode(batch)
+    for img, d in zip(images, data):
+        ref = torch.from_numpy(np.asarray(read_image(d)).copy()).permute(2, 0, 1)
+        assert torch.equal(img, ref) if d in refused else (img.int() - ref.int()).abs().float().mean() < 1
+    assert pipe.skipped == {}  # decoded, not skipped
+
+
+def test_an_out_of_memory_decode_stops_the_run(folder, monkeypatch):
+    from barlowtwins.data.pipeline import _collate_bytes
+    from barlowtwins.transforms import device as dev
+
+    ds = build_dataset("folder", folder, "train")
+    pipe = build_pipeline(ds, aug(), batch_size=4, seed=0, device=CPU, data_path="device", workers=0)
+
+    def oom(enc, device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    monkeypatch.setattr(dev, "_decode", oom)
+    batch = _collate_bytes([(True, torch.frombuffer(bytearray(_jpeg_bytes()), dtype=torch.uint8), 0, 0, 0, "")])
+    with pytest.raises(ConfigError, match="out of memory"):
+        pipe.decode(batch)
+    assert pipe.skipped == {}
+
+
+def test_a_torchvision_without_the_device_decoder_falls_back_to_the_cpu_path(folder, monkeypatch, capsys):
+    from barlowtwins.transforms import device as dev
+
+    def no_device(enc, device):
+        raise RuntimeError("Not compiled with GPU support")
+
+    monkeypatch.setattr(dev, "_checked", {})
+    monkeypatch.setattr(dev, "_decode", no_device)
+    ds = build_dataset("folder", folder, "train")
+    pipe = build_pipeline(ds, aug(), batch_size=4, seed=0, device=CPU, data_path="device", workers=0)
+    assert pipe.kind == "cpu"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "using --data-path cpu instead" in err[0]

@@ -67,3 +67,14 @@ def test_results_warns_once_per_skipped_file(tmp_path, capsys):
     for name in ("cut.json", "binary.json", "bad-metrics.json"):
         assert sum(name in w for w in warnings) == 1
     assert "Traceback" not in captured.err and captured.out.count("| knn |") == 1
+
+
+def test_top5_is_not_shown_for_five_classes_or_fewer():
+    from barlowtwins.evaluate.results import EvalResult
+
+    few = EvalResult(protocol="knn", dataset="folder", split="val", train_split="train", hyperparameters={},
+                     metrics={"k=20": {"top1": 40.0, "top5": 100.0}}, seconds=1.0,
+                     extra={"classes": ["a", "b", "c", "d", "e"]})
+    many = EvalResult(protocol="knn", dataset="folder", split="val", train_split="train", hyperparameters={},
+                      metrics={"top1": 40.0, "top5": 70.0}, seconds=1.0, extra={"classes": list("abcdefgh")})
+    assert few.summary() == "k=20: top-1 40.00" and many.summary() == "top-1 40.00 top-5 70.00"

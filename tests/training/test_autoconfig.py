@@ -29,7 +29,8 @@ def test_built_in_small_data_set_is_not_given_the_imagenet_recipe():
 
 
 def test_small_folder_images_get_the_pooled_stem():
-    cfg, note = fitted({"dataset": "images", "data_dir": "x", "image_size": 64, "backbone": "resnet18"})
+    cfg, note = fitted({"dataset": "images", "data_dir": "x", "image_size": 64, "backbone": "resnet18",
+                        "device": "cuda"})
     assert (cfg.image_size, cfg.stem, cfg.projector, cfg.batch_size) == (64, "small-pool", "2048-2048-2048", 256)
     assert "--stem, --projector, --batch-size" in note
 
@@ -47,8 +48,8 @@ def test_explicit_values_win(flags, kept):
 
 
 def test_large_images_keep_the_paper_recipe_and_say_so():
-    cfg, note = fitted({"dataset": "images", "data_dir": "x"})
-    assert cfg == config_from_dict({"dataset": "images", "data_dir": "x"})
+    cfg, note = fitted({"dataset": "images", "data_dir": "x", "device": "cuda"})
+    assert cfg == config_from_dict({"dataset": "images", "data_dir": "x", "device": "cuda"})
     assert note == ("no preset: the paper's ImageNet recipe (resnet50, 224 px, stem standard, "
                     "projector 8192-8192-8192, batch 2048)")
 
@@ -81,3 +82,34 @@ def test_first_line_of_a_run_says_what_was_chosen(fmnist_dir, tmp_path, capsys):
     assert lines[0].startswith("no preset: small images, not the ImageNet recipe: resnet18, 28 px, stem small, "
                                "projector 512-512-512, batch 16")
     assert PretrainConfig().projector == "8192-8192-8192"  # the defaults themselves are unchanged
+
+
+# ---- the CPU recipe for a folder of images ----------------------------------------------------------------------
+def test_a_folder_trained_on_the_cpu_gets_the_cpu_recipe_fitted_to_it(tmp_path):
+    from conftest import make_image_folder
+
+    from barlowtwins.training.autoconfig import CPU_FOLDER_RECIPE
+
+    root = make_image_folder(tmp_path / "photos", classes=("a", "b"), per_class=20, size=40) / "train"
+    cfg, note = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu", "time_budget_minutes": 5})
+    assert cfg.image_size == 40, "never above the images' own size"
+    assert (cfg.backbone, cfg.width, cfg.stem, cfg.eta) == ("resnet18", CPU_FOLDER_RECIPE["width"], "small-pool", 0.02)
+    assert cfg.batch_size == 16, "40 images: a batch that leaves several steps per epoch"
+    assert note.startswith("no preset, training on the CPU: the CPU recipe for 40 images, typically 40 px")
+    assert "--time-budget-minutes" not in note.split("flags override")[1]
+    _, note = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu"})
+    assert note.endswith("set --time-budget-minutes to fit the schedule to the time you have")
+
+
+def test_the_cpu_recipe_keeps_every_explicit_setting(tmp_path):
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "photos", per_class=300, size=200)
+    cfg, _ = fitted({"dataset": "folder", "data_dir": str(root), "device": "cpu", "image_size": 96, "width": 32,
+                     "batch_size": 64, "eta": 0.001})
+    assert (cfg.image_size, cfg.width, cfg.batch_size, cfg.eta) == (96, 32, 64, 0.001)
+    assert cfg.batch_size == 64
+    cfg, _ = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu", "backbone": "timm:resnet10t"})
+    assert (cfg.backbone, cfg.stem, cfg.width) == ("timm:resnet10t", "standard", None), "ResNet settings left alone"
+    cfg, _ = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu"})
+    assert (cfg.image_size, cfg.batch_size) == (48, 128)

@@ -120,3 +120,44 @@ def test_bench_sizes_are_bounded_before_anything_is_built(tmp_path, capsys, flag
     assert main(["bench", "--make-jpegs", "2", "--jpeg-dir", str(tmp_path / "j"), "--no-official", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and not (tmp_path / "j").exists()
+
+
+def _bad_jpeg_folder(root):
+    import numpy as np
+    from conftest import make_image_folder
+
+    make_image_folder(root, per_class=2, splits=("train",))
+    data = next(iter(sorted(root.rglob("*.jpg")))).read_bytes()
+    (root / "cut_short.jpg").write_bytes(data[: len(data) // 2])
+    (root / "noise.jpg").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    return root
+
+
+def test_bench_skips_unreadable_files_and_counts_them(tmp_path, capsys):
+    folder = _bad_jpeg_folder(tmp_path / "jpegs")
+    argv = ["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
+            "--image-size", "16", "--batch-size", "2", "--data-path", "cpu", "--workers", "0", "--jpeg-dir",
+            str(folder), "--iters", "6", "--warmup", "1", "--repeats", "1", "--output", str(tmp_path / "b.json")]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["skipped_files"] == 2, r["skipped"]
+    assert sorted(s["reason"] for s in r["skipped"]) == ["not an image", "truncated"]
+    summary = [ln for ln in err.splitlines() if "skipped 2 unreadable files" in ln]
+    assert len(summary) == 1 and "cut_short.jpg" in summary[0] and "noise.jpg" in summary[0], err
+    assert "Traceback" not in err
+
+
+def test_bench_strict_data_refuses_before_any_measurement(tmp_path, capsys, monkeypatch):
+    folder = _bad_jpeg_folder(tmp_path / "jpegs")
+
+    def forbidden(*a, **k):
+        raise AssertionError("a measurement started before the files were checked")
+
+    monkeypatch.setattr("barlowtwins.training.bench.time_batches", forbidden)
+    code = main(["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
+                 "--image-size", "16", "--batch-size", "2", "--data-path", "cpu", "--workers", "0", "--jpeg-dir",
+                 str(folder), "--strict-data"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cut_short.jpg" in err and "noise.jpg" in err, err

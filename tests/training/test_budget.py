@@ -37,9 +37,9 @@ def run_session(budget: TimeBudget, clock: Clock, start: int, stop: int, seconds
 
 def test_first_estimate_and_corrections(clock):
     b = TimeBudget(minutes=10, start_step=0, upper_bound=10_000)  # 600 s at 1 s/step: 600 steps
-    totals = run_session(b, clock, 0, 400, 1.0)
+    totals = run_session(b, clock, 0, 600, 1.0)
     assert totals[0] == 600  # after 3 warm + 12 measured steps
-    assert len(totals) == 4 and all(t == 600 for t in totals)  # corrections at 10%, 25%, 50%
+    assert len(totals) == 6 and all(t == 600 for t in totals)  # corrections at 10%, 25%, 50%, 75%, 90%
     assert not b.active  # the length is fixed: no estimate pending
 
 

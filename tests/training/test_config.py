@@ -23,7 +23,7 @@ def test_every_field_has_a_one_sentence_help_in_the_flag_list(capsys):
     for f in dataclasses.fields(PretrainConfig):
         if f.name != "preset":
             assert "".join(f.metadata["help"].split()) in text, f.name
-    assert "".join("side in pixels of the square crops the network sees; >= 8 (default: 224)".split()) in text
+    assert "".join("side in pixels of the square crops the network sees; >= 8 and <= 4096 (default: 224)".split()) in text
 
 
 @pytest.mark.parametrize("kw,message", [

@@ -40,8 +40,8 @@ def test_a_resumed_run_records_each_step_once(fmnist_dir, tmp_path):
 
     from barlowtwins.training.trainer import pretrain
 
-    # The checkpoint is at step 4 (epoch end); steps 5 and 6 are logged, then the run stops without saving them
-    # (checkpoint_minutes is long and max_steps=6 lands mid-epoch: the stop checkpoint is at 6)...
+    # Checkpoints at steps 4 and 6 (two stops); steps 5 and 6 are logged after the first...
+    pretrain(tiny_config(fmnist_dir, tmp_path / "r", max_steps=4, log_every=1))
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", max_steps=6, log_every=1))
     # ...so simulate a kill after step 6 was logged but before its checkpoint: drop the newest checkpoint.
     store = tmp_path / "r"

@@ -214,7 +214,8 @@ def test_stale_temporary_files_are_removed_at_start(fmnist_dir, tmp_path):
 
 def test_a_damaged_latest_checkpoint_resumes_from_the_previous(fmnist_dir, tmp_path, capsys):
     out = tmp_path / "r"
-    pretrain(tiny_config(fmnist_dir, out, max_steps=6))  # checkpoints at step 4 (epoch) and 6 (stop)
+    pretrain(tiny_config(fmnist_dir, out, max_steps=4))  # checkpoints at steps 4 and 6 (two stops)
+    pretrain(tiny_config(fmnist_dir, out, max_steps=6))
     data = (out / "checkpoint.pth").read_bytes()
     (out / "checkpoint.pth").write_bytes(data[: len(data) // 3])
     s = pretrain(tiny_config(fmnist_dir, out))
@@ -456,3 +457,46 @@ def test_the_max_steps_message_says_what_a_rerun_does(fmnist_dir, tmp_path, caps
     assert main(_cli_args(fmnist_dir, out, "--max-steps", "3")) == 0
     said = capsys.readouterr().out
     assert "resumed from step 3 of 8" in said and "reached --max-steps 3 at step 3" in said, said
+
+
+def test_resume_on_a_changed_folder_is_refused_unless_accepted(image_tree, tmp_path, capsys):
+    """Steps index samples by position: a file added to the folder would make the resumed run train on other
+    images than the interrupted one. Refused in one line before any step; --accept-data-change resumes."""
+    import shutil
+
+    data = image_tree / "train"
+    out = tmp_path / "r"
+    cfg = dict(dataset="images", image_size=16, batch_size=4, epochs=3)
+    assert pretrain(tiny_config(data, out, max_steps=2, **cfg))["step"] == 2
+    first = next(p for p in sorted(data.rglob("*")) if p.suffix in (".jpg", ".png"))
+    shutil.copy(first, first.with_name("added" + first.suffix))
+    with pytest.raises(DataError, match="--accept-data-change") as e:
+        pretrain(tiny_config(data, out, max_steps=3, **cfg))
+    assert "\n" not in str(e.value) and load_checkpoint(out / "checkpoint.pth")["step"] == 2
+    assert pretrain(tiny_config(data, out, max_steps=3, accept_data_change=True, **cfg))["step"] == 3
+    assert "resuming anyway" in capsys.readouterr().err
+
+
+def test_a_worker_error_prints_without_its_class_path():
+    from barlowtwins.cli import _one_line
+
+    raised = RuntimeError("Caught DataError in DataLoader worker process 0.\nTraceback (most recent call last):\n"
+                          "  File \"x.py\", line 1\nbarlowtwins.errors.DataError: image a.jpg is missing (deleted?)")
+    assert _one_line(raised) == "image a.jpg is missing (deleted?)"
+    assert _one_line(ValueError("ConfigError: bad --width")) == "bad --width"
+
+
+def test_pretrain_names_every_unreadable_file_once_at_the_end(image_tree, tmp_path, capsys):
+    from barlowtwins.cli import main
+
+    data = image_tree / "train"
+    bad = data / "zz_truncated.jpg"
+    good = next(p for p in sorted(data.rglob("*.jpg")))
+    bad.write_bytes(good.read_bytes()[:200])
+    code = main(["pretrain", "--dataset", "images", "--data-dir", str(data), "--image-size", "16", "--backbone",
+                 "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32", "--epochs", "3",
+                 "--batch-size", "4", "--no-progress", "--workers", "0", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    last = [ln for ln in err.splitlines() if ln.startswith("warning: skipped")]
+    assert len(last) == 1 and str(bad) in last[0] and "1 unreadable file" in last[0], err

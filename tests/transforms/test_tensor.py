@@ -68,13 +68,25 @@ def test_resized_crop_is_an_exact_crop_at_native_size(images):
 
 
 def test_upscale_matches_torchvision_inside_the_border(images):
-    """Upscaled crops go through grid_sample (border padding), torchvision's resize through interpolate (clamped
-    indices): the same bilinear weights inside, different only where the filter reaches past the crop's edge."""
+    """Inside the border the upscale equals torchvision's plain (not antialiased) bilinear resize too."""
     boxes = torch.tensor([[4, 6, 10, 10], [0, 3, 12, 9]], dtype=torch.float64)
     out = resized_crop(images[:2], boxes, 20, mode="bilinear")
     for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
         ref = TF.resized_crop(images[i], t, l, h, w, [20, 20], antialias=False)
         torch.testing.assert_close(out[i, :, 1:-1, 1:-1], ref[:, 1:-1, 1:-1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_upscale_equals_torchvision_antialiased_resized_crop_everywhere(images, mode):
+    """The in-memory upsampling uses the filter of torchvision's antialiased resize (bicubic a = -0.5, taps
+    inside the box), edges included: within 1/255 of ``resized_crop(..., antialias=True)``."""
+    interp = InterpolationMode.BICUBIC if mode == "bicubic" else InterpolationMode.BILINEAR
+    boxes = torch.tensor([[4, 6, 10, 10], [0, 3, 12, 9], [1, 1, 7, 13], [0, 0, 20, 20]], dtype=torch.float64)
+    out = resized_crop(images[:4], boxes, 20, mode=mode)
+    for i, (t, l, h, w) in enumerate(boxes.int().tolist()):
+        ref = TF.resized_crop(images[i], t, l, h, w, [20, 20], interpolation=interp, antialias=True)
+        ref = ref.clamp(0, 1) if mode == "bicubic" else ref
+        assert float((out[i] - ref).abs().max()) <= 1 / 255
 
 
 def test_probabilities_of_the_asymmetric_views():

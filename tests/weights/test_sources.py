@@ -69,7 +69,7 @@ def test_official_full_training_checkpoint(tmp_path):
 def test_mismatch_names_the_keys(tmp_path):
     save_atomic(backbone_state(create_backbone("resnet18")), tmp_path / "r18.pth")
     save_atomic(backbone_state(create_backbone("resnet50")), tmp_path / "r50.pth")
-    with pytest.raises(CheckpointError, match="198 missing.*--backbone"):
+    with pytest.raises(CheckpointError, match="198 missing.*backbone=, stem= and width="):
         load_backbone_weights(create_backbone("resnet50"), load_backbone_state(tmp_path / "r18.pth"))
     with pytest.raises(CheckpointError, match="unexpected .e.g. layer1.0.conv3.weight"):
         load_backbone_weights(create_backbone("resnet18"), load_backbone_state(tmp_path / "r50.pth"))

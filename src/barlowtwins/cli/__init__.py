@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import re
 import sys
 
 from barlowtwins.cli import (
@@ -30,6 +31,7 @@ from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.training import signals
 from barlowtwins.version import __version__
+from barlowtwins.weights.sources import cli_message
 
 COMMANDS = {
     "pretrain": pretrain,
@@ -101,7 +103,7 @@ def _main(argv: list[str]) -> int:
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except BarlowTwinsError as e:
-        print(f"barlowtwins {args.command}: error: {printable(_one_line(e))}", file=sys.stderr)
+        print(f"barlowtwins {args.command}: error: {printable(cli_message(_one_line(e)))}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only file system, a name too long: whatever command met it
         doing = "write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
@@ -120,4 +122,5 @@ def _one_line(e: Exception) -> str:
     # the last line is ours.
     lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else type(e).__name__
-    return last.split(": ", 1)[1] if last.startswith(("DataError: ", "ConfigError: ", "CheckpointError: ")) else last
+    m = re.match(r"(?:barlowtwins\.errors\.)?(?:DataError|ConfigError|CheckpointError|BarlowTwinsError): (.*)", last)
+    return m.group(1) if m else last

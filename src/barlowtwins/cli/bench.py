@@ -7,6 +7,7 @@ import argparse
 import os
 import tempfile
 
+from barlowtwins.cli.common import add_strict_data_arg, report_skipped
 from barlowtwins.data.pipeline import AUTO, DATA_PATHS
 from barlowtwins.errors import ConfigError
 from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
@@ -45,6 +46,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
                    help="time an in-memory data set instead of a folder (e.g. fashion-mnist; path 'memory')")
     d.add_argument("--data-dir", default=None, help="where --dataset lives")
     d.add_argument("--no-official", action="store_true", help="skip the official PIL pipeline")
+    add_strict_data_arg(d)
     t = p.add_argument_group("timing and output")
     t.add_argument("--iters", type=int, default=20, help="timed batches per measurement")
     t.add_argument("--warmup", type=int, default=3, help="untimed batches first")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                      image_size=args.image_size, batch_size=args.batch_size, precision=args.precision,
                      device=args.device, data_paths=paths, workers=args.workers, iters=args.iters,
                      warmup=args.warmup, repeats=args.repeats, official=not args.no_official, dataset=args.dataset,
-                     data_dir=args.data_dir)
+                     data_dir=args.data_dir, strict_data=args.strict_data)
     with tempfile.TemporaryDirectory(prefix="barlowtwins-bench-") as tmp:
         jpeg_dir = args.jpeg_dir
         if args.make_jpegs:
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             make_jpeg_folder(jpeg_dir, args.make_jpegs, tuple(args.jpeg_size))
         result = run_bench(spec, jpeg_dir=jpeg_dir)
     print(table(result))
+    report_skipped(result.skipped)
     if args.output:
         save_json(args.output, result)
         print(f"saved {args.output}")

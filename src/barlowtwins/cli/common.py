@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 
+from barlowtwins.data.bad_files import refuse_unreadable_in, summary_line
 from barlowtwins.data.datasets import DATASETS, default_val_split
 from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.backbone import load_eval_backbone
@@ -82,8 +84,29 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     h.add_argument("--no-cache", action="store_true", help="always extract features afresh")
 
 
+def add_strict_data_arg(g) -> None:
+    g.add_argument("--strict-data", action="store_true",
+                   help="refuse to start when an image file cannot be read (every file is decoded first) "
+                        "instead of skipping it with a warning")
+
+
+def check_data(args: argparse.Namespace, *datasets) -> None:
+    """``--strict-data``: every image file of ``datasets`` decodes, else one line naming the bad ones (before any
+    work). Without it unreadable files are skipped, counted in the result and listed once (`report_skipped`)."""
+    if getattr(args, "strict_data", False):
+        refuse_unreadable_in(*datasets)
+
+
+def report_skipped(skipped: list[dict]) -> None:
+    """The one warning line naming every unreadable file a command skipped (nothing when none was)."""
+    line = summary_line(skipped)
+    if line and D.is_main_process():
+        print(f"warning: {printable(line)}", file=sys.stderr, flush=True)
+
+
 def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split") -> None:
     g = p.add_argument_group("data")
+    add_strict_data_arg(g)
     g.add_argument("--dataset", default=None,
                    help=f"{', '.join(labelled_datasets())} (default: the pretraining data set)")
     g.add_argument("--data-dir", default=None, help="data folder (default: the pretraining one)")

@@ -7,7 +7,14 @@ import json
 
 import torch
 
-from barlowtwins.cli.common import add_backbone_args, leaves_process_group, setup_backbone
+from barlowtwins.cli.common import (
+    add_backbone_args,
+    add_strict_data_arg,
+    leaves_process_group,
+    report_skipped,
+    setup_backbone,
+)
+from barlowtwins.data.bad_files import refuse_unreadable
 from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.detection.data import coco_detection, coco_layout, voc_detection
 from barlowtwins.evaluate.detection.model import build_detector
@@ -39,6 +46,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     g.add_argument("--train-images", default=None, help="coco: training image folder")
     g.add_argument("--test-ann", default=None, help="coco: test annotation file")
     g.add_argument("--test-images", default=None, help="coco: test image folder")
+    add_strict_data_arg(g)
     g = p.add_argument_group("detector")
     g.add_argument("--task", choices=("detection", "instance-segmentation"), default="detection",
                    help="instance-segmentation: Mask R-CNN (COCO layout only)")
@@ -95,6 +103,8 @@ def load_data(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     _check(args)
     train, test = load_data(args)
+    if args.strict_data:  # every image decodes, before any model is built
+        refuse_unreadable(list(dict.fromkeys(str(r.file) for r in train.records + test.records)))
     setup = setup_backbone(args)
     if setup.device.type != "cuda":
         # Detection batches change shape every iteration; channels-last convolutions on the CPU then fall on
@@ -131,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                                   "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
                                   "history": res.history},
               "metrics": res.metrics, "per_class_AP50": res.per_class_AP50, "num_train": res.num_train,
-              "num_test": res.num_test, "seconds": res.seconds, **setup.describe()}
+              "num_test": res.num_test, "seconds": res.seconds, **setup.describe(),
+              "skipped_files": res.skipped_files, "skipped": res.skipped}
     if D.is_main_process():
         path = result_path("detection", args.dataset, args.checkpoint, args.output, tag.strip("-"))
         write_result(record, path)
@@ -139,4 +150,5 @@ def run(args: argparse.Namespace) -> int:
         masks = f" mask AP {m['mask_AP']:.2f}" if "mask_AP" in m else ""
         print(f"detect {args.dataset} {res.test_set} ({res.head.upper()}, {schedule.iterations} it): "
               f"AP {m['AP']:.2f} AP50 {m['AP50']:.2f} AP75 {m['AP75']:.2f}{masks}  [{path}]")
+        report_skipped(res.skipped)
     return 0

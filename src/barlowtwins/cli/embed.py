@@ -6,12 +6,20 @@ import argparse
 import os
 import time
 
-from barlowtwins.cli.common import add_architecture_args, add_device_args, leaves_process_group
+from barlowtwins.cli.common import (
+    add_architecture_args,
+    add_device_args,
+    add_strict_data_arg,
+    check_data,
+    leaves_process_group,
+    report_skipped,
+)
+from barlowtwins.data.bad_files import collect_bad_files
 from barlowtwins.data.datasets import DATASETS, build_dataset
 from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.backbone import load_eval_backbone
 from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, sidecar_paths, write_embeddings
-from barlowtwins.evaluate.features import extract_features
+from barlowtwins.evaluate.features import extract_features_kept
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import on_terminal
 from barlowtwins.runtime.files import check_writable
@@ -45,6 +53,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=None)
     g.add_argument("--split", default="train", help="folder and built-in data sets: which split (default: train)")
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
+    add_strict_data_arg(g)
     o = p.add_argument_group("output")
     o.add_argument("--output", required=True, metavar="FILE", help="embeddings file, e.g. emb.npy")
     o.add_argument("--index-format", default="auto", choices=("auto", "csv", "parquet"),
@@ -70,14 +79,17 @@ def run(args: argparse.Namespace) -> int:
     for key in ("npy", fmt, "meta"):  # the three files it writes: each can be written, before any work
         check_writable(paths[key])
     dataset = build_dataset(args.dataset, args.data_dir, args.split, args.download)
+    check_data(args, dataset)
     setup = setup_from_args(args, args.checkpoint)
     tty = on_terminal()
     t0 = time.time()
     if D.is_main_process() and not tty:
         print(f"embedding {len(dataset)} images with {setup.checkpoint} ...", flush=True)
-    feats, labels = extract_features(setup.backbone, dataset, image_size=setup.image_size, device=setup.device,
-                                     batch_size=args.batch_size, amp_dtype=setup.amp_dtype, mean=setup.mean,
-                                     std=setup.std, workers=args.workers, progress=tty)
+    with collect_bad_files() as bad:  # unreadable files are left out of the embeddings and their index
+        feats, labels, kept = extract_features_kept(setup.backbone, dataset, image_size=setup.image_size,
+                                                    device=setup.device, batch_size=args.batch_size,
+                                                    amp_dtype=setup.amp_dtype, mean=setup.mean, std=setup.std,
+                                                    workers=args.workers, progress=tty)
     if D.is_main_process():
         source = args.checkpoint
         if not source.startswith("torchvision:") and os.path.exists(source):
@@ -87,9 +99,13 @@ def run(args: argparse.Namespace) -> int:
                 "image_size": setup.image_size, "mean": list(setup.mean), "std": list(setup.std),
                 "dataset": args.dataset, "data_dir": os.path.abspath(args.data_dir) if args.data_dir else None,
                 "split": args.split, "preprocessing": "resize to image_size/0.875, centre crop (folders); "
-                                                      "normalised only (in-memory data sets)"}
-        paths = write_embeddings(args.output, feats, index_entries(dataset, args.dataset, args.split), labels, meta,
-                                 args.index_format)
+                                                      "normalised only (in-memory data sets)",
+                "skipped_files": len(bad), "skipped": bad.as_list()}
+        entries = index_entries(dataset, args.dataset, args.split)
+        if len(kept) != len(entries):
+            entries = [entries[i] for i in kept.tolist()]
+        paths = write_embeddings(args.output, feats, entries, labels, meta, args.index_format)
         print(f"wrote {feats.shape[0]} x {feats.shape[1]} float32 embeddings to {paths['npy']} "
               f"(index {paths['index'].name}, metadata {paths['meta'].name}) in {time.time() - t0:.1f} s")
+        report_skipped(bad.as_list())
     return 0

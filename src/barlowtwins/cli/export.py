@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from barlowtwins.errors import BarlowTwinsError
 from barlowtwins.models.backbones import STEMS
 from barlowtwins.weights.formats import EXPORT_FORMATS, export_backbone_file
+from barlowtwins.weights.sources import cli_message
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -29,7 +31,10 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    src, how = export_backbone_file(args.checkpoint, args.format, args.output, image_size=args.image_size,
-                                    backbone=args.backbone, stem=args.stem, width=args.width)
+    try:
+        src, how = export_backbone_file(args.checkpoint, args.format, args.output, image_size=args.image_size,
+                                        backbone=args.backbone, stem=args.stem, width=args.width)
+    except BarlowTwinsError as e:  # the library names its Python arguments; here they are flags
+        raise type(e)(cli_message(str(e))) from None
     print(f"wrote {len(src.state)} tensors from {src.origin} to {args.output} as {how}")
     return 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from barlowtwins.cli.common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
+from barlowtwins.cli.common import (
+    add_backbone_args,
+    add_data_args,
+    check_data,
+    leaves_process_group,
+    report_skipped,
+    resolve_data,
+    setup_backbone,
+)
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.subsets import (
     STANDARD_PERCENTS,
@@ -26,7 +34,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="semi-supervised fine-tuning on 1%% / 10%% of the labels",
                        description="Fine-tune backbone + linear head on a labelled subset (the official recipe: "
                                    "20 epochs, SGD momentum 0.9, batch 256, backbone lr 0.005, head lr 0.5, weight "
-                                   "decay 0, cosine). On ImageNet the standard 1%%/10%% lists are used; on other data "
+                                   "decay 0, cosine). On ImageNet the standard 1%/10% lists are used; on other data "
                                    "a seeded class-balanced subset, or --subset-file. The subset is saved next to the "
                                    "result so the run can be repeated.")
     add_backbone_args(p)
@@ -76,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     val = build_dataset(dataset, data_dir, val_split, args.download)
     indices, how = choose_subset(args, train, args.seed)
     subset = train.subset(indices)
+    check_data(args, subset, val)
     if D.is_main_process():
         write_subset_file(subset_file, train, indices)
         print(f"fine-tuning on {len(subset)} of {len(train)} labelled images: {how}")
@@ -87,4 +96,5 @@ def run(args: argparse.Namespace) -> int:
     if D.is_main_process():
         write_result(result.to_record(), path)
         print(f"finetune {pct}% {dataset} {val_split}: {result.summary()}  [{path}]")
+        report_skipped(result.skipped)
     return 0

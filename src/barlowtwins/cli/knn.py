@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from barlowtwins.cli.common import add_backbone_args, add_data_args, leaves_process_group, resolve_data, setup_backbone
+from barlowtwins.cli.common import (
+    add_backbone_args,
+    add_data_args,
+    check_data,
+    leaves_process_group,
+    report_skipped,
+    resolve_data,
+    setup_backbone,
+)
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.evaluate.protocols import knn_protocol
 from barlowtwins.evaluate.results import result_path, write_result
@@ -47,6 +55,7 @@ def evaluate_knn(args: argparse.Namespace, random_init: bool):
         check_writable(knn_result_path(args, dataset, True))
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
+    check_data(args, train, val)
     result = knn_protocol(setup, train, val, names=(dataset, args.train_split, val_split), k=tuple(args.k),
                           temperature=args.temperature, batch_size=args.batch_size, workers=args.workers)
     if D.is_main_process():
@@ -59,10 +68,13 @@ def evaluate_knn(args: argparse.Namespace, random_init: bool):
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
     pretrained = evaluate_knn(args, random_init=args.random_init)
+    skipped = pretrained.skipped
     if args.compare_random and not args.random_init:
         random = evaluate_knn(args, random_init=True)
+        skipped = list({s["file"]: s for s in skipped + random.skipped}.values())  # the same files: listed once
         if D.is_main_process():
             for k in pretrained.metrics:
                 a, b = pretrained.metrics[k]["top1"], random.metrics[k]["top1"]
                 print(f"kNN {k} top-1: pretrained {a:.2f} vs random init {b:.2f} ({a - b:+.2f} points)")
+    report_skipped(skipped)
     return 0

@@ -8,7 +8,9 @@ from barlowtwins.cli.common import (
     add_backbone_args,
     add_data_args,
     add_linear_protocol_args,
+    check_data,
     leaves_process_group,
+    report_skipped,
     resolve_data,
     setup_backbone,
 )
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(path)  # before any work, not after it
     train = build_dataset(dataset, data_dir, args.train_split, args.download)
     val = build_dataset(dataset, data_dir, val_split, args.download)
+    check_data(args, train, val)
     result = linear_protocol(setup, train, val, names=(dataset, args.train_split, val_split), protocol=args.protocol,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              weight_decay=args.weight_decay, lrs=args.lrs, wds=args.wds, holdout=args.holdout,
@@ -50,4 +53,5 @@ def run(args: argparse.Namespace) -> int:
     if D.is_main_process():
         write_result(result.to_record(), path)
         print(f"linear ({args.protocol}) {dataset} {val_split}: {result.summary()}  [{path}]")
+        report_skipped(result.skipped)
     return 0

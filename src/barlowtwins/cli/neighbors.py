@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
+from barlowtwins.cli.common import add_strict_data_arg, report_skipped
 from barlowtwins.cli.embed import add_model_args, setup_from_args
+from barlowtwins.data.bad_files import collect_bad_files, readable, refuse_unreadable
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.evaluate.embeddings import (
     contact_sheet,
@@ -29,11 +31,19 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="neighbours per query (default: 5)")
     p.add_argument("--sheet", default=None, metavar="PNG", help="write a contact sheet of queries and neighbours")
     add_model_args(p, required=False)
+    add_strict_data_arg(p)
     p.set_defaults(batch_size=64)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    with collect_bad_files() as bad:
+        code = _run(args)
+    report_skipped(bad.as_list())
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ConfigError(f"--k must be at least 1, got {args.k}")
     missing = [q for q in args.query if not Path(q).is_file()]
@@ -42,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.sheet:
         check_writable(args.sheet, "--sheet")  # before any work, not after it
     emb = read_embeddings(args.embeddings)
+    if args.strict_data:
+        refuse_unreadable(list(args.query))
     meta = emb.meta
     # The preprocessing always follows the embeddings file; the architecture too unless --checkpoint names another.
     preprocessing = {"image_size": meta.get("image_size"), "mean": meta.get("mean"), "std": meta.get("std")}
@@ -62,18 +74,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"the backbone at {meta['checkpoint']} changed since {args.embeddings} was written (a "
                           "running pretraining updates it); re-run barlowtwins embed, or pass --checkpoint to query "
                           "with another backbone")
-    queries = embed_image_files(setup, list(args.query), args.batch_size)
+    names = readable(list(args.query), "query images")  # an unreadable query is skipped and counted
+    queries = embed_image_files(setup, names, args.batch_size)
     if queries.shape[1] != emb.features.shape[1]:
         raise ConfigError(f"the backbone gives {queries.shape[1]}-dimensional features but {args.embeddings} holds "
                           f"{emb.features.shape[1]}; pass the --checkpoint it was written with")
     sims, rows = cosine_neighbors(queries, torch.from_numpy(emb.features), args.k)
     found = []
-    for q, s, r in zip(args.query, sims.tolist(), rows.tolist()):
+    for q, s, r in zip(names, sims.tolist(), rows.tolist()):
         print(f"{q}:")
         found.append([(emb.entries[i], score) for i, score in zip(r, s)])
         for rank, (entry, score) in enumerate(found[-1], 1):
             print(f"  {rank}. {score:.4f}  {entry}")
     if args.sheet:
-        path = contact_sheet(list(args.query), found, args.sheet, meta)
+        if args.strict_data:  # the neighbours' files, before the sheet is drawn
+            refuse_unreadable(list(dict.fromkeys(e for f in found for e, _ in f if Path(e).is_file())))
+        path = contact_sheet(names, found, args.sheet, meta)
         print(f"contact sheet: {path}")
     return 0

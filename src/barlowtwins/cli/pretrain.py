@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import yaml
 
+from barlowtwins.data.bad_files import summary_line
 from barlowtwins.runtime import distributed as D
 from barlowtwins.training.autoconfig import fit_to_data
 from barlowtwins.training.config import (
@@ -16,6 +18,7 @@ from barlowtwins.training.config import (
     resolve_values,
 )
 from barlowtwins.training.trainer import pretrain
+from barlowtwins.transforms.spec import CLI_SETTINGS, augment_config
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -32,18 +35,48 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     return p
 
 
+ONE_CHANNEL_DATASETS = ("fashion-mnist",)  # the built-in data sets read as 1-channel images
+
+
+def printed_config(cfg: PretrainConfig) -> str:
+    """The config as YAML with every augmentation field resolved: a field left unset (None: the paper's value
+    adapted to the image size and channels) shows the value the run will use, with a comment that it was derived.
+    The text is valid input for ``--config``."""
+    channels = 1 if cfg.dataset in ONE_CHANNEL_DATASETS else 3
+    aug = augment_config(cfg.image_size, channels, **cfg.augment_overrides())
+    values = cfg.to_dict()
+    derived = [n for n in CLI_SETTINGS if values.get(n) is None]
+    for n in derived:
+        v = getattr(aug, n)
+        values[n] = list(v) if isinstance(v, tuple) else v
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, list):  # one line, as "crop_scale: [0.2, 1.0]"
+            text = f"{key}: " + yaml.safe_dump(value, default_flow_style=True).strip()
+        else:
+            text = yaml.safe_dump({key: value}, sort_keys=False).rstrip("\n")
+        if key in derived:
+            text += f"  # derived from image_size {cfg.image_size}, {channels} channel(s)"
+        lines.append(text)
+    head = (f"# augmentation fields marked 'derived' were not set: they are the paper's values adapted to "
+            f"{cfg.image_size} px, {channels}-channel images\n") if derived else ""
+    return head + "\n".join(lines) + "\n"
+
+
 def run(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
     values = resolve_values(args.preset, args.config, flags)
     cfg, note = fit_to_data(config_from_dict(values), explicit=set(values))  # small images: no ImageNet recipe
     if args.print_config:
-        print((f"# {note}\n" if note else "") + yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+        print((f"# {note}\n" if note else "") + printed_config(cfg), end="")
         return 0
     if note and (D.launcher_env() is None or D.launcher_env().get("rank") == 0):
         print(note, flush=True)
     summary = pretrain(cfg)
     if D.launcher_env() is None or D.launcher_env().get("rank") == 0:
         run_dir = summary["run_dir"]
+        if summary.get("skipped"):  # every unreadable file of this session, named once
+            print(f"warning: {summary_line(summary['skipped'])}", file=sys.stderr)
         if summary["finished"]:
             print(f"pretrained {summary['step']} steps in {summary['minutes']:.1f} min; "
                   f"backbone: {run_dir}/backbone.pth (and .safetensors)")

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from barlowtwins.cli.common import add_backbone_args, add_linear_protocol_args, leaves_process_group, setup_backbone
+from barlowtwins.cli.common import (
+    add_backbone_args,
+    add_linear_protocol_args,
+    add_strict_data_arg,
+    check_data,
+    leaves_process_group,
+    report_skipped,
+    setup_backbone,
+)
 from barlowtwins.data.transfer import TRANSFER_DATASETS, build_transfer_dataset, transfer_spec
 from barlowtwins.evaluate.protocols import linear_protocol, svm_protocol
 from barlowtwins.evaluate.results import result_path, write_result
@@ -29,6 +37,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     g.add_argument("--image-root", default=None, help="places205: folder of the images if not under --data-dir")
     g.add_argument("--train-split", default=None, help="default: the data set's (see --dataset)")
     g.add_argument("--val-split", default=None, help="default: the data set's (see --dataset)")
+    add_strict_data_arg(g)
     g = p.add_argument_group("protocol")
     add_linear_protocol_args(g, protocol_help="linear data sets only. ")
     return p
@@ -45,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     setup = setup_backbone(args)
     train = build_transfer_dataset(args.dataset, args.data_dir, train_split, args.image_root)
     val = build_transfer_dataset(args.dataset, args.data_dir, val_split, args.image_root)
+    check_data(args, train, val)
     names = (args.dataset, train_split, val_split)
     if spec.protocol == "svm":
         result = svm_protocol(setup, train, val, names=names, batch_size=args.batch_size, workers=args.workers)
@@ -55,4 +65,5 @@ def run(args: argparse.Namespace) -> int:
     if D.is_main_process():
         write_result(result.to_record(), path)
         print(f"transfer ({result.protocol}) {args.dataset} {val_split}: {result.summary()}  [{path}]")
+        report_skipped(result.skipped)
     return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from barlowtwins.data.images import IMAGE_EXTENSIONS, is_image_file, read_image
+from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key, read_image
 from barlowtwins.errors import DataError
 from barlowtwins.runtime.registry import Registry
 
@@ -227,17 +227,17 @@ def labelled_folder(root: str | os.PathLike, split: str | None = "train",
     if not folder.is_dir():
         hint = f" (expected {base}/{split}/<class>/<image>, the ImageNet layout)" if split else ""
         raise DataError(f"data folder {folder} does not exist{hint}; check --data-dir")
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(folder / n))
     if not classes:
         raise DataError(f"data folder {folder} has no class sub-folders; put images in {folder}/<class>/, "
                         "or use --dataset images for unlabelled images")
     files, labels = [], []
     for label, cls in enumerate(classes):
-        for dirpath, _, names in os.walk(folder / cls, followlinks=True):
-            for n in sorted(names):
-                if is_image_file(n):
-                    files.append(os.path.join(dirpath, n))
-                    labels.append(label)
+        # Each class is walked by itself (a folder two classes link to counts in both); a link back to the
+        # split folder is not followed (it would list the other classes' images under this one).
+        found = find_image_files(folder / cls, seen={folder_key(folder)})
+        files += found
+        labels += [label] * len(found)
     if not files:
         raise DataError(f"data folder {folder} has class folders but no images "
                         f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
@@ -256,10 +256,7 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> 
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist; check --data-dir")
-    files = []
-    for dirpath, dirnames, names in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [os.path.join(dirpath, n) for n in sorted(names) if is_image_file(n)]
+    files = find_image_files(folder)
     if not files:
         raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)")
     return ImageFiles(files, [-1] * len(files), (), str(folder), transform)

@@ -14,7 +14,11 @@ Three paths, one contract (`DataPath`):
 - ``cpu`` (the default for folders without a GPU): each loader worker reads a file once and makes both views
   whole with PIL (`transforms.pil`), so every core works; the device only normalises.
 - ``device`` (the default for folders with a GPU): workers read bytes; JPEGs are decoded in batches on the
-  device, cropped, resized and coloured there (`transforms.device`, its `OPS`).
+  device, cropped, resized and coloured there (`transforms.device`, its `OPS`). A batch's bytes travel as one
+  uint8 tensor with offsets. JPEGs nvJPEG cannot decode (CMYK, 12-bit, lossless, arithmetic-coded) or over
+  PIL's pixel cap, and other formats, are decoded by PIL in the workers; a JPEG the device decoder still
+  refuses is decoded by PIL here. The decoder is checked against PIL once per process (a torchvision without
+  it: the cpu path, with one warning line); device errors (out of memory) stop the run.
 
 On every path the parameters of a view are `transforms.params.view_params` of (seed, step, position in the
 global batch), so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
@@ -33,16 +37,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from barlowtwins.data.bad_files import collecting, note_unreadable, short_reason
 from barlowtwins.data.datasets import is_in_memory
-from barlowtwins.data.images import first_decodable, is_jpeg, read_image, scan_images, unreadable
+from barlowtwins.data.images import first_decodable, is_jpeg, read_file_bytes, read_image, scan_images
 from barlowtwins.data.sampling import BatchStream, GlobalBatchSampler, default_workers
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.runtime.hardware import to_device
 from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.device import OPS as DEVICE_OPS
-from barlowtwins.transforms.device import decode_batch
+from barlowtwins.transforms.device import check_device_decoder, decode_batch
 from barlowtwins.transforms.hue_shift import tables
 from barlowtwins.transforms.params import sample_uniforms, sample_views_from, view_params
 from barlowtwins.transforms.pil import draft_size, two_views
@@ -100,6 +106,9 @@ def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, r
     """The pretraining data path for ``dataset``: ``batch_size`` is per rank; see the module docstring."""
     device = torch.device(device)
     kind = choose_data_path(data_path, dataset, device)
+    if kind == DevicePath.kind and (why := check_device_decoder(device)) is not None:
+        print(f"warning: {why}; using --data-path cpu instead", file=sys.stderr, flush=True)
+        kind = CpuPath.kind
     cls = MemoryPath if kind == MemoryPath.kind else DATA_PATHS[kind].cls
     return cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
                workers=workers, strict=strict)
@@ -142,8 +151,11 @@ class DataPath:
             path, _, reason = entry.partition("\t")
             if path and path not in self.skipped:
                 self.skipped[path] = reason
-                print(f"warning: skipping unreadable image {path} ({reason}); the next readable file is used "
-                      "in its place (--strict-data makes this an error)", file=sys.stderr, flush=True)
+                if collecting():  # a command lists every bad file once, at its end
+                    note_unreadable(path, short_reason(reason))
+                else:
+                    print(f"warning: skipping unreadable image {path} ({reason}); the next readable file is used "
+                          "in its place (--strict-data makes this an error)", file=sys.stderr, flush=True)
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
         raise NotImplementedError
@@ -244,20 +256,61 @@ class _PilViews(_FileSamples):
         return out
 
 
+# SOF markers nvJPEG decodes: baseline (C0), extended 8-bit Huffman (C1), progressive (C2). Lossless (C3,
+# C7, CB, CF), arithmetic-coded (C9-CB, CD-CF) and hierarchical (C5-C7, CD-CF) JPEGs, 12-bit samples and
+# CMYK/YCCK (4 components) go to PIL in the worker instead.
+_DEVICE_SOF = (0xC0, 0xC1, 0xC2)
+_ALL_SOF = tuple(m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(SOF marker, sample precision, height, width, components) of a JPEG's frame header, read from the
+    bytes without decoding; None when no frame header is found (the decoder then reports the file)."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2: i + 4], "big")
+        if marker in _ALL_SOF:
+            if i + 10 > n:
+                return None
+            return (marker, data[i + 4], int.from_bytes(data[i + 5: i + 7], "big"),
+                    int.from_bytes(data[i + 7: i + 9], "big"), data[i + 9])
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def device_decodable(data: bytes) -> bool:
+    """True when nvJPEG can decode these JPEG bytes and PIL's pixel cap (``Image.MAX_IMAGE_PIXELS``, which
+    the device decoder ignores) allows them; the others are decoded by PIL (`read_image`: the cap applies)."""
+    header = jpeg_header(data)
+    if header is None:
+        return True  # no readable frame header: the decoder refuses it, and the file is handled then
+    sof, precision, h, w, components = header
+    cap = Image.MAX_IMAGE_PIXELS
+    return sof in _DEVICE_SOF and precision == 8 and components in (1, 3) and not (cap and h * w > cap)
+
+
 class _Bytes(_FileSamples):
-    """Worker side of the device path: ``(index, step, position)`` -> the file's bytes (JPEG), or the decoded
-    (3, H, W) uint8 image for other formats (decoded here, on the CPU)."""
+    """Worker side of the device path: ``(index, step, position)`` -> the file's bytes (a JPEG nvJPEG can
+    decode), or the decoded (3, H, W) uint8 image (other formats, and JPEGs nvJPEG cannot decode: decoded here,
+    on the CPU, with PIL)."""
 
     def __getitem__(self, key):
         i, step, pos = key
 
         def read(path):
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-            except OSError as e:  # a file that vanished or cannot be read is skipped like a corrupt one
-                raise unreadable(path, e) from None
-            if is_jpeg(data):
+            data = read_file_bytes(path)  # transient storage errors retried; a vanished file is a DataError
+            if is_jpeg(data) and device_decodable(data):
                 return True, torch.frombuffer(bytearray(data), dtype=torch.uint8)
             img = read_image(data, name=path)
             return False, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
@@ -267,12 +320,30 @@ class _Bytes(_FileSamples):
 
 
 def _collate_bytes(samples):
+    """The device path's batch: the JPEG bytes of all samples in ONE uint8 tensor (one shared-memory file per
+    batch, not one per sample), ``offsets`` (n_jpeg + 1,) int64 delimiting each file's bytes in sample order,
+    and the CPU-decoded (3, H, W) uint8 images of the other samples (None for JPEG samples). Not pinned: the
+    decoder reads the bytes on the host."""
     encoded, data, idx, step, pos, note = zip(*samples)
-    return {"encoded": list(encoded), "data": list(data), "index": torch.tensor(idx), "step": torch.tensor(step),
-            "position": torch.tensor(pos), "skipped": list(note)}
+    jpegs = [d for e, d in zip(encoded, data) if e]
+    offsets = torch.zeros(len(jpegs) + 1, dtype=torch.int64)
+    if jpegs:
+        offsets[1:] = torch.tensor([len(d) for d in jpegs]).cumsum(0)
+    return {"encoded": list(encoded), "bytes": torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
+            "offsets": offsets, "images": [None if e else d for e, d in zip(encoded, data)],
+            "index": torch.tensor(idx), "step": torch.tensor(step), "position": torch.tensor(pos),
+            "skipped": list(note)}
+
+
+def batch_jpegs(batch: dict) -> list[torch.Tensor]:
+    """The JPEG bytes of a `_collate_bytes` batch, one 1-D uint8 view of ``bytes`` per JPEG sample."""
+    o = batch["offsets"].tolist()
+    return [batch["bytes"][o[k]: o[k + 1]] for k in range(len(o) - 1)]
 
 
 class _FilePath(DataPath):
+    pin = True  # the loader pins its batches for asynchronous copies to CUDA
+
     def __init__(self, dataset, aug, **kw):
         super().__init__(dataset, aug, **kw)
         self.files = list(dataset.files)
@@ -302,7 +373,7 @@ class _FilePath(DataPath):
             self._sampler = _StepBatches(self.order, self.batch_size, self.rank, epoch, start)
             self._data_loader = DataLoader(
                 make_samples(), batch_sampler=self._sampler, num_workers=self.workers,
-                pin_memory=self.device.type == "cuda", collate_fn=collate,
+                pin_memory=self.device.type == "cuda" and self.pin, collate_fn=collate,
                 prefetch_factor=4 if self.workers > 0 else None, persistent_workers=self.workers > 0,
                 worker_init_fn=_ignore_stop_signals if self.workers > 0 else None)
         self._generation = getattr(self, "_generation", 0) + 1
@@ -371,6 +442,7 @@ class DevicePath(_FilePath):
     """Files, read as bytes in the workers; JPEG decode, crops and colour batched on the device."""
 
     kind = "device"
+    pin = False  # nvJPEG reads the bytes on the host: pinning them would only cost time
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
         samples = lambda: _Bytes(self.files, self.aug, self.seed, self.strict)  # noqa: E731
@@ -379,19 +451,29 @@ class DevicePath(_FilePath):
             yield batch, self.labels[batch["index"]], batch["index"]
 
     def decode(self, batch: dict) -> list[torch.Tensor]:
-        """The batch's images as (3, H_i, W_i) uint8 on the device; undecodable JPEGs replaced by the next
-        readable file (decoded on the CPU)."""
+        """The batch's images as (3, H_i, W_i) uint8 on the device. A JPEG the device decoder refuses is
+        decoded by PIL (the CPU path's decoder) and used as is; only a file PIL cannot read either is replaced
+        by the next readable file, with a warning."""
         jpeg = [k for k, e in enumerate(batch["encoded"]) if e]
-        images = [d.to(self.device, non_blocking=True) if not e else None
-                  for e, d in zip(batch["encoded"], batch["data"])]
-        decoded, errors = decode_batch([batch["data"][k] for k in jpeg], self.device)
+        encoded = batch_jpegs(batch)
+        images = [d.to(self.device, non_blocking=True) if d is not None else None for d in batch["images"]]
+        decoded, errors = decode_batch(encoded, self.device)
         failures = iter(errors)
-        for k, img in zip(jpeg, decoded):
+        for j, (k, img) in enumerate(zip(jpeg, decoded)):
             if img is None:
-                images[k] = self._replacement(int(batch["index"][k]), next(failures))
+                images[k] = self._cpu_decode(int(batch["index"][k]), encoded[j], next(failures))
             else:
                 images[k] = img
         return images
+
+    def _cpu_decode(self, i: int, data: torch.Tensor, reason: str) -> torch.Tensor:
+        """A JPEG refused by the device decoder, decoded by PIL; if PIL cannot read it either, the next
+        readable file (the CPU path's rule)."""
+        try:
+            img = read_image(data.numpy().tobytes(), name=self.files[i])
+        except DataError as e:
+            return self._replacement(i, f"{reason}; {getattr(e, 'reason', e)}")
+        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
 
     def _replacement(self, i: int, reason: str) -> torch.Tensor:
         path = self.files[i]

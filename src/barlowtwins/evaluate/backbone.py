@@ -9,10 +9,11 @@ from pathlib import Path
 import torch
 
 from barlowtwins.errors import ConfigError
-from barlowtwins.evaluate.features import cached_features
+from barlowtwins.evaluate.features import cached_features_kept
 from barlowtwins.models.backbones import create_backbone
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.hardware import autocast_dtype, select_device
+from barlowtwins.runtime.memory_format import use_channels_last
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
@@ -42,11 +43,19 @@ class EvalSetup:
 
     def features(self, dataset, dataset_name: str, split: str, *, mirror: bool = False, batch_size: int = 256,
                  workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen features of ``dataset`` (cached in ``cache_dir`` and reused when possible)."""
+        """Frozen features of ``dataset`` (cached in ``cache_dir`` and reused when possible); the rows of unreadable
+        files are left out (see `features_kept`)."""
+        f, y, _ = self.features_kept(dataset, dataset_name, split, mirror=mirror, batch_size=batch_size,
+                                     workers=workers)
+        return f, y
+
+    def features_kept(self, dataset, dataset_name: str, split: str, *, mirror: bool = False, batch_size: int = 256,
+                      workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`features` and the data set index of each row."""
         key = {"checkpoint": self.checkpoint_sha256 or self.checkpoint, "arch": self.describe()["backbone"],
                "dataset": dataset_name, "split": split, "image_size": self.image_size, "mean": list(self.mean),
                "std": list(self.std)}
-        return cached_features(self.backbone, dataset, key=key, cache_dir=self.cache_dir, mirror=mirror,
+        return cached_features_kept(self.backbone, dataset, key=key, cache_dir=self.cache_dir, mirror=mirror,
                                progress=True, **self.feature_kwargs(workers, batch_size))
 
     def describe(self) -> dict:
@@ -85,7 +94,7 @@ def load_eval_backbone(checkpoint: str | None, *, random_init: bool = False, bac
             print(f"loaded {loaded} backbone tensors from {src.origin}")
     dev = select_device(device, info.local_rank)
     net.to(dev)
-    if dev.type != "mps":
+    if use_channels_last(net, dev):
         net.to(memory_format=torch.channels_last)
     origin = (src.origin if src else "random init") + (" [random init]" if src and random_init else "")
     if cache_dir == "auto":

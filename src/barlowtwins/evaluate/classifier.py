@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2 as T
 
+from barlowtwins.data.bad_files import ReadableBatches, skipped_indices
 from barlowtwins.data.datasets import is_in_memory
-from barlowtwins.data.sampling import BatchStream
+from barlowtwins.errors import DataError
 from barlowtwins.evaluate.features import eval_transform, normalize, prepare_batch
 from barlowtwins.evaluate.knn import topk_accuracy
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
+from barlowtwins.runtime.memory_format import is_channels_last
 from barlowtwins.transforms.params import generator_uniforms, params_from_uniforms
 from barlowtwins.transforms.spec import augment_config, run_ops
 from barlowtwins.transforms.tensor import OPS, to_float_rgb
@@ -58,16 +60,17 @@ def train_transform(image_size: int, crop_scale=(0.08, 1.0)) -> T.Compose:
                       T.RandomHorizontalFlip()])
 
 
-def _train_batch(images, run: ClassifierRun, in_memory: bool, g: torch.Generator) -> torch.Tensor:
+def _train_batch(images, run: ClassifierRun, in_memory: bool, g: torch.Generator,
+                 channels_last: bool = True) -> torch.Tensor:
     if not in_memory:  # already cropped in the workers
-        return prepare_batch(images, run.image_size, run.device, run.mean, run.std)
+        return prepare_batch(images, run.image_size, run.device, run.mean, run.std, channels_last=channels_last)
     x = to_float_rgb(images.to(run.device, non_blocking=True))  # (B, 3, H, W) in [0, 1]
     n, _, h, w = x.shape
     # The crop and flip of the pretraining views (their parameters and ops), bilinear as the linear protocol's.
     aug = augment_config(run.image_size, crop_scale=run.crop_scale, interpolation="bilinear")
     p = params_from_uniforms(generator_uniforms(g, n, k=aug.spec.num_uniforms), aug, 0, h, w, ops=("crop", "flip"))
     x = normalize(run_ops(OPS, x, p, aug, kind="geometry"), run.mean, run.std)
-    return x.contiguous(memory_format=torch.channels_last) if run.device.type != "mps" else x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and run.device.type != "mps" else x
 
 
 def lr_factor(run: ClassifierRun, epoch: int) -> float:
@@ -86,20 +89,33 @@ def evaluate_classifier(backbone: nn.Module, head: nn.Module, dataset, run: Clas
     backbone_mode, head_mode = backbone.training, head.training
     backbone.eval()
     head.eval()
-    stream = BatchStream(dataset, batch_size, shuffle=False, drop_last=False, rank=D.rank(),
-                         world_size=D.world_size(), workers=run.workers, pin_memory=run.device.type == "cuda",
-                         transform=None if is_in_memory(dataset) else eval_transform(run.image_size))
+    stream = ReadableBatches(dataset, batch_size, shuffle=False, rank=D.rank(), world_size=D.world_size(),
+                             workers=run.workers, pin_memory=run.device.type == "cuda",
+                             transform=None if is_in_memory(dataset) else eval_transform(run.image_size))
     logits, labels, indices = [], [], []
     for images, y, idx in stream.epoch(0):
-        x = prepare_batch(images, run.image_size, run.device, run.mean, run.std)
+        x = prepare_batch(images, run.image_size, run.device, run.mean, run.std,
+                          channels_last=is_channels_last(backbone))
         with autocast(run.device, run.amp_dtype):
             logits.append(head(backbone(x)).float())
         labels.append(torch.as_tensor(y).to(run.device))
         indices.append(torch.as_tensor(idx).to(run.device))
-    out, y, idx = torch.cat(logits), torch.cat(labels), torch.cat(indices)
     if D.world_size() > 1:
-        out = D.gather_by_index(out, idx, len(dataset))
-        y = D.gather_by_index(y, idx, len(dataset))
+        # A skipped sample: a flagged row, so that every index is accounted for; flagged rows are left out.
+        bad = skipped_indices(stream.skipped).to(run.device)
+        width = logits[0].shape[1] if logits else int(head.out_features)
+        out = torch.cat(logits + [torch.zeros(len(bad), width, device=run.device)])
+        y = torch.cat(labels + [torch.full((len(bad),), -1, dtype=torch.int64, device=run.device)])
+        ok = torch.cat([torch.ones(len(i), dtype=torch.uint8, device=run.device) for i in indices]
+                       + [torch.zeros(len(bad), dtype=torch.uint8, device=run.device)])
+        idx = torch.cat(indices + [bad])
+        ok = D.gather_by_index(ok, idx, len(dataset)).bool()
+        out = D.gather_by_index(out, idx, len(dataset))[ok]
+        y = D.gather_by_index(y.to(torch.int64), idx, len(dataset))[ok]
+    else:
+        if not logits:
+            raise DataError("none of the image files of the evaluation split can be read; check that they are images")
+        out, y = torch.cat(logits), torch.cat(labels)
     backbone.train(backbone_mode)
     head.train(head_mode)
     return topk_accuracy(out.cpu(), y.cpu())
@@ -112,9 +128,10 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
     if run.batch_size % world:
         raise ValueError(f"--batch-size {run.batch_size} must divide evenly over {world} processes")
     in_memory = is_in_memory(train_set)
-    stream = BatchStream(train_set, run.batch_size // world, shuffle=True, drop_last=False, seed=run.seed,
-                         rank=D.rank(), world_size=world, workers=run.workers, pin_memory=run.device.type == "cuda",
-                         transform=None if in_memory else train_transform(run.image_size, run.crop_scale))
+    stream = ReadableBatches(train_set, run.batch_size // world, shuffle=True, seed=run.seed, rank=D.rank(),
+                             world_size=world, workers=run.workers, pin_memory=run.device.type == "cuda",
+                             transform=None if in_memory else train_transform(run.image_size, run.crop_scale),
+                             lockstep_device=run.device)
     if len(stream) == 0:
         raise ValueError("the training set is empty")
     for group in param_groups:
@@ -153,7 +170,7 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
         t0, loss_sum, seen = time.time(), torch.zeros((), device=run.device), 0
         for images, y, _ in stream.epoch(epoch):
             g = torch.Generator().manual_seed((run.seed * 1_000_003 + step) * 8_191 + D.rank())
-            x = _train_batch(images, run, in_memory, g)
+            x = _train_batch(images, run, in_memory, g, channels_last=is_channels_last(backbone))
             y = torch.as_tensor(y).to(run.device, non_blocking=True)
             logits = forward(x)
             loss = F.cross_entropy(logits.float(), y)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from barlowtwins.data.bad_files import note_unreadable, short_reason
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.images import read_image
 from barlowtwins.errors import BarlowTwinsError, ConfigError, DataError
@@ -31,6 +32,7 @@ from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, creat
 from barlowtwins.runtime.files import atomic_write, write_text_atomic
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import autocast
+from barlowtwins.runtime.memory_format import is_channels_last
 
 INDEX_FORMATS = ("auto", "csv", "parquet")
 
@@ -271,16 +273,22 @@ def embed_image_files(setup, files: list[str], batch_size: int = 64) -> torch.Te
     out = []
     for i in range(0, len(files), batch_size):
         images = torch.stack([tf(read_image(f)) for f in files[i:i + batch_size]])  # uint8 (B, 3, S, S)
-        x = prepare_batch(images, setup.image_size, setup.device, setup.mean, setup.std)
+        x = prepare_batch(images, setup.image_size, setup.device, setup.mean, setup.std,
+                          channels_last=is_channels_last(setup.backbone))
         with autocast(setup.device, setup.amp_dtype):
             out.append(setup.backbone(x).float().cpu())
     return torch.cat(out)
 
 
 def _thumbnail(entry: str, meta: dict, size: int, datasets: dict):
-    """A square RGB thumbnail of an index entry (a file, or an image of an in-memory data set)."""
+    """A square RGB thumbnail of an index entry (a file, or an image of an in-memory data set); None for a file
+    that cannot be read (skipped and counted, `barlowtwins.data.bad_files`)."""
     if os.path.isfile(entry):
-        img = read_image(entry)
+        try:
+            img = read_image(entry)
+        except DataError as e:  # unreadable since it was embedded: skipped, its cell left grey
+            note_unreadable(entry, short_reason(getattr(e, "reason", None) or str(e)))
+            return None
     else:
         parts = entry.rsplit(":", 2)
         if len(parts) != 3 or not parts[2].isdigit():
@@ -311,7 +319,10 @@ def contact_sheet(queries: list[str], neighbors: list[list[tuple[str, float]]], 
         cells = [(q, "query")] + [(e, f"{s:.3f}") for e, s in found]
         for c, (entry, label) in enumerate(cells):
             x = pad + c * (thumb + pad)
-            sheet.paste(_thumbnail(entry, meta or {}, thumb, cache), (x, y))
+            tile = _thumbnail(entry, meta or {}, thumb, cache)
+            if tile is None:
+                tile, label = Image.new("RGB", (thumb, thumb), (160, 160, 160)), "unreadable"
+            sheet.paste(tile, (x, y))
             draw.text((x + 2, y + thumb + 1), label, fill=(200, 0, 0) if c == 0 else (0, 0, 0))
     out = Path(output)
     atomic_write(out, lambda tmp: sheet.save(tmp, format="PNG"))

@@ -12,6 +12,7 @@ function takes ``(setup, train, val, names, options: LinearOptions)`` and return
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from barlowtwins.data.bad_files import collect_bad_files
 from barlowtwins.data.datasets import ClassAlignment, align_classes
 from barlowtwins.evaluate.backbone import EvalSetup
 from barlowtwins.evaluate.classifier import ClassifierRun, assert_unchanged, new_linear_head, snapshot, train_classifier
@@ -38,6 +40,17 @@ def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metric
                       seconds=time.time() - t0, extra={**counts, **setup.describe(), **classes})
 
 
+def counts_bad_files(protocol):
+    """A protocol whose `EvalResult` lists the unreadable files skipped while it ran (each once)."""
+    @functools.wraps(protocol)
+    def wrapper(*args, **kwargs) -> EvalResult:
+        with collect_bad_files() as bad:
+            result = protocol(*args, **kwargs)
+        result.skipped = bad.as_list()
+        return result
+    return wrapper
+
+
 def aligned(train, val, names: tuple[str, str, str]):
     """``(val on the training split's class numbering, ClassAlignment)``; each mismatch is one warning line on
     stderr (see `barlowtwins.data.datasets.align_classes`)."""
@@ -53,6 +66,7 @@ def _num_classes(train, *labels: torch.Tensor) -> int:
     return max([len(getattr(train, "classes", None) or [])] + [int(y.max()) + 1 for y in labels if len(y)])
 
 
+@counts_bad_files
 def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k=(20, 200),
                  temperature: float = 0.07, batch_size: int = 256, workers: int | None = None) -> EvalResult:
     """Weighted kNN on frozen, L2-normalised features; metrics per k: ``{"k=20": {"top1", "top5"}, ...}``."""
@@ -124,6 +138,7 @@ def linear_protocol_spec(name: str) -> LinearProtocol:
     return LINEAR_PROTOCOLS.lookup(name)
 
 
+@counts_bad_files
 def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], protocol: str = "fast",
                     prefix: str = "linear", epochs: int | None = None, batch_size: int = 256, lr: float = 0.3,
                     weight_decay: float = 1e-6, lrs=None, wds=None, holdout: float = 0.1, flip: bool = False,
@@ -144,21 +159,30 @@ def linear_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str]
     return _result(setup, f"{prefix}-{protocol}", names, metrics, hyper, t0, alignment, **extra)
 
 
+@counts_bad_files
 def svm_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], batch_size: int = 256,
                  workers: int | None = None) -> EvalResult:
     """VOC07: per-class linear SVMs on L2-normalised frozen features (cost by 3-fold CV), mAP on the test split."""
 
     t0 = time.time()
     kw = dict(batch_size=batch_size, workers=workers)
-    ftr, _ = setup.features(train, names[0], names[1], **kw)
-    fte, _ = setup.features(val, names[0], names[2], **kw)
-    res = voc07_svm_map(ftr, train.targets, fte, val.targets, device=setup.device)
+    ftr, _, ktr = setup.features_kept(train, names[0], names[1], **kw)
+    fte, _, kte = setup.features_kept(val, names[0], names[2], **kw)
+    res = voc07_svm_map(ftr, _rows(train.targets, ktr), fte, _rows(val.targets, kte), device=setup.device)
     hyper = {"classifier": "linear SVM per class (squared hinge, positive weight 2)", "cv_folds": 3,
              "chosen_costs": res["costs"], "per_class_AP": res["per_class_AP"], "features": "L2-normalised"}
     return _result(setup, "transfer-svm", names, {"mAP": res["mAP"]}, hyper, t0, num_train=len(train),
                    num_test=len(val))
 
 
+def _rows(targets, kept: torch.Tensor):
+    """The targets of the kept samples (the rows of unreadable files left out, as their features are)."""
+    if len(kept) == len(targets):
+        return targets
+    return targets[kept.numpy()] if hasattr(targets, "shape") else [targets[i] for i in kept.tolist()]
+
+
+@counts_bad_files
 def finetune_protocol(setup: EvalSetup, subset, val, *, names: tuple[str, str, str], num_classes: int,
                       train_percent: float, subset_description: str, epochs: int = 20, batch_size: int = 256,
                       lr_backbone: float = 0.005, lr_head: float = 0.5, weight_decay: float = 0.0,

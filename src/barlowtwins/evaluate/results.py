@@ -96,11 +96,17 @@ class EvalResult:
     train_split: str | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)  # counts (num_train, num_test) and the backbone's description
+    skipped: list = field(default_factory=list)  # unreadable files left out: [{"file": ..., "reason": ...}]
+
+    @property
+    def skipped_files(self) -> int:
+        return len(self.skipped)
 
     def to_record(self) -> dict:
         return {"protocol": self.protocol, "dataset": self.dataset, "split": self.split,
                 "train_split": self.train_split, "hyperparameters": self.hyperparameters, "metrics": self.metrics,
-                "seconds": self.seconds, **self.extra}
+                "seconds": self.seconds, **self.extra, "skipped_files": len(self.skipped),
+                "skipped": list(self.skipped)}
 
     def groups(self) -> dict[str, dict[str, float]]:
         return metric_groups(self.metrics)
@@ -108,8 +114,10 @@ class EvalResult:
     def summary(self) -> str:
         """``top-1 71.20 top-5 90.10`` (or ``k=20: top-1 ... | k=200: ...``; ``AP 40.10 AP50 60.20 ...``)."""
         parts = []
+        n_classes = len(self.extra.get("classes") or [])
+        trivial_top5 = 0 < n_classes <= 5  # top-5 of 5 classes or fewer is 100 by construction: not shown
         for setting, m in self.groups().items():
-            text = " ".join(f"{_label(k)} {_fmt(m[k])}" for k in _ordered(m))
+            text = " ".join(f"{_label(k)} {_fmt(m[k])}" for k in _ordered(m) if not (trivial_top5 and k == "top5"))
             parts.append(f"{setting}: {text}" if setting else text)
         return " | ".join(parts)
 

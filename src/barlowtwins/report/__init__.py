@@ -30,7 +30,7 @@ from barlowtwins.report.html import RESULTS_HEAD, figure, note, page, result_row
 from barlowtwins.report.runs import RunData, load_run
 from barlowtwins.runtime.files import check_writable, write_bytes_atomic, write_text_atomic
 
-__all__ = ["ASSETS_MARKER", "ReportResult", "RunData", "asset_folder", "build_report", "load_run"]
+__all__ = ["ASSETS_MARKER", "ReportResult", "RunData", "asset_folder", "build_report", "describe_images", "load_run"]
 
 ASSETS_MARKER = ".barlowtwins-report"
 
@@ -86,6 +86,22 @@ def _mark(files: Path, figures: list[str]) -> None:
         {"written_by": "barlowtwins report", "figures": sorted(figures)}, indent=1) + "\n")
 
 
+HELD_OUT = ("test", "val", "validation")
+
+
+def describe_images(diags) -> str:
+    """What the diagnostics saw, in words true to the data: held-out only for a held-out split."""
+    parts = []
+    for d in diags:
+        if d is None:
+            continue
+        split = str(d.split or "")
+        kind = "held-out" if split in HELD_OUT else "training"
+        words = plots.images_phrase(d.samples, split)
+        parts.append(f"{words}, {kind} data" if split not in HELD_OUT else f"{words} ({kind})")
+    return "; ".join(dict.fromkeys(parts)) or "the run's images"
+
+
 def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics: bool = True, samples: int = 512,
                  device: str = "cpu", map_method: str = "auto", title: str | None = None) -> ReportResult:
     """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written.
@@ -129,6 +145,11 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
         result.figures[fig_id] = path
         return figure(fig_id, png, caption)
 
+    points = min((len(r.series("loss")[1]) for r in runs if r.series("loss")[1]), default=0)
+    few = (f" Only {points} logged point(s) per curve: the run logged every --log-every steps; a lower "
+           "--log-every draws finer curves." if 0 < points < 5 else "")
+    seen = describe_images(diags)
+
     def section(items) -> list[str]:
         parts = []
         for fig_id, f, caption, missing in items:
@@ -142,8 +163,9 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
     training = read_notes + section([
         ("loss", plots.loss_figure(runs), "Loss and its two terms per log window (log scale). Thousands at the "
          "start is normal: with D embedding dimensions the on-diagonal term starts near D and the off-diagonal "
-         "sum near D²/N.", "no step records in metrics.jsonl yet"),
-        ("lr", plots.lr_figure(runs), "Learning rate of the weights: warm-up then cosine.", None),
+         "sum near D²/N." + few, "no step records in metrics.jsonl yet"),
+        ("lr", plots.lr_figure(runs), "Learning rate of the weights: dots are the logged "
+         "values, the line the schedule at every step (linear warm-up, then cosine)." + few, None),
         ("throughput", plots.throughput_figure(runs), "Images per second over all processes.", None),
         ("data_wait", plots.data_wait_figure(runs), "Host time spent waiting for the next batch, as a share of each "
          "log window. Near 0: data is always ready. High: the data pipeline limits the speed (more --workers, "
@@ -159,15 +181,18 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
         correlation += section([(f"correlation-{_slug(r.name)}", plots.correlation_figure(r),
                                  "Blue −1, white 0, red +1: a good run approaches the identity.", None)])
     collapse = section([
-        ("spectrum", plots.spectrum_figure(runs, diags), "Singular values of the centred held-out embeddings and "
-         "features, normalised by the largest. A collapsed run drops by orders of magnitude after a few "
-         "dimensions; RankMe (effective rank) counts the directions used.", None),
+        ("spectrum", plots.spectrum_figure(runs, diags), f"Singular values of the centred embeddings and features of "
+         f"{seen}, normalised by the largest. A collapsed run drops by orders of magnitude after a few "
+         "dimensions; RankMe (effective rank) counts the directions used. With N images and D > N dimensions "
+         "there are at most N − 1 directions: the dotted line marks N, and the drop there is not collapse.", None),
         ("std", plots.std_figure(runs, diags), "Per-dimension standard deviation after L2 normalisation: near 0 "
          "means collapse; spread embeddings sit near 1/√D.", None),
     ])
     for r, d in zip(runs, diags):
         collapse += section([(f"map-{_slug(r.name)}", plots.map_figure(r, d),
-                              "2-D map of held-out backbone features (coloured by label when the data has labels).",
+                              f"2-D map of the backbone features of {describe_images([d])} "
+                              + ("(coloured by label)." if d is not None and d.labels is not None
+                                 else "(no labels known for these images, so one colour)."),
                               None)])
     if not any(diags):
         collapse.append(note("collapse diagnostics need the run's checkpoint and data: "

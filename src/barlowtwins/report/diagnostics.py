@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import yaml
 
+from barlowtwins.data.bad_files import collect_bad_files, refuse_unreadable_in, warn_uncollected
 from barlowtwins.data.datasets import build_dataset, default_val_split, image_folder
 from barlowtwins.errors import BarlowTwinsError, DataError
 from barlowtwins.evaluate.collapse import effective_rank, rankme, singular_values
@@ -53,6 +54,11 @@ class Diagnostics:
     labels: np.ndarray | None  # (N,) or None when the data has no labels
     class_names: list[str]
     weights: str  # which file the weights came from
+    skipped: list = dataclasses.field(default_factory=list)  # unreadable images left out: [{"file", "reason"}]
+
+    @property
+    def skipped_files(self) -> int:
+        return len(self.skipped)
 
 
 def centred_singular_values(z: torch.Tensor) -> np.ndarray:
@@ -119,8 +125,11 @@ def _held_out(cfg, samples: int):
 
 
 def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu", map_method: str = "auto",
-                    seed: int = 0) -> Diagnostics:
-    """Load the run's network (``checkpoint.pth``, else ``backbone.pth`` without projector) and measure it."""
+                    seed: int = 0, strict_data: bool = False) -> Diagnostics:
+    """Load the run's network (``checkpoint.pth``, else ``backbone.pth`` without projector) and measure it.
+
+    An unreadable image among the samples is skipped (`barlowtwins.data.bad_files`): counted in ``skipped`` and
+    listed in one warning line; ``strict_data=True`` refuses them first, before anything is encoded."""
     run = Path(run_dir)
     known = {f.name for f in dataclasses.fields(PretrainConfig)}
     try:
@@ -144,9 +153,13 @@ def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu"
     dev = select_device(device)
     model.to(dev).eval()
     data, split = _held_out(cfg, samples)
+    if strict_data:
+        refuse_unreadable_in(data)
     aug = augment_config(cfg.image_size, getattr(data, "channels", 3), **cfg.augment_overrides())
-    feats, labels = extract_features(model.backbone, data, image_size=cfg.image_size, device=dev,
-                                     batch_size=256, mean=aug.mean, std=aug.std, workers=0)
+    with collect_bad_files() as bad:
+        feats, labels = extract_features(model.backbone, data, image_size=cfg.image_size, device=dev,
+                                         batch_size=256, mean=aug.mean, std=aug.std, workers=0)
+    warn_uncollected(bad)
     with torch.no_grad():  # projector in eval mode (BN running statistics), as `BarlowTwins.embed` in eval
         emb = projector(feats.to(dev)).float().cpu() if projector is not None else None
     labels_np = labels.numpy()
@@ -160,4 +173,4 @@ def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu"
         erank_embeddings=effective_rank(emb) if emb is not None else None, erank_features=effective_rank(feats),
         embedding_std=normalised_std(emb) if emb is not None else None, feature_std=normalised_std(feats),
         map_xy=xy, map_method=method, labels=labels_np if has_labels else None,
-        class_names=list(getattr(data, "classes", []) or []), weights=weights)
+        class_names=list(getattr(data, "classes", []) or []), weights=weights, skipped=bad.as_list())

@@ -66,14 +66,26 @@ SUMMARY_HEAD = ["run", "backbone", "projector", "batch", "px", "steps", "epoch",
 RESULTS_HEAD = ["run", "protocol", "dataset", "split", "setting", "top-1", "top-5", "mAP", "file"]
 
 
+def _has_random_flag(rec) -> bool:
+    if isinstance(rec, dict):
+        return rec.get("random_init") is True or any(_has_random_flag(v) for v in rec.values())
+    return False
+
+
+def is_random_init(path, rec: dict) -> bool:
+    """A result of the random-init baseline: ``*-random.json`` (``--compare-random``), or flagged inside."""
+    return path.stem.endswith("-random") or path.stem == "random" or _has_random_flag(rec)
+
+
 def result_rows(runs) -> list[list]:
     rows = []
     for r in runs:
         for path, rec in r.results:
+            name = f"{r.name} (random init)" if is_random_init(path, rec) else r.name
             metrics = rec.get("metrics", {})
             groups = {k: v for k, v in metrics.items() if isinstance(v, dict)} or {"": metrics}
             for setting, m in groups.items():
-                rows.append([r.name, rec.get("protocol"), rec.get("dataset"), rec.get("split"), setting,
+                rows.append([name, rec.get("protocol"), rec.get("dataset"), rec.get("split"), setting,
                              _fmt(m.get("top1")), _fmt(m.get("top5")), _fmt(m.get("mAP")),
                              str(path.relative_to(r.path)) if path.is_relative_to(r.path) else str(path)])
     return rows

@@ -11,6 +11,7 @@ import io
 import numpy as np
 
 from barlowtwins.errors import ConfigError
+from barlowtwins.training.optim import warmup_cosine
 
 
 def require_matplotlib() -> None:
@@ -58,14 +59,15 @@ def loss_figure(runs):
     return fig
 
 
-def _single(runs, key: str, title: str, ylabel: str, percent: bool = False):
+def _single(runs, key: str, title: str, ylabel: str, percent: bool = False, **style):
     if not any(r.series(key)[1] for r in runs):
         return None
     fig, (ax,) = _figure()
     for i, r in enumerate(runs):
         x, y = r.series(key)
         if y:
-            ax.plot(x, [100 * v for v in y] if percent else y, color=_colour(i), label=r.name, lw=1.2)
+            ax.plot(x, [100 * v for v in y] if percent else y, color=_colour(i), label=r.name, lw=1.2,
+                    **style)
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
@@ -74,8 +76,39 @@ def _single(runs, key: str, title: str, ylabel: str, percent: bool = False):
     return fig
 
 
+def schedule_curve(run) -> tuple[list[float], list[float]] | None:
+    """The learning rate of every step, from the run's warm-up/cosine schedule scaled to its logged rates (epochs,
+    rates); None when the run does not say its length, or no logged rate fixes the scale."""
+    total = next((e.get("total_steps") for e in reversed(run.events) if e.get("total_steps")), None)
+    spe = run.steps_per_epoch
+    if not total or not spe:
+        return None
+    warm = next((e.get("warmup_steps") for e in reversed(run.events) if e.get("warmup_steps") is not None), None)
+    if warm is None:
+        warm = round(float(run.config.get("warmup_epochs") or 0) * spe)
+    scales = [r["lr_weights"] / m for r in run.steps if isinstance(r.get("lr_weights"), (int, float))
+              and isinstance(r.get("step"), int) and (m := warmup_cosine(r["step"] - 1, total, warm)) > 0]
+    if not scales:
+        return None
+    base = float(np.median(scales))
+    steps = range(int(total))
+    return [(s + 1) / spe for s in steps], [base * warmup_cosine(s, total, warm) for s in steps]
+
+
 def lr_figure(runs):
-    return _single(runs, "lr_weights", "learning rate (weights; biases and BN follow the same schedule)", "lr")
+    """Logged rates as points, and the schedule of every step as a line, so warm-up and cosine show however few
+    records the run logged."""
+    fig = _single(runs, "lr_weights", "learning rate (weights; biases and BN follow the same schedule)", "lr",
+                  marker="o", ls="none")
+    if fig is None:
+        return None
+    ax = fig.axes[0]
+    for i, r in enumerate(runs):
+        curve = schedule_curve(r)
+        if curve is not None:
+            ax.plot(*curve, color=_colour(i), lw=1.0, label=f"{r.name}: schedule, every step")
+    ax.legend(fontsize=8)
+    return fig
 
 
 def throughput_figure(runs):
@@ -87,6 +120,9 @@ def data_wait_figure(runs):
                    percent=True)
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
 def knn_figure(runs):
     if not any(r.knn for r in runs):
         return None
@@ -95,7 +131,9 @@ def knn_figure(runs):
         keys = sorted({k for e in r.knn for k in e if k.startswith("knn_") and k.endswith("top1")})
         for j, k in enumerate(keys):
             pts = [(e["epoch"], e[k]) for e in r.knn if k in e]
-            ax.plot(*zip(*pts), marker="o", color=_colour(i), ls=("-", "--", ":")[j % 3],
+            # one colour per run; within a run each k has its own marker and line style (one run: its own colour)
+            ax.plot(*zip(*pts), marker=MARKERS[j % len(MARKERS)], color=_colour(j if len(runs) == 1 else i),
+                    ls=("-", "--", ":")[j % 3],
                     label=f"{r.name} {k[4:-5]}")
     ax.set_title("online kNN accuracy")
     ax.set_xlabel("epoch")
@@ -163,6 +201,11 @@ def spectrum_figure(runs, diags):
                           (b, d.feature_singular_values, d.rankme_features)):
             if s is not None and len(s) and s[0] > 0:
                 ax.plot(np.arange(1, len(s) + 1), s / s[0], color=_colour(i), label=f"{r.name} (RankMe {rk:.1f})")
+        # N images of D dimensions have at most N - 1 centred directions: the drop at N is arithmetic, not collapse
+        for ax, std in ((a, d.embedding_std), (b, d.feature_std)):
+            if std is not None and d.samples < len(std):
+                ax.axvline(d.samples, color=_colour(i), ls=":", lw=1.0,
+                           label=f"rank ≤ N = {d.samples} samples (< D = {len(std)})")
     a.set_title("singular values of the embeddings (projector output)")
     b.set_title("singular values of the backbone features")
     for ax in (a, b):
@@ -195,6 +238,15 @@ def std_figure(runs, diags):
     return fig
 
 
+def images_phrase(n: int, split: str) -> str:
+    """``403 images (all)``, ``512 train images``: the split named once, and "images" once."""
+    split = (split or "").strip()
+    words = split.removesuffix("images").strip()
+    if split.startswith("all"):
+        return f"{n} images ({words})" if words != "all" else f"all {n} images"
+    return f"{n} {words} images" if words else f"{n} images"
+
+
 def map_figure(run, d):
     if d is None:
         return None
@@ -210,7 +262,7 @@ def map_figure(run, d):
             ax.legend(fontsize=7, markerscale=2, loc="best")
     else:
         ax.scatter(xy[:, 0], xy[:, 1], s=6, color="0.4")
-    ax.set_title(f"{run.name}: backbone features, {d.map_method} ({d.samples} {d.split} images)", fontsize=9)
+    ax.set_title(f"{run.name}: backbone features, {d.map_method} ({images_phrase(d.samples, d.split)})", fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
     return fig

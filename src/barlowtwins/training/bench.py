@@ -32,6 +32,14 @@ from PIL import Image, ImageFilter, ImageOps
 from PIL import __version__ as pil_version
 from torch.utils.flop_counter import FlopCounterMode
 
+from barlowtwins.data.bad_files import (
+    ItemsOrUnreadable,
+    collect_bad_files,
+    dropping_unreadable,
+    note_unreadable,
+    refuse_unreadable,
+    short_reason,
+)
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.images import read_image
 from barlowtwins.data.pipeline import build_pipeline
@@ -87,6 +95,7 @@ class BenchSpec:
     data_dir: str | None = None
     seed: int = 0
     channels_last: bool = True
+    strict_data: bool = False  # refuse unreadable image files before any measurement instead of skipping them
 
 
 @dataclass
@@ -99,9 +108,14 @@ class BenchResult:
     official_pil: float | None = None  # samples/s
     runs: dict = field(default_factory=dict)  # measurement -> samples/s of every repeat, in order
     notes: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # unreadable files skipped: [{"file": ..., "reason": ...}]
+
+    @property
+    def skipped_files(self) -> int:
+        return len(self.skipped)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "skipped_files": len(self.skipped)}
 
 
 def environment(device: torch.device) -> dict:
@@ -197,13 +211,27 @@ class _OfficialFiles(torch.utils.data.Dataset):
         return self.transform(img), 0
 
 
-def official_loader(files, image_size: int, batch_size: int, workers: int, persistent: bool = False):
+def official_loader(files, image_size: int, batch_size: int, workers: int, persistent: bool = False,
+                    skip_unreadable: bool = False):
     """The official script's DataLoader (shuffled, pinned memory when CUDA is there). ``persistent`` keeps its
     workers across epochs (the official script does not; `run_bench` does, so that on a small folder neither
-    pipeline is timed re-starting workers at epoch boundaries, which a long ImageNet epoch makes negligible)."""
-    return torch.utils.data.DataLoader(_OfficialFiles(files, image_size), batch_size=batch_size, shuffle=True,
-                                       num_workers=workers, pin_memory=torch.cuda.is_available(), drop_last=True,
-                                       persistent_workers=persistent and workers > 0)
+    pipeline is timed re-starting workers at epoch boundaries, which a long ImageNet epoch makes negligible).
+    ``skip_unreadable``: its batches are ``(batch | None, [Unreadable, ...])`` (`barlowtwins.data.bad_files`), an
+    unreadable file dropped from its batch instead of stopping the loader; `_readable_batches` reads them."""
+    data = _OfficialFiles(files, image_size)
+    extra = {"collate_fn": dropping_unreadable()} if skip_unreadable else {}
+    return torch.utils.data.DataLoader(ItemsOrUnreadable(data) if skip_unreadable else data, batch_size=batch_size,
+                                       shuffle=True, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                                       drop_last=True, persistent_workers=persistent and workers > 0, **extra)
+
+
+def _readable_batches(loader):
+    """The batches of an `official_loader` built over `ItemsOrUnreadable`: unreadable files dropped and counted."""
+    for batch, bad in loader:
+        for s in bad:
+            note_unreadable(s.file, s.reason)
+        if batch is not None:
+            yield batch
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -291,9 +319,11 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
         dataset = build_dataset(spec.dataset, spec.data_dir, "train")
     else:
         dataset = build_dataset("images", jpeg_dir)
-    for path in spec.data_paths:  # checks each path's name
+    for path in spec.data_paths:  # checks each path's name (and with strict_data every file, before any work)
         build_pipeline(dataset, augment_config(s), batch_size=n, seed=spec.seed, device=device, data_path=path,
-                       workers=0)
+                       workers=0, strict=spec.strict_data)
+    if spec.strict_data and spec.official and not spec.dataset:
+        refuse_unreadable(list(dataset.files))
     if len(dataset) < n:
         raise DataError(f"{len(dataset)} images are fewer than one batch of {n}; lower --batch-size or add images "
                         "(--make-jpegs N)")
@@ -347,17 +377,18 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
         measure[f"end to end {pipe.kind}"] = end_to_end
     if spec.official and not spec.dataset:
         def official():
-            loader = official_loader(list(dataset.files), s, n, workers, persistent=True)  # its workers end with it
-            return time_batches(_cycle(lambda e: iter(loader)), lambda b: b[0][0].to(device), n, spec.iters,
-                                spec.warmup, device)
+            loader = official_loader(list(dataset.files), s, n, workers, persistent=True,  # its workers end with it
+                                     skip_unreadable=True)
+            return time_batches(_cycle(lambda e: _readable_batches(loader)), lambda b: b[0][0].to(device), n,
+                                spec.iters, spec.warmup, device)
 
         measure["official PIL pipeline"] = official
-    for r in range(max(1, spec.repeats)):
-        for name, fn in measure.items():
-            result.runs.setdefault(name, []).append(fn())
-            for pipe in pipes.values():  # no worker of this measurement may still be busy during the next
-                pipe.close()
-            log(f"{name}: {result.runs[name][-1]:.1f} samples/s (run {r + 1} of {max(1, spec.repeats)})")
+    with collect_bad_files() as bad:
+        _measure(measure, pipes, spec, result, log)
+    for key, pipe in pipes.items():  # the data paths count their own skips
+        for f, why in pipe.skipped.items():
+            bad.add(f, short_reason(why))
+    result.skipped = bad.as_list()
     rate = float(np.median(result.runs["model only"]))
     tflops = flops * rate / n / 1e12
     result.model_only = {"samples_per_sec": rate, "gflop_per_sample": flops / n / 1e9, "tflops": tflops,
@@ -365,13 +396,20 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     for key, pipe in pipes.items():
         result.data_only[key] = float(np.median(result.runs[f"data path {key}"]))
         result.end_to_end[key] = float(np.median(result.runs[f"end to end {key}"]))
-        if pipe.skipped:
-            result.notes.append(f"{len(pipe.skipped)} unreadable files skipped on the {key} path")
     if "official PIL pipeline" in result.runs:
         result.official_pil = float(np.median(result.runs["official PIL pipeline"]))
     key, value = _peak_memory(device)
     result.model_only[key] = value
     return result
+
+
+def _measure(measure: dict, pipes: dict, spec: BenchSpec, result: BenchResult, log) -> None:
+    for r in range(max(1, spec.repeats)):
+        for name, fn in measure.items():
+            result.runs.setdefault(name, []).append(fn())
+            for pipe in pipes.values():  # no worker of this measurement may still be busy during the next
+                pipe.close()
+            log(f"{name}: {result.runs[name][-1]:.1f} samples/s (run {r + 1} of {max(1, spec.repeats)})")
 
 
 def _cl(xs, spec: BenchSpec, device: torch.device):

@@ -1,7 +1,7 @@
 """A wall-clock budget turned into a step count, kept across any number of resumes.
 
 `TimeBudget` times a few steps (the very first ones, with their one-off start-up costs, are skipped), makes a
-first estimate of how many steps fit, then corrects it at 10%, 25% and 50% of the run from the throughput seen
+first estimate of how many steps fit, then corrects it at 10%, 25%, 50%, 75% and 90% of the run from the throughput seen
 since the last estimate (early steps are often faster than steady state). Estimates happen at step counts
 every rank agrees on, and rank 0's number is broadcast.
 
@@ -61,7 +61,7 @@ class TimeBudget:
     """Steps that fit into ``minutes`` of wall-clock time (``minutes`` None or 0: no budget)."""
 
     WARM, MEASURE = 3, 12
-    CHECKPOINTS = (0.10, 0.25, 0.50)
+    CHECKPOINTS = (0.10, 0.25, 0.50, 0.75, 0.90)
 
     def __init__(self, minutes: float | None, start_step: int, upper_bound: int, state: dict | None = None):
         self.minutes = minutes or None  # 0 turns a preset's budget off from the command line

@@ -20,14 +20,13 @@ import yaml
 from barlowtwins.data.datasets import DATASETS
 from barlowtwins.data.pipeline import data_path_choices, data_path_help
 from barlowtwins.errors import ConfigError
-from barlowtwins.models.backbones import STEMS, check_backbone_name
+from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_backbone_name
 from barlowtwins.models.loss import TERMS
-from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH
 from barlowtwins.models.projector import parse_projector_spec
 from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import write_text_atomic
 from barlowtwins.training.optim import OPTIMIZERS
-from barlowtwins.transforms.spec import CLI_SETTINGS
+from barlowtwins.transforms.spec import CLI_SETTINGS, SPEC
 
 # Allowed values of each choice field, read from the registries of the code that implements them.
 CHOICES = {
@@ -155,9 +154,12 @@ class PretrainConfig:
                    check=lambda v: None if v.strip() else "a non-empty folder path")
     checkpoint_minutes: float = opt(10.0, "minutes between checkpoints (also written at the end and on a stop)",
                                     ge=0)
+    accept_data_change: bool = opt(False, "resume even though the data set changed since the checkpoint (other "
+                                          "files, count or order): the steps then index other images")
     keep_checkpoints: int = opt(2, "how many of the newest checkpoints to keep (an older one is used if the newest "
                                    "is damaged)", ge=1)
-    log_every: int = opt(20, "steps between two lines of metrics.jsonl (and loss checks)", ge=1)
+    log_every: int = opt(20, "steps between two lines of metrics.jsonl (and loss checks); a short run logs more often, "
+                            "so that its curves have at least 30 points", ge=1)
     max_steps: int | None = opt(None, "stop (with a checkpoint) at this step of the schedule, on every run", ge=1)
     time_limit_minutes: float | None = opt(None, "stop (with a checkpoint) after this many minutes of this process",
                                            gt=0)
@@ -397,6 +399,23 @@ def config_from_dict(values: dict, cls=PretrainConfig, base=None):
     return dataclasses.replace(cfg, **{k: _coerce(cls, k, v) for k, v in values.items()})
 
 
+def _words(v) -> str:
+    if isinstance(v, tuple):
+        return ", ".join(_words(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def derived_default(name: str) -> str:
+    """An augmentation field's default in words: the paper's value, adapted to the image size and channels."""
+    s = SPEC.setting(name)
+    text = f"from the image size: {_words(s.default)}"
+    if s.small is not None:
+        text += f"; {_words(s.small)} at 32 px and below"
+    if s.mono is not None:
+        text += f"; {_words(s.mono)} for 1-channel images"
+    return text
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: tuple[str, ...] = ()) -> None:
     """One flag per field; every default is None so that only flags the user gave override the YAML."""
     group = parser.add_argument_group("config fields (override the preset and --config)")
@@ -414,8 +433,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: 
         listed = f"; one of: {', '.join(listed)}" if listed and len(listed) <= 12 else ""
         if meta.get("describe"):
             listed = f": {meta['describe']()}"
-        help_text = (meta.get("help", "") + (f"; {bounds}" if bounds else "") + listed +
-                     f" (default: {default})").strip().replace("%", "%%")
+        if f.name in CLI_SETTINGS and default is None:
+            shown = f" (default: {derived_default(f.name)})"
+        elif "default" in meta.get("help", ""):  # the help already says it, in words
+            shown = ""
+        else:
+            shown = f" (default: {default})"
+        help_text = (meta.get("help", "") + (f"; {bounds}" if bounds else "") + listed + shown
+                     ).strip().replace("%", "%%")
         if base is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                help=help_text)

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from barlowtwins.data.bad_files import short_reason
 from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.fingerprint import compare, fingerprint
 from barlowtwins.data.pipeline import pipeline_from_config
 from barlowtwins.errors import CheckpointError, ConfigError, DataError
 from barlowtwins.models.barlow_twins import BarlowTwins, build_model
@@ -33,6 +35,7 @@ from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
 from barlowtwins.runtime.lock import FolderLock, describe_stale
+from barlowtwins.runtime.memory_format import use_channels_last
 from barlowtwins.training import signals
 from barlowtwins.training.budget import TimeBudget, warmup_steps
 from barlowtwins.training.checkpoints import CheckpointStore, remove_stale_temps
@@ -84,6 +87,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 # Below this many steps a run has not been seen to learn anything measurable (benchmarks/RESULTS.md: 34 and 68
 # steps on photo-like scenes gave kNN within noise of random initialisation).
 MIN_LEARNING_STEPS = 300
+LOG_POINTS = 30  # log lines at least, over a whole schedule
 
 
 class RunFolderLock:
@@ -144,6 +148,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
         self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
+        self.data_fingerprint = fingerprint(self.dataset)
+        if resumed is not None:
+            self._check_same_data(resumed)
         self.pipeline = pipeline_from_config(cfg, self.dataset, info.rank, self.world, self.device)
         self.steps_per_epoch = len(self.pipeline)
         if self.steps_per_epoch == 0:
@@ -168,6 +175,7 @@ class Trainer:
         move_state_to_params(self.optimizer)  # the optimiser state follows the model to its device and dtype
         self.log = RunMonitor.for_run(cfg, MetricsLog(self.out / "metrics.jsonl" if info.is_main else None),
                                       self.raw_model, self.out if info.is_main else None)
+        self.log.log_every = self.log_every
         self.window = LossWindow(self.device)
         self.start_time = time.time()
 
@@ -191,6 +199,18 @@ class Trainer:
         self.resume_changes = schedule_changes(ckpt["config"], self.cfg)
         return ckpt
 
+    def _check_same_data(self, ckpt: dict) -> None:
+        """A resume indexes samples by position: on a changed data set it would silently train on other images
+        (and another schedule) than the interrupted run. Refused in one line unless accepted knowingly."""
+        change = compare(ckpt.get("data_fingerprint"), self.data_fingerprint)
+        if change is None:
+            return
+        if not self.cfg.accept_data_change:
+            raise DataError(f"{change}; resuming would train on other images than the interrupted run: restore "
+                            "the data set, choose a new --out, or pass --accept-data-change to resume anyway")
+        if self.info.is_main:
+            print(f"warning: {change}; resuming anyway (--accept-data-change)", file=sys.stderr)
+
     def _resume(self, model: nn.Module, ckpt: dict) -> dict | None:
         """Load a checkpoint's weights, optimiser state and step; return its time-budget state."""
         try:
@@ -209,6 +229,11 @@ class Trainer:
         return None
 
     def _schedule(self) -> CosineSchedule:
+        # A short run logs more often than --log-every, so that its curves have at least LOG_POINTS points (the
+        # interval is a function of the schedule's length, which every rank knows: their checks stay aligned).
+        self.log_every = max(1, min(self.cfg.log_every, self.total_steps // LOG_POINTS))
+        if hasattr(self, "log"):
+            self.log.log_every = self.log_every
         budgeted = self.budget.estimated_total is not None
         return CosineSchedule(self.total_steps, warmup_steps(self.warmup_steps, self.total_steps, budgeted),
                             self.cfg.final_lr_ratio)
@@ -217,7 +242,8 @@ class Trainer:
         """Device, memory format, SyncBN and DDP: returns (the plain model, the one to call)."""
         cfg = self.cfg
         model.to(self.device)
-        if cfg.channels_last and self.device.type != "mps":
+        self.channels_last = use_channels_last(model, self.device, cfg.channels_last)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.world > 1 and cfg.sync_bn:
             model = D.convert_sync_batchnorm(model, self.device.type)
@@ -237,8 +263,7 @@ class Trainer:
     # ---- one step ------------------------------------------------------------------------------------
     def _views(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         x1, x2 = self.pipeline.views(images, self.step)  # per-sample parameters of (seed, step, position)
-        dev = self.device
-        if self.cfg.channels_last and dev.type != "mps":
+        if self.channels_last:
             x1 = x1.contiguous(memory_format=torch.channels_last)
             x2 = x2.contiguous(memory_format=torch.channels_last)
         return x1, x2
@@ -284,7 +309,7 @@ class Trainer:
                 "total_steps": self.total_steps, "budget": self.budget.state(),
                 "budget_total_steps": self.budget.estimated_total,
                 "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "config": self.cfg.to_dict(), "world_size": self.world}
+                "config": self.cfg.to_dict(), "world_size": self.world, "data_fingerprint": self.data_fingerprint}
 
     def save_checkpoint(self, reason: str) -> None:
         """The one place the run writes its state: a finiteness check, then the checkpoint (rank 0).
@@ -354,7 +379,7 @@ class Trainer:
                         self._fix_budget(bar)
                     if bar is not None:
                         bar.update(1)
-                    if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    if self.step % self.log_every == 0 or self.step == self.total_steps:
                         record = self._log_window()  # the only host syncs of the loop
                         if bar is not None:
                             bar.set_postfix(loss=f"{record['loss']:.1f}", img_s=f"{record['images_per_sec']:.0f}",
@@ -363,7 +388,7 @@ class Trainer:
                             self.save_checkpoint("periodic")
                             last_ckpt = time.time()
                     # Every step on one process; under DDP only at steps where every rank checks (a collective).
-                    if self.world == 1 or self.step % cfg.log_every == 0 or \
+                    if self.world == 1 or self.step % self.log_every == 0 or \
                             (cfg.max_steps is not None and self.step >= cfg.max_steps):
                         reason = self._stop_reason()
                     if self.step >= self.total_steps or reason != "finished":
@@ -470,6 +495,8 @@ class Trainer:
         summary = {"run_dir": str(self.out), "step": self.step, "total_steps": self.total_steps, "finished": done,
                    "stopped_by": None if done else reason, "minutes": (time.time() - self.start_time) / 60,
                    "signal": signals.STOP.received,
+                   "skipped": [{"file": f, "reason": short_reason(r)}
+                               for f, r in getattr(self.pipeline, "skipped", {}).items()],
                    "exit_status": signals.GRACEFUL_STOP_EXIT if early else 0}
         if signals.STOP.received is not None and self.info.is_main:
 

@@ -117,6 +117,18 @@ def draft_size(width: int, height: int, params: list[SampleView], size: int) -> 
     return math.ceil(width / shrink), math.ceil(height / shrink)
 
 
+def draft_scale(full: int, decoded: int) -> float:
+    """The exact scale of a drafted decode along one side: libjpeg's DCT scaling decodes at 1/2^k, giving
+    ceil(full / 2^k) pixels, so ``decoded / full`` is not the scale (101 -> 51 px is 1/2, not 0.505) and
+    would shift a crop by up to 2^k source pixels."""
+    if decoded >= full:
+        return 1.0
+    k = 0
+    while k < 3 and -(-full // 2 ** (k + 1)) >= decoded:
+        k += 1
+    return 1.0 / 2 ** k
+
+
 # --------------------------------------------------------------------------------------------------------
 # The per-image executor: one function per op of the spec, (img, SampleView, cfg) -> img.
 # --------------------------------------------------------------------------------------------------------
@@ -173,5 +185,5 @@ def view(img: Image.Image, p: SampleView, cfg, scale: tuple[float, float] = (1.0
 def two_views(img: Image.Image, full_size: tuple[int, int], p1: SampleView, p2: SampleView,
               cfg) -> tuple[np.ndarray, np.ndarray]:
     """Both views of a decoded image as (S, S, 3) uint8 arrays; ``full_size`` = (width, height) before any draft."""
-    scale = (img.width / full_size[0], img.height / full_size[1])
+    scale = (draft_scale(full_size[0], img.width), draft_scale(full_size[1], img.height))
     return tuple(np.array(view(img, p, cfg, scale)) for p in (p1, p2))

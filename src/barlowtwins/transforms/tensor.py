@@ -20,6 +20,7 @@ function per op of the spec (`spec.SPEC`), run in the spec's order by `spec.run_
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,8 +39,10 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, mode: str
     """Crop ``boxes`` ([top, left, h, w] in pixels) out of float images and resample to ``size`` x ``size``.
 
     Boxes no larger than the output (upsampling, e.g. every crop of an in-memory data set resized back to its
-    own size) go through one ``grid_sample`` for the whole batch, where pixel centres map exactly (a box of
-    the output's size is a plain crop). A box larger than the output on either side is resized per image
+    own size) are resampled for the whole batch at once by two batched matrix products with the weights of
+    torchvision's antialiased resize of the box (`_resize_weights`: PIL's bicubic a = -0.5 or triangle
+    filter, taps inside the box, renormalised at its edges), so they equal ``resized_crop(..., antialias=True)``;
+    a box of the output's size is a plain crop. A box larger than the output on either side is resized per image
     with ``F.interpolate(antialias=True)``, torchvision's antialiased resize: ``grid_sample`` alone would point-sample and alias (a 2x downscale of noise keeps
     nearly twice the standard deviation).
     """
@@ -50,14 +53,60 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, mode: str
     up = (~down).nonzero().squeeze(1)
     if len(up):
         idx = to_device(up, images.device)
-        out.index_copy_(0, idx, _grid_resized_crop(images.index_select(0, idx) if len(up) < b else images,
-                                                   boxes[up], size, mode))
+        sub = images.index_select(0, idx) if len(up) < b else images
+        resample = _grid_resized_crop if mode == "nearest" else _matrix_resized_crop
+        out.index_copy_(0, idx, resample(sub, boxes[up], size, mode))
     for i in down.nonzero().squeeze(1).tolist():
         t, l, h, w = (int(v) for v in boxes[i].tolist())
         y = F.interpolate(images[i: i + 1, :, t: t + h, l: l + w], size=(size, size), mode=mode, antialias=True,
                           align_corners=False)
         out[i] = y[0]
     return out.clamp_(0, 1) if mode == "bicubic" else out
+
+
+def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """The bicubic filter of PIL and of torchvision's antialiased resize (a = -0.5; not grid_sample's -0.75)."""
+    x = np.abs(x)
+    return np.where(x < 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+
+
+_FILTERS = {"bicubic": (_cubic, 2.0), "bilinear": (lambda x: np.clip(1 - np.abs(x), 0, None), 1.0)}
+_WEIGHTS: dict = {}
+
+
+def _resize_weights(length: int, size: int, mode: str) -> np.ndarray:
+    """(size, length) float64: row i holds the weights of output pixel i over the ``length`` input pixels of a
+    box, as in ATen's antialiased interpolate (the same as PIL): centre (i + 0.5) * scale, support widened by
+    the scale when shrinking, taps clipped to the box and renormalised. Cached per (length, size, mode)."""
+    key = (length, size, mode)
+    if key not in _WEIGHTS:
+        f, support = _FILTERS[mode]
+        scale = length / size
+        inv = 1 / scale if scale >= 1 else 1.0
+        support *= max(scale, 1.0)
+        w = np.zeros((size, length))
+        for i in range(size):
+            centre = scale * (i + 0.5)
+            lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), length)
+            taps = f((np.arange(lo, hi) - centre + 0.5) * inv)
+            w[i, lo:hi] = taps / taps.sum()
+        _WEIGHTS[key] = w
+    return _WEIGHTS[key]
+
+
+def _matrix_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """(B, C, H, W) float, integer boxes [top, left, h, w] (CPU) -> (B, C, S, S): out = Wy @ x @ Wx^T with
+    Wy (B, S, H) and Wx (B, S, W) zero outside each box, built on the CPU from cached rows and copied once."""
+    b, _, height, width = images.shape
+    wy = np.zeros((b, size, height), dtype=np.float32)
+    wx = np.zeros((b, size, width), dtype=np.float32)
+    for k, (t, l, h, w) in enumerate(boxes.round().to(torch.int64).tolist()):
+        wy[k, :, t: t + h] = _resize_weights(h, size, mode)
+        wx[k, :, l: l + w] = _resize_weights(w, size, mode)
+    wy_t = to_device(torch.from_numpy(wy), images.device).to(images.dtype).unsqueeze(1)  # (B, 1, S, H)
+    wx_t = to_device(torch.from_numpy(wx), images.device).to(images.dtype).unsqueeze(1)  # (B, 1, S, W)
+    return torch.matmul(torch.matmul(wy_t, images), wx_t.transpose(-1, -2))  # (B, C, S, S)
 
 
 def _grid_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, mode: str) -> torch.Tensor:
@@ -72,6 +121,19 @@ def _grid_resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, mod
     grid = F.affine_grid(theta, [b, 1, size, size], align_corners=False)
     mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}[mode]
     return F.grid_sample(images, grid, mode=mode, padding_mode="border", align_corners=False)
+
+
+_CONSTANTS: dict = {}
+
+
+def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A constant tensor of ``values``, built once per (values, device, dtype): creating it from a Python list
+    on a GPU is a blocking host copy, which at every step would stall the host (up to 4 per view)."""
+    key = (values, str(device), dtype)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(values, dtype=dtype).to(device)
+    return t
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +182,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     hue = torch.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
     hue6 = torch.remainder(hue + shift.view(-1, 1, 1), 1.0) * 6.0  # (B, H, W) in [0, 6)
     vs = maxc * s
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = _constant((5.0, 3.0, 1.0), x.device, x.dtype).view(1, 3, 1, 1)
     k = torch.remainder(n + hue6.unsqueeze(1), 6.0)  # (B, 3, H, W)
     return maxc.unsqueeze(1) - vs.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp_(0, 1)
 

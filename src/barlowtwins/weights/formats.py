@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision
 from torch import nn
 
 from barlowtwins.errors import CheckpointError, ConfigError
@@ -67,15 +68,39 @@ class ExportJob:
         return torch.randn(batch, 3, self.image_size, self.image_size, generator=torch.Generator().manual_seed(0))
 
 
+def is_torchvision_shape(arch: dict) -> bool:
+    """Whether ``arch`` is a torchvision model as torchvision builds it (standard stem, its own width), so that
+    ``torchvision.models.<name>()`` takes the tensors."""
+    name = arch.get("backbone") or ""
+    return (not name.startswith("timm:") and (arch.get("stem") or "standard") == "standard"
+            and arch.get("width") in (None, 64))
+
+
+def load_line(job: ExportJob, *, self_describing: bool = False) -> str:
+    """One line of Python that loads ``job.output`` into the network it was exported from (runnable as printed).
+
+    ``self_describing``: the file records its architecture (safetensors metadata), so no argument is needed."""
+    path = str(job.output)
+    if self_describing:
+        return f"import barlowtwins; net = barlowtwins.load_backbone({path!r})"
+    arch = {k: v for k, v in job.arch_overrides.items() if v is not None}
+    if job.arch.get("backbone") and is_torchvision_shape(arch) and hasattr(torchvision.models, arch["backbone"]):
+        return (f"import torch, torchvision; net = torchvision.models.{arch['backbone']}(); "
+                f"net.load_state_dict(torch.load({path!r}), strict=False)")
+    args = "".join(f", {k}={v!r}" for k, v in arch.items())
+    return f"import barlowtwins; net = barlowtwins.load_backbone({path!r}{args})"
+
+
 def _write_pth(job: ExportJob) -> str:
     save_atomic(backbone_state(job.src.state), job.output)
-    return "torchvision state dict: torchvision.models.<name>().load_state_dict(torch.load(f), strict=False)"
+    return f"a plain torchvision state dict; load it with: {load_line(job)}"
 
 
 def _write_safetensors(job: ExportJob) -> str:
     arch = {k: v for k, v in {**job.src.arch, **job.arch}.items() if v is not None}
     save_safetensors_atomic(backbone_state(job.src.state), job.output, arch)
-    return "safetensors (no pickle): barlowtwins.load_backbone(f) or safetensors.torch.load_file(f)"
+    return (f"safetensors (no pickle, the architecture in its metadata); load it with: "
+            f"{load_line(job, self_describing=True)}")
 
 
 def _write_torchscript(job: ExportJob) -> str:

@@ -100,6 +100,17 @@ def _field_problem(key: str, value) -> str | None:
     return None if isinstance(value, str) else "expected a string"  # dataset, data_dir
 
 
+# What a mismatch error asks for, in the Python arguments of `load_backbone` (the library's error);
+# `cli_message` turns it into the command line's flags.
+ARGS_HINT = "pass the matching backbone=, stem= and width= arguments"
+FLAGS_HINT = "pass the matching --backbone/--stem/--width"
+
+
+def cli_message(text: str) -> str:
+    """An error of this package as the command line says it: Python arguments named as their flags."""
+    return text.replace(ARGS_HINT, FLAGS_HINT)
+
+
 def _fix(where: str) -> str:
     """How to repair a wrong architecture field recorded in ``where``."""
     if where.endswith("'s metadata"):
@@ -330,7 +341,7 @@ def check_fits(src: BackboneSource, name: str, *, stem: str | None = None, width
     if recorded is None:
         raise CheckpointError(f"{src.origin} does not match backbone {type(net).__name__} "
                               f"({_describe(name, stem, width)}): {', '.join(parts)}; "
-                              "pass the matching --backbone/--stem/--width")
+                              + ARGS_HINT)
     raise CheckpointError(f"{src.origin} does not match {_describe(name, stem, width)} (as {recorded} says): "
                           f"{', '.join(parts)}; correct or delete those fields")
 
@@ -391,7 +402,7 @@ def load_backbone_weights(backbone: nn.Module, src: BackboneSource) -> list[str]
     parts = _mismatch(backbone, src.state)
     if parts:
         raise CheckpointError(f"{src.origin} does not match backbone {type(backbone).__name__}: "
-                              f"{', '.join(parts)}; pass the matching --backbone/--stem/--width")
+                              f"{', '.join(parts)}; " + ARGS_HINT)
     state = {k: v for k, v in src.state.items() if not k.startswith(head + ".")}
     backbone.load_state_dict(state, strict=True)
     return list(state)

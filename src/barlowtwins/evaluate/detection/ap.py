@@ -252,8 +252,9 @@ def detections_to_coco(preds: Sequence[dict], image_ids: Sequence[int] | None = 
     return out
 
 
-def pycocotools_ap(coco_gt, results: list[dict], iou_type: str = "bbox") -> dict:
-    """COCOeval's AP / AP50 / AP75 (percent) of ``results`` against ``coco_gt`` (a pycocotools ``COCO``)."""
+def pycocotools_ap(coco_gt, results: list[dict], iou_type: str = "bbox", img_ids: list | None = None) -> dict:
+    """COCOeval's AP / AP50 / AP75 (percent) of ``results`` against ``coco_gt`` (a pycocotools ``COCO``);
+    ``img_ids`` limits it to those images (the test images that could be read)."""
     import contextlib
     import io
 
@@ -264,6 +265,8 @@ def pycocotools_ap(coco_gt, results: list[dict], iou_type: str = "bbox") -> dict
     with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its whole table
         coco_dt = coco_gt.loadRes(results)
         ev = COCOeval(coco_gt, coco_dt, iou_type)
+        if img_ids is not None:
+            ev.params.imgIds = list(img_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

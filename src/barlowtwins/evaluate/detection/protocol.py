@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from barlowtwins.data.bad_files import ItemsOrUnreadable, collect_bad_files, dropping_unreadable, note_unreadable
 from barlowtwins.evaluate.detection.ap import (
     coco_detection_ap,
     detections_to_coco,
@@ -109,6 +110,11 @@ class DetectionResult:
     per_class_AP50: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: list[dict] = field(default_factory=list)  # unreadable images left out: [{"file": ..., "reason": ...}]
+
+    @property
+    def skipped_files(self) -> int:
+        return len(self.skipped)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,10 +162,15 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
         while True:
             sampler.set_epoch(epoch)
             train_set.epoch = epoch  # the flips' seed (workers get a fresh copy every epoch)
-            loader = torch.utils.data.DataLoader(train_set, batch_size=per_rank, sampler=sampler,
-                                                 num_workers=run.workers, collate_fn=collate,
+            loader = torch.utils.data.DataLoader(ItemsOrUnreadable(train_set, _file_of(train_set)),
+                                                 batch_size=per_rank, sampler=sampler, num_workers=run.workers,
+                                                 collate_fn=dropping_unreadable(collate),
                                                  pin_memory=run.device.type == "cuda")
-            yield from loader
+            for batch, bad in loader:  # an unreadable image is dropped from its batch (and counted)
+                for s in bad:
+                    note_unreadable(s.file, s.reason)
+                if batch is not None:  # every rank still takes the same number of steps: the stream is endless
+                    yield batch
             epoch += 1
 
     bar = None
@@ -207,6 +218,7 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
 def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun, batch_size: int = 1) -> list[dict]:
     """Detections of every image of ``dataset``, in its order, on every rank (each rank predicts a share).
 
+    The prediction of an image that cannot be read is None (skipped and counted, `barlowtwins.data.bad_files`).
     Each prediction holds CPU tensors ``boxes`` (D, 4) float32 xyxy in original pixels, ``scores`` (D,) float32,
     ``labels`` (D,) int64, and for Mask R-CNN ``rles``: the masks (probability > 0.5) as COCO RLE.
     """
@@ -214,10 +226,18 @@ def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun, batc
     model.eval()
     world = D.world_size()
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=D.rank(), shuffle=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=run.workers,
-                                         collate_fn=collate)
-    mine: dict[int, dict] = {}
-    for images, targets in loader:
+    loader = torch.utils.data.DataLoader(ItemsOrUnreadable(dataset, _file_of(dataset)), batch_size=batch_size,
+                                         sampler=sampler, num_workers=run.workers,
+                                         collate_fn=dropping_unreadable(collate))
+    mine: dict[int, dict | None] = {}
+    why: dict[str, str] = {}
+    for batch, bad in loader:
+        for s in bad:  # an unreadable test image is left out of the evaluation (None here)
+            mine[s.index] = None
+            why[s.file] = s.reason
+        if batch is None:
+            continue
+        images, targets = batch
         xs, _ = _to_device(images, targets, run.device)
         with autocast(run.device, run.amp_dtype):
             outputs = model(xs)
@@ -230,8 +250,11 @@ def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun, batc
     model.train(mode)
     if world > 1:  # padded samplers repeat a few images: the dict keeps one copy of each
         parts = [None] * world
-        torch.distributed.all_gather_object(parts, mine)
-        mine = {k: v for part in parts for k, v in part.items()}
+        torch.distributed.all_gather_object(parts, (mine, why))
+        mine = {k: v for part, _ in parts for k, v in part.items()}
+        why = {f: r for _, part in parts for f, r in part.items()}
+    for f, r in why.items():
+        note_unreadable(f, r)
     missing = [i for i in range(len(dataset)) if i not in mine]
     if missing:
         raise RuntimeError(f"detection evaluation: {len(missing)} test images were predicted by no rank")
@@ -254,8 +277,11 @@ def _encode_masks(masks: torch.Tensor) -> list[dict]:
 
 def evaluate_detections(preds: list[dict], dataset: DetectionDataset,
                         use_07_metric: bool = True) -> tuple[dict, dict, str]:
-    """(metrics, per-class AP50, description) of ``preds`` on ``dataset`` by its own protocol."""
-    gts = [dataset.target(i) for i in range(len(dataset))]
+    """(metrics, per-class AP50, description) of ``preds`` on ``dataset`` by its own protocol; an image whose
+    prediction is None (it could not be read) is left out of the evaluation, its objects too."""
+    kept = [i for i in range(len(dataset)) if preds[i] is not None]
+    preds = [preds[i] for i in kept]
+    gts = [dataset.target(i) for i in kept]
     if dataset.coco_file is None:  # VOC
         res = voc_detection_ap(preds, gts, dataset.num_classes, use_07_metric=use_07_metric)
         per_class = {dataset.classes[c - 1]: v for c, v in res.pop("per_class_AP50").items()}
@@ -263,7 +289,7 @@ def evaluate_detections(preds: list[dict], dataset: DetectionDataset,
                f"{'11-point VOC07' if use_07_metric else 'area-under-curve'} AP per class; AP = mean over "
                "IoU 0.50:0.05:0.95)")
         return res, per_class, how
-    ids = [r.image_id for r in dataset.records]
+    ids = [dataset.records[i].image_id for i in kept]
     if pycocotools_available():
         import contextlib
         import io
@@ -274,9 +300,9 @@ def evaluate_detections(preds: list[dict], dataset: DetectionDataset,
             coco_gt = COCO(dataset.coco_file)
         results = detections_to_coco(preds, ids, dataset.category_ids)
         metrics = pycocotools_ap(coco_gt, [{k: v for k, v in r.items() if k != "segmentation"} for r in results],
-                                 "bbox")
+                                 "bbox", img_ids=ids)
         if dataset.masks:
-            segm = pycocotools_ap(coco_gt, [r for r in results if "segmentation" in r], "segm")
+            segm = pycocotools_ap(coco_gt, [r for r in results if "segmentation" in r], "segm", img_ids=ids)
             metrics.update({f"mask_{k}": v for k, v in segm.items()})
         return metrics, {}, "COCOeval (pycocotools), area all, 100 detections per image"
     metrics = coco_detection_ap(preds, gts, dataset.num_classes)
@@ -288,8 +314,9 @@ def run_detection(model: nn.Module, train_set: DetectionDataset, test_set: Detec
     """Fine-tune ``model`` on ``train_set`` and measure its AP on ``test_set``."""
     t0 = time.time()
     torch.manual_seed(run.seed)
-    train_detector(model, train_set, run)
-    preds = predict(model, test_set, run)
+    with collect_bad_files() as bad:
+        train_detector(model, train_set, run)
+        preds = predict(model, test_set, run)
     metrics, per_class, how = evaluate_detections(preds, test_set, use_07_metric) if D.is_main_process() \
         else ({}, {}, "")
     metrics, per_class, how = D.broadcast_object((metrics, per_class, how))
@@ -297,5 +324,10 @@ def run_detection(model: nn.Module, train_set: DetectionDataset, test_set: Detec
         how += "; NaN: the test set has no objects of any class"
     return DetectionResult(metrics=metrics, task=task, head=head, evaluation=how, schedule=run.schedule,
                            train_set=train_set.name, test_set=test_set.name, num_train=len(train_set),
-                           num_test=len(test_set), num_classes=train_set.num_classes, per_class_AP50=per_class,
-                           history=run.history, seconds=time.time() - t0)
+                           num_test=sum(p is not None for p in preds), num_classes=train_set.num_classes,
+                           per_class_AP50=per_class, history=run.history, seconds=time.time() - t0,
+                           skipped=bad.as_list())
+
+
+def _file_of(dataset: DetectionDataset):
+    return lambda i: str(dataset.records[i].file)

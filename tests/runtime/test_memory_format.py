@@ -1,0 +1,52 @@
+"""Channels-last only where it is safe: never on MPS, and on the CPU not for convolutions narrower than 16."""
+
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from barlowtwins.models.backbones import create_backbone
+from barlowtwins.runtime.memory_format import narrowest_conv, use_channels_last
+
+
+def test_the_choice_per_device_and_width():
+    narrow, wide = create_backbone("resnet18", stem="small", width=8), create_backbone("resnet18", width=16)
+    assert narrowest_conv(narrow) == 8 and narrowest_conv(wide) == 16
+    assert not use_channels_last(narrow, "cpu") and use_channels_last(wide, "cpu")
+    assert use_channels_last(narrow, "cuda") and not use_channels_last(wide, "mps")
+    assert not use_channels_last(wide, "cpu", wanted=False)
+    assert use_channels_last(torch.nn.Linear(2, 2), "cpu")
+
+
+def test_a_width_8_network_trains_at_an_odd_batch_size_on_the_cpu(fmnist_dir, tmp_path):
+    """The crash this guards against aborts the whole process, so the run happens in a child process: a width-8
+    ResNet-18 at batch 3 (channels-last would abort with a heap corruption in oneDNN's backward)."""
+    script = textwrap.dedent(f"""
+        from barlowtwins.training.config import PretrainConfig
+        from barlowtwins.training.trainer import pretrain
+        cfg = PretrainConfig(dataset="fashion-mnist", data_dir={str(fmnist_dir)!r}, image_size=32, backbone="resnet18",
+                             stem="small", width=8, projector="32-32", epochs=1, batch_size=3, progress=False,
+                             out={str(tmp_path / "r")!r}, max_steps=4, warmup_epochs=0)
+        print("step", pretrain(cfg)["step"])
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "step 4" in done.stdout, done.stderr[-2000:]
+
+
+def test_inputs_follow_the_models_format():
+    from barlowtwins.runtime.memory_format import is_channels_last
+
+    net = create_backbone("resnet18", width=16)
+    assert not is_channels_last(net)
+    net.to(memory_format=torch.channels_last)
+    assert is_channels_last(net) and not is_channels_last(torch.nn.Linear(2, 2))
+
+
+def test_evaluation_keeps_a_narrow_backbone_in_nchw_on_the_cpu():
+    from barlowtwins.evaluate.backbone import load_eval_backbone
+    from barlowtwins.runtime.memory_format import is_channels_last
+
+    narrow = load_eval_backbone(None, random_init=True, backbone="resnet18", stem="small", width=8, device="cpu")
+    wide = load_eval_backbone(None, random_init=True, backbone="resnet18", stem="small", width=16, device="cpu")
+    assert not is_channels_last(narrow.backbone) and is_channels_last(wide.backbone)
