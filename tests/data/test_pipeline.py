@@ -334,3 +334,29 @@ def test_a_torchvision_without_the_device_decoder_falls_back_to_the_cpu_path(fol
     assert pipe.kind == "cpu"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "using --data-path cpu instead" in err[0]
+
+
+def test_the_loader_prefetch_fits_the_shared_memory(tmp_path, monkeypatch, capsys):
+    """Docker's default /dev/shm (64 MB) cannot hold 10 workers x 4 batches of 224-px views: fewer batches ahead
+    with a warning, or one line naming the fix when not even one batch per worker fits (not a bus error mid-run)."""
+    import collections
+
+    from barlowtwins.data import pipeline as P
+
+    usage = collections.namedtuple("usage", "total used free")
+    batch = 2 * 128 * 224 * 224 * 3  # the cpu path's two uint8 views of a batch of 128: 38.5 MB
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda path: usage(2**40, 0, 2**40))
+    assert P.prefetch_for_shm(batch, 10) == P.PREFETCH and P.prefetch_for_shm(batch, 0) is None
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda path: usage(2**30, 0, 200 * 2**20))
+    assert P.prefetch_for_shm(batch, 2) == 2
+    assert "docker run --shm-size" in capsys.readouterr().err
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda path: usage(2**26, 0, 64 * 2**20))
+    with pytest.raises(DataError, match=r"/dev/shm has 64 MB free, but 10 loader workers need") as e:
+        P.prefetch_for_shm(batch, 10)
+    assert "\n" not in str(e.value)
+
+
+def test_the_cpu_path_states_its_batch_bytes(folder):
+    ds = build_dataset("folder", folder, "train")
+    pipe = build_pipeline(ds, aug(), batch_size=8, seed=0, device=CPU, data_path="cpu", workers=0)
+    assert pipe.batch_bytes() == 2 * 8 * aug().image_size ** 2 * 3

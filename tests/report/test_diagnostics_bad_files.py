@@ -51,3 +51,13 @@ def test_strict_data_refuses_before_encoding(run_with_bad_val, monkeypatch):
     with pytest.raises(DataError) as e:
         run_diagnostics(run_with_bad_val, map_method="pca", strict_data=True)
     assert len(str(e.value).splitlines()) == 1 and all(b in str(e.value) for b in BAD)
+
+
+def test_report_strict_data_is_one_line_exit_2_and_a_plain_report_lists_the_files(run_with_bad_val, tmp_path, capsys):
+    out = tmp_path / "strict.html"
+    assert main(["report", str(run_with_bad_val), "--output", str(out), "--map", "pca", "--strict-data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and all(b in err for b in BAD) and not out.exists(), err
+    assert main(["report", str(run_with_bad_val), "--output", str(tmp_path / "plain.html"), "--map", "pca"]) == 0
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note:")]
+    assert any("skipped 2 unreadable files" in ln for ln in notes), notes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from barlowtwins.cli.common import add_strict_data_arg
 from barlowtwins.errors import ConfigError
 from barlowtwins.report import build_report
 from barlowtwins.report.plots import require_matplotlib
@@ -30,6 +31,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--map", choices=("auto", "umap", "tsne", "pca"), default="auto",
                    help="2-D map method (auto: UMAP if installed, else t-SNE, else PCA)")
     p.add_argument("--device", default="cpu", help="device for the diagnostics: cpu, cuda, mps or auto")
+    add_strict_data_arg(p)
     return p
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--samples must be at least 2, got {args.samples}")
     output = args.output or (str(Path(args.runs[0]) / "report.html") if len(args.runs) == 1 else "report.html")
     res = build_report(args.runs, output, diagnostics=not args.no_diagnostics, samples=args.samples,
-                       device=args.device, map_method=args.map)
+                       device=args.device, map_method=args.map, strict_data=args.strict_data)
     for n in res.notes:
         print(f"note: {n}")
     print(f"wrote {res.html} ({len(res.figures)} figures, also in {res.html.with_name(res.html.stem + '_files')}/)")

@@ -31,6 +31,7 @@ is decoded once before training, and any unreadable one is an error.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,37 @@ def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.devi
                           strict=getattr(cfg, "strict_data", False))
 
 
+PREFETCH = 4  # batches each loader worker prepares ahead
+SHM = "/dev/shm"
+
+
+def prefetch_for_shm(batch_bytes: int | None, workers: int, shm: str = SHM) -> int | None:
+    """Batches each of ``workers`` loader workers may prepare ahead: `PREFETCH`, fewer when the shared memory
+    they hand batches over in (``/dev/shm``; a Docker container has 64 MB unless told otherwise) cannot hold
+    ``workers x PREFETCH`` batches (it would end in a bus error mid-run); a one-line `DataError` naming the fix when
+    it cannot hold even one batch per worker. None without workers (no shared memory is used)."""
+    if workers <= 0:
+        return None
+    if not batch_bytes:
+        return PREFETCH
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:  # no /dev/shm (macOS, Windows): PyTorch shares memory by other means
+        return PREFETCH
+    fit = int(0.8 * free) // (batch_bytes * workers)
+    if fit >= PREFETCH:
+        return PREFETCH
+    mb = lambda n: f"{n / 2**20:.0f} MB"  # noqa: E731
+    if fit >= 1:
+        print(f"warning: {shm} has {mb(free)} free: the loader prepares {fit} batch(es) ahead per worker instead "
+              f"of {PREFETCH}; give it more shared memory (docker run --shm-size=2g) for full speed",
+              file=sys.stderr, flush=True)
+        return fit
+    raise DataError(f"{shm} has {mb(free)} free, but {workers} loader workers need {mb(batch_bytes * workers)} for "
+                    "one batch each; give the container more shared memory (docker run --shm-size=2g), or lower "
+                    "--workers or --batch-size")
+
+
 class DataPath:
     """Batches of one rank and the views of each batch (see the module docstring)."""
 
@@ -145,6 +177,10 @@ class DataPath:
 
     def metrics(self) -> dict:
         return {"skipped_files": len(self.skipped)}
+
+    def batch_bytes(self) -> int | None:
+        """Bytes of one batch as a loader worker hands it over (in shared memory); None when not known."""
+        return None
 
     def _note_skips(self, skipped) -> None:
         for entry in skipped:
@@ -374,7 +410,8 @@ class _FilePath(DataPath):
             self._data_loader = DataLoader(
                 make_samples(), batch_sampler=self._sampler, num_workers=self.workers,
                 pin_memory=self.device.type == "cuda" and self.pin, collate_fn=collate,
-                prefetch_factor=4 if self.workers > 0 else None, persistent_workers=self.workers > 0,
+                prefetch_factor=prefetch_for_shm(self.batch_bytes(), self.workers),
+                persistent_workers=self.workers > 0,
                 worker_init_fn=_ignore_stop_signals if self.workers > 0 else None)
         self._generation = getattr(self, "_generation", 0) + 1
         generation = self._generation
@@ -413,6 +450,10 @@ class CpuPath(_FilePath):
         super().__init__(dataset, aug, **kw)
         if aug.hue and aug.jitter_p:
             tables()  # built here once: loader workers forked from this process share them
+
+    def batch_bytes(self) -> int:
+        # two uint8 views (B, S, S, 3) per batch of this rank
+        return 2 * (self.batch_size // self.world) * self.aug.image_size ** 2 * 3
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
         samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict)  # noqa: E731

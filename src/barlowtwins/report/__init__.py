@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.data.bad_files import summary_line
+from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.report import plots
 from barlowtwins.report.diagnostics import run_diagnostics
 from barlowtwins.report.html import RESULTS_HEAD, figure, note, page, result_rows, table
@@ -103,7 +104,8 @@ def describe_images(diags) -> str:
 
 
 def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics: bool = True, samples: int = 512,
-                 device: str = "cpu", map_method: str = "auto", title: str | None = None) -> ReportResult:
+                 device: str = "cpu", map_method: str = "auto", title: str | None = None,
+                 strict_data: bool = False) -> ReportResult:
     """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written.
 
     One-line errors before any work: an output that cannot be written, a ``_files`` folder that is not the
@@ -132,9 +134,14 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
         d = None
         if diagnostics:
             try:
-                d = run_diagnostics(r.path, samples=samples, device=device, map_method=map_method)
+                d = run_diagnostics(r.path, samples=samples, device=device, map_method=map_method,
+                                    strict_data=strict_data)
             except Exception as e:  # noqa: BLE001 - the page is still useful without them; say why
+                if strict_data and isinstance(e, DataError):  # --strict-data: as in every command, an error
+                    raise
                 result.notes.append(f"{r.name}: collapse diagnostics skipped ({str(e).splitlines()[0][:300]})")
+            if d is not None and d.skipped:
+                result.notes.append(f"{r.name}: {summary_line(d.skipped)}")
         diags.append(d)
     result.diagnostics = diags
 
