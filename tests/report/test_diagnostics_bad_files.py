@@ -61,3 +61,24 @@ def test_report_strict_data_is_one_line_exit_2_and_a_plain_report_lists_the_file
     assert main(["report", str(run_with_bad_val), "--output", str(tmp_path / "plain.html"), "--map", "pca"]) == 0
     notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note:")]
     assert any("skipped 2 unreadable files" in ln for ln in notes), notes
+
+
+def test_the_map_is_coloured_by_the_labels_given_or_the_runs_knn_data(tmp_path):
+    """A run on unlabelled images: with --labels (or the run's online-kNN data) the diagnostics measure a labelled
+    folder, so the 2-D map has classes; an explicit --labels that is not a folder is one line."""
+    from barlowtwins.errors import ConfigError
+
+    tree = make_image_folder(tmp_path / "jpegs", classes=("cat", "dog"), per_class=4)
+    run = tmp_path / "run"
+    pretrain(tiny_config(tree / "train", run, dataset="images", batch_size=4, epochs=1, workers=0))
+    plain = run_diagnostics(run, map_method="pca")
+    assert plain.labels is None and plain.split == "all images"
+    given = run_diagnostics(run, map_method="pca", labels_dir=str(tree))
+    assert given.labels is not None and given.class_names == ["cat", "dog"] and str(tree) in given.split
+    with pytest.raises(ConfigError, match="--labels"):
+        run_diagnostics(run, map_method="pca", labels_dir=str(tmp_path / "missing"))
+    knn = tmp_path / "run-knn"
+    pretrain(tiny_config(tree / "train", knn, dataset="images", batch_size=4, epochs=1, workers=0,
+                         knn_dataset="folder", knn_data_dir=str(tree)))
+    from_knn = run_diagnostics(knn, map_method="pca")
+    assert from_knn.labels is not None and "online kNN" in from_knn.split

@@ -31,6 +31,10 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--map", choices=("auto", "umap", "tsne", "pca"), default="auto",
                    help="2-D map method (auto: UMAP if installed, else t-SNE, else PCA)")
     p.add_argument("--device", default="cpu", help="device for the diagnostics: cpu, cuda, mps or auto")
+    p.add_argument("--labels", default=None, metavar="DIR",
+                   help="a labelled folder (DIR/train/<class>/..., DIR/val/<class>/...) whose images the diagnostics "
+                        "measure, so the 2-D map is coloured by class (default: the run's online-kNN data, else "
+                        "its own labelled split, else its images)")
     add_strict_data_arg(p)
     return p
 
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--samples must be at least 2, got {args.samples}")
     output = args.output or (str(Path(args.runs[0]) / "report.html") if len(args.runs) == 1 else "report.html")
     res = build_report(args.runs, output, diagnostics=not args.no_diagnostics, samples=args.samples,
-                       device=args.device, map_method=args.map, strict_data=args.strict_data)
+                       device=args.device, map_method=args.map, strict_data=args.strict_data,
+                       labels_dir=args.labels)
     for n in res.notes:
         print(f"note: {n}")
     print(f"wrote {res.html} ({len(res.figures)} figures, also in {res.html.with_name(res.html.stem + '_files')}/)")

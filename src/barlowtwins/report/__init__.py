@@ -97,15 +97,15 @@ def describe_images(diags) -> str:
         if d is None:
             continue
         split = str(d.split or "")
-        kind = "held-out" if split in HELD_OUT else "training"
+        held_out = split.split(" ")[0] in HELD_OUT  # "val", or "val of DIR" / "val (online kNN data)"
         words = plots.images_phrase(d.samples, split)
-        parts.append(f"{words}, {kind} data" if split not in HELD_OUT else f"{words} ({kind})")
+        parts.append(f"{words} (held-out)" if held_out else f"{words}, training data")
     return "; ".join(dict.fromkeys(parts)) or "the run's images"
 
 
 def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics: bool = True, samples: int = 512,
                  device: str = "cpu", map_method: str = "auto", title: str | None = None,
-                 strict_data: bool = False) -> ReportResult:
+                 strict_data: bool = False, labels_dir: str | None = None) -> ReportResult:
     """Write ``output`` (HTML) and ``<output stem>_files/*.png``; return what was written.
 
     One-line errors before any work: an output that cannot be written, a ``_files`` folder that is not the
@@ -135,7 +135,7 @@ def build_report(run_dirs: list[str | Path], output: str | Path, *, diagnostics:
         if diagnostics:
             try:
                 d = run_diagnostics(r.path, samples=samples, device=device, map_method=map_method,
-                                    strict_data=strict_data)
+                                    strict_data=strict_data, labels_dir=labels_dir)
             except Exception as e:  # noqa: BLE001 - the page is still useful without them; say why
                 if strict_data and isinstance(e, DataError):  # --strict-data: as in every command, an error
                     raise

@@ -26,7 +26,7 @@ import yaml
 
 from barlowtwins.data.bad_files import collect_bad_files, refuse_unreadable_in, warn_uncollected
 from barlowtwins.data.datasets import build_dataset, default_val_split, image_folder
-from barlowtwins.errors import BarlowTwinsError, DataError
+from barlowtwins.errors import BarlowTwinsError, ConfigError, DataError
 from barlowtwins.evaluate.collapse import effective_rank, rankme, singular_values
 from barlowtwins.evaluate.features import extract_features
 from barlowtwins.models.barlow_twins import build_model
@@ -101,16 +101,28 @@ def map_2d(x: np.ndarray, seed: int = 0, method: str = "auto") -> tuple[np.ndarr
     return xy, "PCA"
 
 
-def _held_out(cfg, samples: int):
-    """A labelled evaluation split of the run's data when there is one, else its training images."""
+def _held_out(cfg, samples: int, labels_dir: str | None = None):
+    """The images to measure, labelled where any labels are known: ``labels_dir`` (a labelled folder in the
+    ImageNet layout), else the run's online-kNN data, else a labelled evaluation split of the run's data, else its
+    training images."""
     name = cfg.dataset
     candidates = []
-    if name == "images":
-        candidates = [("all images", lambda: image_folder(cfg.data_dir))]
+    if labels_dir is not None:
+        val = default_val_split("folder")
+        candidates = [(f"{val} of {labels_dir}", lambda: build_dataset("folder", labels_dir, val, False)),
+                      (f"train of {labels_dir}", lambda: build_dataset("folder", labels_dir, "train", False))]
+    elif name == "images" and cfg.knn_dataset and cfg.knn_dataset != "images":
+        knn_val = cfg.knn_val_split or default_val_split(cfg.knn_dataset)
+        candidates = [(f"{knn_val} (online kNN data)", lambda: build_dataset(
+            cfg.knn_dataset, cfg.knn_data_dir or cfg.data_dir, knn_val, False))]
+    if labels_dir is not None:
+        pass  # the labels asked for, or an error: never silently other images
+    elif name == "images":
+        candidates += [("all images", lambda: image_folder(cfg.data_dir))]
     else:
         val = default_val_split(name)
-        candidates = [(val, lambda: build_dataset(name, cfg.data_dir, val, False)),
-                      (cfg.split, lambda: build_dataset(name, cfg.data_dir, cfg.split, False))]
+        candidates += [(val, lambda: build_dataset(name, cfg.data_dir, val, False)),
+                       (cfg.split, lambda: build_dataset(name, cfg.data_dir, cfg.split, False))]
     errors = []
     for split, make in candidates:
         try:
@@ -125,7 +137,7 @@ def _held_out(cfg, samples: int):
 
 
 def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu", map_method: str = "auto",
-                    seed: int = 0, strict_data: bool = False) -> Diagnostics:
+                    seed: int = 0, strict_data: bool = False, labels_dir: str | None = None) -> Diagnostics:
     """Load the run's network (``checkpoint.pth``, else ``backbone.pth`` without projector) and measure it.
 
     An unreadable image among the samples is skipped (`barlowtwins.data.bad_files`): counted in ``skipped`` and
@@ -152,7 +164,9 @@ def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu"
         raise DataError(f"{run} has no checkpoint.pth or backbone.pth yet")
     dev = select_device(device)
     model.to(dev).eval()
-    data, split = _held_out(cfg, samples)
+    if labels_dir is not None and not Path(labels_dir).is_dir():
+        raise ConfigError(f"--labels {labels_dir} is not a folder; give a labelled folder (<dir>/train/<class>/...)")
+    data, split = _held_out(cfg, samples, labels_dir)
     if strict_data:
         refuse_unreadable_in(data)
     aug = augment_config(cfg.image_size, getattr(data, "channels", 3), **cfg.augment_overrides())
