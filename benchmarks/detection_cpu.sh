@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Detection transfer at CPU scale (a check that the whole path learns, not a benchmark of the method):
-#   1. a synthetic-shapes data set in Pascal VOC layout (tests/detection_data.py): 400 trainval + 100 test
+#   1. a synthetic-shapes data set in Pascal VOC layout (benchmarks/detection_shapes.py): 400 trainval + 100 test
 #      images of 64 px, 1-3 coloured rectangles each on noise, every 5th object marked difficult;
 #   2. Barlow Twins pretraining of a ResNet-18 of width 8 on the 400 trainval images, labels unused (7 minutes);
 #   3. `barlowtwins detect` (Faster R-CNN C4, 300 iterations at batch 4) from that backbone and from random
@@ -9,12 +9,12 @@
 #   OUT=runs/detection-cpu bash benchmarks/detection_cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src:$PWD/tests${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
+export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}
 D=${OUT:-runs/detection-cpu}
 $PY -c "
 from pathlib import Path
-from detection_data import make_voc_shapes
+from detection_shapes import make_voc_shapes
 make_voc_shapes(Path('$D/voc'), n_trainval=400, n_test=100, size=64, max_objects=3, seed=0)
 "
 $PY -m barlowtwins pretrain --dataset images --data-dir "$D/voc/VOCdevkit/VOC2007/JPEGImages" --image-size 64 \

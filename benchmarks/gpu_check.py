@@ -7,7 +7,10 @@
    steps (the decode, which drains its side stream, under "warn" with the warnings counted);
 3. odd files through the device path: CMYK, progressive, truncated, 7k x 12k (under PIL's pixel cap) and
    12k x 12k (over it) JPEGs;
-4. device views against CPU views on the same parameters.
+4. device views against CPU views on the same parameters (the GPU's grouped crops against the CPU's per-sample
+   ones);
+5. crop speed: 256 crops of 375 x 500 images (one shape, as most of ImageNet) and of 256 different shapes, the
+   grouped matmuls against one ``F.interpolate`` per crop, milliseconds per view.
 
 Without CUDA it prints one line and exits 0. Results go to stdout and, as JSON, to ``--output``.
 """
@@ -171,6 +174,31 @@ def device_vs_cpu(device):
     return {"max_diff_levels": worst * 255}
 
 
+def crop_speed(device, n=256, size=224, repeats=20):
+    from barlowtwins.transforms.device import crop_resize
+    from barlowtwins.transforms.params import view_params
+    from barlowtwins.transforms.spec import augment_config
+
+    cfg = augment_config(size)
+    out = {}
+    for label, shapes in (("one shape", [(375, 500)] * n), ("all shapes differ", [(300 + i, 400 + i) for i in range(n)])):
+        images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, device=device) for h, w in shapes]
+        p = view_params(cfg, 0, 0, 1, np.arange(n), np.array([h for h, _ in shapes]), np.array([w for _, w in shapes]))
+        row = {}
+        for name, grouped in (("grouped", True), ("per_sample", False)):
+            crop_resize(images, p.box, size, grouped=grouped)  # warm-up
+            torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                crop_resize(images, p.box, size, grouped=grouped)
+            torch.cuda.synchronize(device)
+            row[name + "_ms"] = round((time.perf_counter() - t0) / repeats * 1000, 2)
+        out[label] = row
+        print(f"crop speed, {n} crops to {size} px, {label}: grouped {row['grouped_ms']} ms, "
+              f"per sample {row['per_sample_ms']} ms per view")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default="benchmarks/results/gpu-check.json")
@@ -185,7 +213,7 @@ def main(argv=None) -> int:
     result = {"gpu": torch.cuda.get_device_name(device), "self_test": check_device_decoder(device) or "ok"}
     print(f"self-test: {result['self_test']}")
     for name, check in (("corruption", corruption), ("sync_audit", sync_audit), ("odd_files", odd_files),
-                        ("device_vs_cpu", device_vs_cpu)):
+                        ("device_vs_cpu", device_vs_cpu), ("crop_speed", crop_speed)):
         try:
             result[name] = check(device)
         except Exception as e:  # noqa: BLE001 -- one failed check is reported, the others still run

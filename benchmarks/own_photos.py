@@ -1,7 +1,7 @@
 """Your own photos on a CPU: does the plain command learn something in a short budget?
 
 For each seed, exactly what a new user types (no preset, no tuning flags), on a folder of photo-like scenes
-(`photo_scenes.py`: five shape classes on random backgrounds, 300-600 px JPEGs):
+(`photo_scenes.py`: five object classes on random backgrounds, 300-600 px JPEGs):
 
     barlowtwins pretrain --dataset images --data-dir <set>/train --time-budget-minutes M --seed S --out <run>
 
@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HERE, RESULTS, append_block, machine  # noqa: E402
-from photo_scenes import CLASSES, write_set  # noqa: E402
+from photo_scenes import KINDS, write_set  # noqa: E402
 
 import barlowtwins  # noqa: E402
 
@@ -86,15 +86,16 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data", default="data/photo-scenes", help="the scene set (made here when missing)")
-    p.add_argument("--train", type=int, default=100, help="training images per class, when the set is made")
-    p.add_argument("--val", type=int, default=40, help="evaluation images per class, when the set is made")
+    p.add_argument("--train", type=int, default=200, help="training images per class, when the set is made")
+    p.add_argument("--val", type=int, default=60, help="evaluation images per class, when the set is made")
+    p.add_argument("--kind", choices=tuple(KINDS), default="objects", help="the kind of scene set, when made")
     p.add_argument("--work", default="runs/bench-own-photos")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further pretrain flags (a variant: everything after --extra)")
     args = p.parse_args()
     data = Path(args.data)
     if not (data / "train").is_dir():
-        write_set(data, args.train, args.val, seed=0)
+        write_set(data, args.train, args.val, seed=0, kind=args.kind)
     work = Path(args.work)
     runs = [one_seed(s, args, data, work) for s in args.seeds]
 
@@ -103,9 +104,10 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     n_train = sum(1 for _ in (data / "train").rglob("*.jpg"))
     n_val = sum(1 for _ in (data / "val").rglob("*.jpg"))
+    classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
     meta = {"machine": machine(), "date": stamp, "barlowtwins": barlowtwins.__version__, "torch": torch.__version__,
             "minutes": args.minutes, "extra": args.extra, "train_images": n_train, "val_images": n_val,
-            "classes": len(CLASSES), "runs": runs}
+            "classes": classes, "runs": runs}
     out.write_text(json.dumps(meta, indent=1))
     rows = []
     for which in ("pretrained", "random_init"):
@@ -118,7 +120,7 @@ def main() -> None:
     gain = [r["pretrained"]["knn20_top1"] - r["random_init"]["knn20_top1"] for r in runs]
     header = (f"Your own photos on a CPU: `pretrain --dataset images --time-budget-minutes {args.minutes:g}` "
               f"({stamp}, {machine()}, torch {torch.__version__}, {n_train} train / {n_val} val scenes, "
-              f"{len(CLASSES)} classes, chance {100 / len(CLASSES):.0f}%; kNN k=20 gain over random init "
+              f"{len(classes)} classes ({', '.join(classes)}), chance {100 / len(classes):.0f}%; kNN k=20 gain over random init "
               f"{mean_std(gain)} points)")
     block = append_block(RESULTS, header, ["network", "seeds", "kNN k=20", "kNN k=200", "linear (fast)", "steps",
                                            "epochs"], rows)

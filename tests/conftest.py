@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import socket
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ from barlowtwins.training.config import PretrainConfig
 from barlowtwins.weights.save import write_run_backbone
 
 torch.set_num_threads(2)
+# The data generators the benchmarks and the tests share (benchmarks/detection_shapes.py)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

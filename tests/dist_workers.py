@@ -35,7 +35,11 @@ def _plain_all_reduce(t: torch.Tensor, group=None) -> torch.Tensor:
     return out
 
 
-def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool) -> None:
+def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool, mix: bool = False) -> None:
+    """2 ranks vs one process on the global batch; ``mix``: with the Mixed Barlow Twins regulariser, its
+    partners and weight drawn per rank as the trainer draws them (`training.mixing.mix_draw`)."""
+    from barlowtwins.training.mixing import mix_draw
+
     init(rank, world, port)
     if plain:
         import barlowtwins.models.loss as L
@@ -57,8 +61,14 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
     for step in range(3):
         for o in (opt, ref_opt):
             set_learning_rates(o, 0.5)
-        out = ddp(x1[mine], x2[mine], return_parts=True)
-        ref = reference(x1, x2, return_parts=True)
+        mine_mix = ref_mix = None
+        if mix:
+            perm, alpha = mix_draw(0, step, rank, n, n, 1.0)  # blocks of one rank's batch
+            ref_perm, ref_alpha = mix_draw(0, step, 0, 2 * n, n, 1.0)
+            assert torch.equal(ref_perm[mine] - rank * n, perm) and alpha == ref_alpha
+            mine_mix, ref_mix = (perm, alpha, 2.0), (ref_perm, ref_alpha, 2.0)
+        out = ddp(x1[mine], x2[mine], return_parts=True, mix=mine_mix)
+        ref = reference(x1, x2, return_parts=True, mix=ref_mix)
         opt.zero_grad()
         ref_opt.zero_grad()
         out.loss.backward()
@@ -66,6 +76,8 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool)
         if step == 0:
             report["loss"] = (out.loss.item(), ref.loss.item())
             report["c_block_err"] = float((out.c_block - ref.c_block).abs().max())
+            if mix:
+                report["mix"] = (out.mix.item(), ref.mix.item())
             grads = {k: p.grad.clone() for k, p in ddp.module.named_parameters()}
             ref_grads = {k: p.grad.clone() for k, p in reference.named_parameters()}
             report["grad_rel_err"] = max(float((grads[k] - ref_grads[k]).norm() / (ref_grads[k].norm() + 1e-12))

@@ -147,7 +147,7 @@ def test_neighbors_skips_unreadable_queries_and_sheet_images(bad_tree, run_dir, 
 
 
 def test_detect_skips_bad_train_and_test_images(tmp_path, capsys):
-    from detection_data import make_voc_shapes
+    from detection_shapes import make_voc_shapes
 
     root = make_voc_shapes(tmp_path / "voc", n_trainval=4, n_test=3)
     images = root / "VOCdevkit" / "VOC2007" / "JPEGImages"

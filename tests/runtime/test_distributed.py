@@ -31,6 +31,18 @@ def test_two_ranks_equal_one_process_loss_gradients_and_lars_steps(tmp_path):
         assert r["buffer_rel_err"] < 1e-4, r  # SyncBN running statistics = one process's BN
 
 
+def test_two_ranks_equal_one_process_with_the_mixed_regulariser(tmp_path):
+    """Mixed Barlow Twins: the regulariser, its gradients and the LARS steps of 2 ranks equal one process whose
+    partners are drawn in the same blocks."""
+    spawn(dist_workers.gradients_match, str(tmp_path), False, True)
+    for rank in range(2):
+        r = torch.load(tmp_path / f"report{rank}.pt")
+        assert r["loss"][0] == pytest.approx(r["loss"][1], rel=1e-5)
+        assert r["mix"][0] == pytest.approx(r["mix"][1], rel=1e-5) and r["mix"][0] > 0
+        assert r["grad_rel_err"] < 1e-4, r
+        assert r["param_rel_err"] < 1e-5, r
+
+
 def test_a_plain_all_reduce_would_fail_the_check(tmp_path):
     spawn(dist_workers.gradients_match, str(tmp_path), True)
     r = torch.load(tmp_path / "report0.pt")

@@ -41,6 +41,27 @@ def test_resume_continues_exactly(fmnist_dir, tmp_path):
     assert events.count("resume") == 1 and events[-1] == "done"
 
 
+def test_mixed_barlow_twins_runs_logs_its_term_and_resumes_exactly(fmnist_dir, tmp_path):
+    """The Mixed Barlow Twins regulariser on: its draws are functions of (seed, step), so a stopped and resumed
+    run ends where the straight one does; metrics.jsonl records the term."""
+    straight = pretrain(tiny_config(fmnist_dir, tmp_path / "a", mix_weight=4.0, mix_block=8))
+    pretrain(tiny_config(fmnist_dir, tmp_path / "b", mix_weight=4.0, mix_block=8, max_steps=3))
+    resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b", mix_weight=4.0, mix_block=8))
+    assert straight["step"] == resumed["step"] == 8
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-5, atol=1e-6, msg=k)
+    plain = pretrain(tiny_config(fmnist_dir, tmp_path / "c"))
+    c = load_checkpoint(tmp_path / "c" / "checkpoint.pth")
+    assert plain["step"] == 8
+    assert any(not torch.allclose(c["model"][k], v) for k, v in a["model"].items() if v.is_floating_point())
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    mixes = [r["mix"] for r in records if "loss" in r]
+    assert mixes and all(m > 0 for m in mixes)
+    assert not any("mix" in json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines())
+
+
 def test_run_folder_holds_config_metrics_and_backbone(fmnist_dir, tmp_path):
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", epochs=1))
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())

@@ -141,3 +141,12 @@ def test_very_large_crops_are_pooled_before_the_antialiased_resize(monkeypatch):
                               antialias=True).clamp(0, 1)
         diff = float((out[i] - ref).abs().max())
         assert diff <= (2 / 255 if i == 0 else 1e-5), diff
+
+
+def test_a_torchvision_without_image_decoders_makes_the_device_path_unavailable(monkeypatch):
+    """torchvision deprecates its decoders: without them the self-test names the reason (the pipeline then takes
+    the cpu path), the package still imports."""
+    monkeypatch.setattr(dev, "decode_jpeg", None)
+    monkeypatch.setattr(dev, "_checked", {})
+    why = dev.check_device_decoder(torch.device("cpu"))
+    assert why is not None and "no JPEG decoder" in why

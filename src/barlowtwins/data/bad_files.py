@@ -22,8 +22,7 @@ from typing import NamedTuple
 
 import torch
 import torch.distributed
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, default_collate
 
 from barlowtwins.data.images import scan_images
 from barlowtwins.data.sampling import BatchStream, default_workers

@@ -7,6 +7,7 @@ from torch import nn
 
 from barlowtwins.models.backbones import create_backbone
 from barlowtwins.models.loss import BarlowTwinsLoss, BarlowTwinsLossOutput
+from barlowtwins.models.mixed import mix_inputs, mixed_regulariser
 from barlowtwins.models.projector import Projector
 
 
@@ -15,7 +16,10 @@ class BarlowTwins(nn.Module):
 
     ``forward(x1, x2)`` runs the two views through the network separately (BN statistics per view, as in
     the paper) and returns the scalar loss; ``return_parts=True`` returns ``BarlowTwinsLossOutput`` (loss,
-    on-diagonal and off-diagonal terms, and the C block when ``c_block`` > 0).
+    on-diagonal and off-diagonal terms, and the C block when ``c_block`` > 0). ``mix=(perm, alpha, weight)``
+    adds the Mixed Barlow Twins regulariser (`models.mixed`): a third forward pass of
+    ``alpha * x1 + (1 - alpha) * x2[perm]`` (its own BN statistics, as in the reference code), and
+    ``weight * λ * R`` in the loss.
 
         >>> model = build_model("resnet18", "512-512", stem="small")
         >>> model(x1, x2).backward()
@@ -42,9 +46,17 @@ class BarlowTwins(nn.Module):
         """(N, 3, H, W) images -> (N, D) projector output."""
         return self.projector(self.backbone(x))
 
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor, *,
-                return_parts: bool = False) -> torch.Tensor | BarlowTwinsLossOutput:
-        return self.loss(self.embed(x1), self.embed(x2), return_parts=return_parts)
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, *, return_parts: bool = False,
+                mix: tuple[torch.Tensor, float, float] | None = None) -> torch.Tensor | BarlowTwinsLossOutput:
+        z1, z2 = self.embed(x1), self.embed(x2)
+        if mix is None:
+            return self.loss(z1, z2, return_parts=return_parts)
+        perm, alpha, weight = mix
+        zm = self.embed(mix_inputs(x1, x2, perm, alpha))
+        out = self.loss(z1, z2, return_parts=True)
+        reg = mixed_regulariser(z1, z2, zm, perm, alpha, eps=self.loss.eps, distributed=self.loss.distributed)
+        out = out._replace(loss=out.loss + (weight * self.loss.lambd) * reg, mix=reg)
+        return out if return_parts else out.loss
 
 
 def build_model(backbone: str = "resnet50", projector: str = "8192-8192-8192", *, stem: str = "standard",

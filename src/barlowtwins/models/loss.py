@@ -31,28 +31,35 @@ class BarlowTwinsLossOutput(NamedTuple):
     # (k, k) detached copy of the top-left block C[:k, :k] (global under torch.distributed, as C is), when the
     # loss was asked for one (``c_block=k``); None otherwise. A cheap window on C for run reports.
     c_block: torch.Tensor | None = None
+    # scalar: the Mixed Barlow Twins regulariser R (before its weight; ``loss`` includes weight * λ * R) when the
+    # step mixed inputs (`models.mixed`); None otherwise
+    mix: torch.Tensor | None = None
 
 
-def _standardise(z1: torch.Tensor, z2: torch.Tensor, eps: float, distributed: bool):
-    """Per-dimension (z - mean) / sqrt(var + eps) over the global batch, biased variance (as BatchNorm).
+def standardise(zs: list[torch.Tensor], eps: float, distributed: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-dimension (z - mean) / sqrt(var + eps) of each (N_local, D) tensor over the global batch, biased
+    variance (as BatchNorm), with one collective for all the means and the count and one for the variances.
 
-    Returns ẑ1, ẑ2 (N_local, D) and the global batch size as a 0-d tensor (kept on device: no host sync).
+    Returns the standardised tensors and the global batch size as a 0-d tensor (kept on device: no host sync).
     """
-    n_local = z1.shape[0]
-    d = z1.shape[1]
-    # One collective for both means and the count: (2D + 1,)
-    stats = torch.cat([z1.sum(0), z2.sum(0), z1.new_full((1,), float(n_local))])
+    n_local, d = zs[0].shape[0], zs[0].shape[1]
+    # (k D + 1,): every mean and the count in one collective
+    stats = torch.cat([z.sum(0) for z in zs] + [zs[0].new_full((1,), float(n_local))])
     if distributed:
         stats = all_reduce_sum(stats)
     n = stats[-1]
-    mean1, mean2 = stats[:d] / n, stats[d: 2 * d] / n
-    c1, c2 = z1 - mean1, z2 - mean2
+    centred = [z - stats[i * d: (i + 1) * d] / n for i, z in enumerate(zs)]
     # Two-pass variance: more accurate than E[z^2] - E[z]^2 when the mean is large.
-    sq = torch.cat([c1.square().sum(0), c2.square().sum(0)])
+    sq = torch.cat([c.square().sum(0) for c in centred])
     if distributed:
         sq = all_reduce_sum(sq)
-    var1, var2 = sq[:d] / n, sq[d:] / n
-    return c1 * torch.rsqrt(var1 + eps), c2 * torch.rsqrt(var2 + eps), n
+    return [c * torch.rsqrt(sq[i * d: (i + 1) * d] / n + eps) for i, c in enumerate(centred)], n
+
+
+def _standardise(z1: torch.Tensor, z2: torch.Tensor, eps: float, distributed: bool):
+    """`standardise` of the two views: ẑ1, ẑ2 (N_local, D) and the global batch size (0-d tensor)."""
+    (z1n, z2n), n = standardise([z1, z2], eps, distributed)
+    return z1n, z2n, n
 
 
 def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,

@@ -42,16 +42,22 @@ def _colour(i: int) -> str:
 def loss_figure(runs):
     if not any(r.steps for r in runs):
         return None
-    fig, (a, b, c) = _figure(12, 3.6, 3)
+    mixed = any(r.series("mix")[1] for r in runs)  # Mixed Barlow Twins runs: a fourth panel for R
+    axes = _figure(16, 3.6, 4) if mixed else _figure(12, 3.6, 3)
+    a, b, c = axes[1][:3]
+    keys = ((a, "loss"), (b, "on_diag"), (c, "off_diag")) + (((axes[1][3], "mix"),) if mixed else ())
     for i, r in enumerate(runs):
-        for ax, key in ((a, "loss"), (b, "on_diag"), (c, "off_diag")):
+        for ax, key in keys:
             x, y = r.series(key)
             if y:
                 ax.plot(x, y, color=_colour(i), label=r.name, lw=1.2)
-    a.set_title("loss = on-diagonal + λ · off-diagonal")
+    a.set_title("loss = on-diagonal + λ · off-diagonal" + (" + w · λ · R" if mixed else ""))
     b.set_title("on-diagonal: Σ (1 − C_ii)²")
     c.set_title("off-diagonal: Σ C_ij² (before λ)")
-    for ax in (a, b, c):
+    if mixed:
+        axes[1][3].set_title("Mixed BT regulariser R (before w · λ)")
+    fig = axes[0]
+    for ax, _ in keys:
         ax.set_xlabel("epoch")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)

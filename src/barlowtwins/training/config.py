@@ -109,6 +109,12 @@ class PretrainConfig:
     lambd: float = opt(0.0051, "weight of the off-diagonal (redundancy) term of the loss", ge=0)
     loss_terms: str = opt("both", "loss terms to use: both, or on-diagonal/off-diagonal only (ablations)",
                           choices=_choices("loss_terms"))
+    mix_weight: float = opt(0.0, "Mixed Barlow Twins: weight of the mixed-input regulariser, times lambd (0: off, "
+                                 "the paper's recipe; the reference code uses 4 on CIFAR, 0.5 on ImageNet)", ge=0)
+    mix_beta: float = opt(1.0, "Mixed Barlow Twins: the mixing weight is drawn from Beta(a, a) with this a", gt=0)
+    mix_block: int = opt(64, "Mixed Barlow Twins: images are mixed with partners within blocks of this many "
+                             "samples of the batch (a per-process batch that is a multiple keeps W processes "
+                             "equal to one)", ge=2)
     # Optimisation (paper: LARS, lr x batch/256, 10 warm-up epochs, cosine to 1/1000)
     optimizer: str = opt("lars", "optimiser: lars (the paper's) or adamw", choices=_choices("optimizer"))
     epochs: int = opt(1000, "length of the schedule in passes over the data (an upper bound under a time budget)",

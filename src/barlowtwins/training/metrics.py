@@ -81,22 +81,31 @@ class MetricsLog:
 
 
 class LossWindow:
-    """Loss terms summed on the device between two log lines: (loss, on-diagonal, off-diagonal)."""
+    """Loss terms summed on the device between two log lines: (loss, on-diagonal, off-diagonal, and the Mixed
+    Barlow Twins regulariser when the run mixes)."""
 
     def __init__(self, device: torch.device):
-        self.sums = torch.zeros(3, device=device)
+        self.sums = torch.zeros(4, device=device)
+        self.mixed = False
         self.steps = 0
         self.start = time.time()
         self.last: dict | None = None  # the last flushed means
 
     def add(self, result) -> None:
-        self.sums += torch.stack([result.loss.detach(), result.on_diag.detach(), result.off_diag.detach()]).float()
+        mix = getattr(result, "mix", None)
+        if mix is None:
+            mix = result.loss.new_zeros(())
+        else:
+            self.mixed = True
+        self.sums += torch.stack([result.loss.detach(), result.on_diag.detach(), result.off_diag.detach(),
+                                  mix.detach()]).float()
         self.steps += 1
 
     def means(self) -> dict:
         """The window's mean loss terms (a host sync)."""
-        loss, on_diag, off_diag = (self.sums / max(self.steps, 1)).tolist()
-        return {"loss": loss, "on_diag": on_diag, "off_diag": off_diag}
+        loss, on_diag, off_diag, mix = (self.sums / max(self.steps, 1)).tolist()
+        out = {"loss": loss, "on_diag": on_diag, "off_diag": off_diag}
+        return {**out, "mix": mix} if self.mixed else out
 
     def flush(self) -> dict:
         """The window's means, its step count and throughput time; then start a new window."""

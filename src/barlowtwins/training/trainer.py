@@ -33,7 +33,7 @@ from barlowtwins.models.barlow_twins import BarlowTwins, build_model
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.runtime.finite import nonfinite_names
-from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device
+from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device, to_device
 from barlowtwins.runtime.lock import FolderLock, describe_stale
 from barlowtwins.runtime.memory_format import use_channels_last
 from barlowtwins.training import signals
@@ -42,6 +42,7 @@ from barlowtwins.training.checkpoints import CheckpointStore, remove_stale_temps
 from barlowtwins.training.config import PretrainConfig, save_config
 from barlowtwins.training.finite import divergence_hint, divergence_message, training_state_tensors
 from barlowtwins.training.metrics import LossWindow, MetricsLog
+from barlowtwins.training.mixing import mix_draw, mix_weight
 from barlowtwins.training.monitor import RunMonitor
 from barlowtwins.training.optim import CosineSchedule, build_optimizer, move_state_to_params, set_learning_rates
 from barlowtwins.training.preflight import (  # noqa: F401 (RESUME_KEYS)
@@ -268,12 +269,23 @@ class Trainer:
             x2 = x2.contiguous(memory_format=torch.channels_last)
         return x1, x2
 
+    def _mix(self, n_local: int):
+        """The Mixed Barlow Twins draws of this step (None when off): (perm, alpha, weight) on the device, alpha
+        and weight as 0-d tensors (a compiled step would otherwise specialise on each new float)."""
+        cfg = self.cfg
+        if cfg.mix_weight <= 0:
+            return None
+        perm, alpha = mix_draw(cfg.seed, self.step, self.info.rank, n_local, cfg.mix_block, cfg.mix_beta)
+        scalars = torch.tensor([alpha, mix_weight(cfg.mix_weight, self.step, self.schedule.warmup_steps)])
+        scalars = to_device(scalars, self.device)  # pinned and non-blocking on CUDA: no host sync
+        return to_device(perm, self.device), scalars[0], scalars[1]
+
     def train_step(self, images):
         """Schedule, views, forward, backward, LARS. No host sync."""
         set_learning_rates(self.optimizer, self.schedule(self.step) * self.cfg.batch_size / 256)
         x1, x2 = self._views(images)
         with autocast(self.device, self.amp_dtype):
-            result = self.model(x1, x2, return_parts=True)
+            result = self.model(x1, x2, return_parts=True, mix=self._mix(x1.shape[0]))
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         self.optimizer.step()
@@ -450,6 +462,8 @@ class Trainer:
                   "on_diag": w["on_diag"], "off_diag": w["off_diag"], "lr_weights": self.optimizer.param_groups[0]["lr"],
                   "images_per_sec": w["steps"] * self.cfg.batch_size / w["seconds"],
                   "elapsed_sec": time.time() - self.start_time, **self.pipeline.metrics()}
+        if "mix" in w:  # the Mixed Barlow Twins regulariser R, before its weight
+            record["mix"] = w["mix"]
         self.log.write(record)
         return record
 

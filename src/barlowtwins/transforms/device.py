@@ -7,10 +7,10 @@
 Loader workers only read bytes. JPEGs are decoded together with torchvision's batched ``decode_jpeg`` on the
 device (nvJPEG on CUDA; libjpeg-turbo when the device is the CPU), other formats (and JPEGs nvJPEG cannot
 decode) were already decoded in the workers. Every device decode goes through `decode_jpegs`, the one place
-that orders the decoder's writes after the work already queued on the device. The executor `OPS` crops each
-sample of its own size (`crop_resize_each`: resized with ``F.interpolate(antialias=True)``, torchvision's
-antialiased resize, after an integer-factor average pool for very large crops); every later op runs batched,
-with the functions of the batched executor (`tensor.OPS`).
+that orders the decoder's writes after the work already queued on the device. The executor `OPS` crops the
+images of their own sizes (`crop_resize`: torchvision's antialiased resize, as batched matmuls per group of
+same-shape images on an accelerator, `transforms.resize`); every later op runs batched, with the functions of
+the batched executor (`tensor.OPS`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
+
+try:  # torchvision deprecates its image decoders (0.29): once they are gone the device path is unavailable, not
+    # the package (check_device_decoder reports it and the cpu path is used)
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # pragma: no cover - depends on the installed torchvision
+    ImageReadMode = decode_jpeg = None
 
 from barlowtwins.errors import ConfigError
 from barlowtwins.transforms import tensor
 from barlowtwins.transforms.params import ViewParams
+from barlowtwins.transforms.resize import CHUNK_PIXELS, crop_resize_grouped
 
 # torchvision 0.29 deprecates its image decoders and warns at every call; one warning per batch would flood
 # the training log, so it is silenced at the call site (only that message).
@@ -43,6 +49,8 @@ _checked: dict = {}  # device -> None (decoder good) or the reason it is not usa
 
 def _decode(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     """torchvision's batched decode of 1-D uint8 CPU tensors -> list of (3, H, W) uint8 on ``device``."""
+    if decode_jpeg is None:
+        raise NotImplementedError("this torchvision has no JPEG decoder (torchvision.io.decode_jpeg)")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_DEPRECATION)
         out = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
@@ -206,9 +214,33 @@ def crop_resize_each(images: list[torch.Tensor], boxes: torch.Tensor, size: int,
     return out.clamp_(0, 1) if mode == "bicubic" else out
 
 
+def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, mode: str = "bicubic",
+                grouped: bool | None = None) -> torch.Tensor:
+    """The device path's crop and resize: on an accelerator `crop_resize_grouped` (two batched matmuls per group
+    of same-shape images, so the kernel launches do not grow with the batch); on the CPU, where launches are
+    cheap and the matmuls over whole images are not, `crop_resize_each`. ``grouped`` forces either. Images
+    above `CHUNK_PIXELS` (a float copy of the whole image would cost over 384 MB) are cropped first, each on its
+    own."""
+    if grouped is None:
+        grouped = images[0].device.type != "cpu"
+    if not grouped:
+        return crop_resize_each(images, boxes, size, mode)
+    big = [k for k, img in enumerate(images) if img.shape[-1] * img.shape[-2] > CHUNK_PIXELS]
+    if not big:
+        return crop_resize_grouped(images, boxes, size, mode)
+    rest = [k for k in range(len(images)) if k not in set(big)]
+    parts = [crop_resize_each([images[k] for k in big], boxes[big], size, mode)]
+    if rest:
+        parts.append(crop_resize_grouped([images[k] for k in rest], boxes[rest], size, mode))
+    order = torch.from_numpy(np.argsort(np.array(big + rest)))  # back to the samples' order
+    if images[0].device.type == "cuda":
+        order = order.pin_memory().to(images[0].device, non_blocking=True)
+    return torch.cat(parts).index_select(0, order.to(images[0].device))
+
+
 def _crop(images: list[torch.Tensor], p: ViewParams, cfg) -> torch.Tensor:
     """The crop of the device path: a list of (3, H_i, W_i) uint8 images -> (B, 3, S, S) float in [0, 1]."""
-    return crop_resize_each(images, p.box, cfg.image_size, cfg.interpolation)
+    return crop_resize(images, p.box, cfg.image_size, cfg.interpolation)
 
 
 # The device executor: its own crop (the images differ in size); every other op on the batch of views.

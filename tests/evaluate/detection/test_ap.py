@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_data import coco_from_targets
+from detection_shapes import coco_from_targets
 
 from barlowtwins.evaluate.detection.ap import (
     coco_detection_ap,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from detection_data import SHAPE_CLASSES, make_coco_shapes, make_voc_shapes
+from detection_shapes import SHAPE_CLASSES, make_coco_shapes, make_voc_shapes
 
 from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.evaluate.detection.data import coco_detection, hflip, parse_voc_sets, voc_detection

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 from conftest import free_port
-from detection_data import make_coco_shapes, make_voc_shapes
+from detection_shapes import make_coco_shapes, make_voc_shapes
 
 from barlowtwins.cli import main
 from barlowtwins.evaluate.detection.data import voc_detection

@@ -1,8 +1,14 @@
-"""Synthetic detection data in the published layouts, written by the tests (and by the detection benchmark):
-coloured rectangles on noise, one colour per class, as a Pascal VOC tree and as a COCO annotation file."""
+"""Synthetic detection data in the published layouts: coloured rectangles on noise, one colour per class, as a
+Pascal VOC tree and as a COCO annotation file. The CPU detection example (`detection_cpu.sh`) and the tests
+write their data with it.
+
+    python benchmarks/detection_shapes.py --out data/shapes-voc --layout voc --train 400 --test 100
+    barlowtwins detect --random-init --backbone resnet18 --dataset voc --data-dir data/shapes-voc ...
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,3 +130,22 @@ def coco_from_targets(gts: Sequence[dict], num_classes: int, image_sizes: Sequen
                     "categories": [{"id": c} for c in range(1, num_classes + 1)]}
     coco.createIndex()
     return coco
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder to write (VOCdevkit/VOC2007 or COCO-style inside)")
+    p.add_argument("--layout", choices=("voc", "coco"), default="voc")
+    p.add_argument("--train", type=int, default=400, help="trainval (VOC) or train (COCO) images")
+    p.add_argument("--test", type=int, default=100, help="test (VOC) or val (COCO) images")
+    p.add_argument("--size", type=int, default=64, help="image height in pixels")
+    p.add_argument("--max-objects", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    make = make_voc_shapes if args.layout == "voc" else make_coco_shapes
+    make(Path(args.out), args.train, args.test, size=args.size, max_objects=args.max_objects, seed=args.seed)
+    print(f"wrote {args.train} + {args.test} images in the {args.layout.upper()} layout to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
