@@ -43,6 +43,9 @@ ABLATIONS = {
     # Learning more per image (sample efficiency): the Mixed Barlow Twins regulariser at the reference code's
     # weights (4 on CIFAR, 0.5 on ImageNet, times lambd)
     "mixed-bt": [(f"Mixed BT weight {w:g}", {"mix_weight": w}) for w in (1.0, 4.0)],
+    # progressive resolution: 16 px (then 20, 24) to 28 px over the first epochs
+    "progressive": [(f"progressive 16-28 px over {e} epochs", {"progressive_start": 16, "progressive_epochs": e})
+                    for e in (3, 6)],
 }
 
 
@@ -118,7 +121,8 @@ def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float | None
                    "final_loss": next((r["loss"] for r in reversed(records) if "loss" in r), None),
                    "config": {k: v for k, v in cfg.to_dict().items() if k in (
                        "backbone", "stem", "width", "projector", "batch_size", "lr_weights", "eta", "lambd",
-                       "loss_terms", "projector_bn", "crop_scale", "mix_weight", "mix_beta", "mix_block")}})
+                       "loss_terms", "projector_bn", "crop_scale", "mix_weight", "mix_beta", "mix_block",
+                       "progressive_start", "progressive_epochs")}})
     return result
 
 

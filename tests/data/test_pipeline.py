@@ -360,3 +360,31 @@ def test_the_cpu_path_states_its_batch_bytes(folder):
     ds = build_dataset("folder", folder, "train")
     pipe = build_pipeline(ds, aug(), batch_size=8, seed=0, device=CPU, data_path="cpu", workers=0)
     assert pipe.batch_bytes() == 2 * 8 * aug().image_size ** 2 * 3
+
+
+@pytest.mark.parametrize("kind", ["cpu", "device", "memory"])
+def test_progressive_resolution_makes_the_views_of_a_run_at_that_size(kind, folder, fmnist_dir):
+    """Early steps have the start size, later ones the full size; a step's views are exactly the views a
+    pipeline at that fixed size makes (same draws), on every path."""
+    ds = dataset_for(kind, folder, fmnist_dir)
+    path = kind if kind != "memory" else "auto"
+    pipe = build_pipeline(ds, aug(24), batch_size=4, seed=2, device=CPU, data_path=path, workers=0,
+                          progressive=(16, 2))
+    fixed16 = build_pipeline(ds, aug(16), batch_size=4, seed=2, device=CPU, data_path=path, workers=0)
+    steps = len(pipe)
+    assert [pipe.image_size(e * steps) for e in range(3)] == [16, 20, 24]
+    batch, _, _ = next(iter(pipe.epoch(0)))
+    ref, _, _ = next(iter(fixed16.epoch(0)))
+    views, expected = pipe.views(batch, 0), fixed16.views(ref, 0)
+    for x, y in zip(views, expected):
+        assert x.shape == (4, 3, 16, 16)
+        assert torch.allclose(x, y, atol=1e-5)
+    late, _, _ = next(iter(pipe.epoch(2, 0)))
+    assert pipe.views(late, 2 * steps)[0].shape == (4, 3, 24, 24)
+
+
+def test_progressive_start_above_the_image_size_is_one_line(folder):
+    ds = build_dataset("folder", folder, "train")
+    with pytest.raises(ConfigError, match="progressive-start 32 is above --image-size 24"):
+        build_pipeline(ds, aug(24), batch_size=4, seed=0, device=CPU, data_path="cpu", workers=0,
+                       progressive=(32, 2))

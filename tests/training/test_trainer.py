@@ -521,3 +521,18 @@ def test_pretrain_names_every_unreadable_file_once_at_the_end(image_tree, tmp_pa
     assert code == 0, err
     last = [ln for ln in err.splitlines() if ln.startswith("warning: skipped")]
     assert len(last) == 1 and str(bad) in last[0] and "1 unreadable file" in last[0], err
+
+
+def test_progressive_resolution_trains_logs_its_sizes_and_resumes_exactly(fmnist_dir, tmp_path):
+    kw = dict(image_size=16, progressive_start=8, progressive_epochs=1, epochs=2)
+    straight = pretrain(tiny_config(fmnist_dir, tmp_path / "a", **kw))
+    pretrain(tiny_config(fmnist_dir, tmp_path / "b", max_steps=3, **kw))
+    resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b", **kw))
+    assert straight["step"] == resumed["step"] == 8
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-5, atol=1e-6, msg=k)
+    sizes = [json.loads(line).get("image_size") for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    sizes = [s for s in sizes if s is not None]
+    assert sizes[0] == 8 and sizes[-1] == 16 and sizes == sorted(sizes)

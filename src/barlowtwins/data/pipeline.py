@@ -53,6 +53,7 @@ from barlowtwins.transforms.device import check_device_decoder, decode_batch
 from barlowtwins.transforms.hue_shift import tables
 from barlowtwins.transforms.params import sample_uniforms, sample_views_from, view_params
 from barlowtwins.transforms.pil import draft_size, two_views
+from barlowtwins.transforms.progressive import ViewSizes
 from barlowtwins.transforms.spec import AugmentConfig, augment_config, run_ops
 from barlowtwins.transforms.tensor import BatchViews
 
@@ -103,16 +104,23 @@ def choose_data_path(data_path: str, dataset, device: torch.device) -> str:
 
 def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, rank: int = 0, world: int = 1,
                    device: torch.device | str = "cpu", data_path: str = "auto", workers: int | None = None,
-                   strict: bool = False) -> "DataPath":
-    """The pretraining data path for ``dataset``: ``batch_size`` is per rank; see the module docstring."""
+                   strict: bool = False, progressive: tuple[int, float] | None = None) -> "DataPath":
+    """The pretraining data path for ``dataset``: ``batch_size`` is per rank; see the module docstring.
+    ``progressive=(start size, ramp epochs)``: progressive resolution (`transforms.progressive`)."""
     device = torch.device(device)
     kind = choose_data_path(data_path, dataset, device)
     if kind == DevicePath.kind and (why := check_device_decoder(device)) is not None:
         print(f"warning: {why}; using --data-path cpu instead", file=sys.stderr, flush=True)
         kind = CpuPath.kind
     cls = MemoryPath if kind == MemoryPath.kind else DATA_PATHS[kind].cls
-    return cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
+    path = cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
                workers=workers, strict=strict)
+    if progressive is not None and progressive[0] > aug.image_size:
+        raise ConfigError(f"--progressive-start {progressive[0]} is above --image-size {aug.image_size}: progressive "
+                          "resolution starts smaller and ends at the image size")
+    if progressive is not None and progressive[0] and progressive[0] < aug.image_size:
+        path.sizes = ViewSizes(aug, progressive[0], progressive[1], len(path))
+    return path
 
 
 def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.device) -> "DataPath":
@@ -120,7 +128,8 @@ def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.devi
     aug = augment_config(cfg.image_size, getattr(dataset, "channels", 3), **cfg.augment_overrides())
     return build_pipeline(dataset, aug, batch_size=cfg.batch_size // world, seed=cfg.seed, rank=rank, world=world,
                           device=device, data_path=getattr(cfg, "data_path", "auto"), workers=cfg.workers,
-                          strict=getattr(cfg, "strict_data", False))
+                          strict=getattr(cfg, "strict_data", False),
+                          progressive=(getattr(cfg, "progressive_start", 0), getattr(cfg, "progressive_epochs", 0)))
 
 
 PREFETCH = 4  # batches each loader worker prepares ahead
@@ -166,6 +175,26 @@ class DataPath:
         self.workers = default_workers(world) if workers is None else workers
         self.batch_views = BatchViews(aug)
         self.skipped: dict[str, str] = {}  # unreadable file -> reason, as seen by this process
+        self.sizes: ViewSizes | None = None  # progressive resolution, when on (`build_pipeline`)
+        self._views_by_size: dict[int, BatchViews] = {}
+
+    def aug_at(self, step: int) -> AugmentConfig:
+        """The augmentation config of ``step``'s views: ``aug``, or its smaller-size form early in a run with
+        progressive resolution."""
+        return self.aug if self.sizes is None else self.sizes.at(step)
+
+    def image_size(self, step: int) -> int:
+        """The side of ``step``'s views in pixels."""
+        return self.aug_at(step).image_size
+
+    def _batch_views_at(self, step: int) -> BatchViews:
+        aug = self.aug_at(step)
+        if aug is self.aug:
+            return self.batch_views
+        views = self._views_by_size.get(aug.image_size)
+        if views is None:
+            views = self._views_by_size[aug.image_size] = BatchViews(aug)
+        return views
 
     def __len__(self) -> int:
         """Steps per epoch (incomplete global batches are dropped)."""
@@ -219,8 +248,9 @@ class MemoryPath(DataPath):
     def views(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         n, _, h, w = images.shape
         pos = self.positions(n)
-        p1, p2 = (view_params(self.aug, v, self.seed, step, pos, h, w) for v in (0, 1))
-        return self.batch_views.views(to_device(images, self.device), p1, p2)
+        aug = self.aug_at(step)
+        p1, p2 = (view_params(aug, v, self.seed, step, pos, h, w) for v in (0, 1))
+        return self._batch_views_at(step).views(to_device(images, self.device), p1, p2)
 
 
 class _StepBatches(Sampler):
@@ -247,8 +277,9 @@ class _StepBatches(Sampler):
 class _FileSamples(Dataset):
     """Base of the worker-side data sets: a file list, with the replacement rule for unreadable files."""
 
-    def __init__(self, files: list[str], aug: AugmentConfig, seed: int, strict: bool):
-        self.files, self.aug, self.seed, self.strict = files, aug, seed, strict
+    def __init__(self, files: list[str], aug: AugmentConfig, seed: int, strict: bool,
+                 sizes: ViewSizes | None = None):
+        self.files, self.aug, self.seed, self.strict, self.sizes = files, aug, seed, strict, sizes
 
     def __len__(self) -> int:
         return len(self.files)
@@ -279,15 +310,16 @@ class _PilViews(_FileSamples):
         step = keys[0][1]
         if any(k[1] != step for k in keys):
             raise ValueError("the keys of one batch belong to one step")
-        draws = sample_uniforms(self.aug, self.seed, step, [k[2] for k in keys])
+        aug = self.aug if self.sizes is None else self.sizes.at(step)  # progressive resolution: this step's size
+        draws = sample_uniforms(aug, self.seed, step, [k[2] for k in keys])
         out = []
         for j, (i, _, _) in enumerate(keys):
             def params(width, height, j=j):
-                return sample_views_from(self.aug, draws, j, height, width)
+                return sample_views_from(aug, draws, j, height, width)
 
             (img, full, p1, p2), note = self.read_first_readable(
-                i, lambda path: decode_for_views(path, params, self.aug.image_size))
-            v1, v2 = two_views(img, full, p1, p2, self.aug)
+                i, lambda path: decode_for_views(path, params, aug.image_size))
+            v1, v2 = two_views(img, full, p1, p2, aug)
             out.append((torch.from_numpy(v1), torch.from_numpy(v2), i, step, note))
         return out
 
@@ -456,7 +488,7 @@ class CpuPath(_FilePath):
         return 2 * (self.batch_size // self.world) * self.aug.image_size ** 2 * 3
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
-        samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict)  # noqa: E731
+        samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict, self.sizes)  # noqa: E731
         for v1, v2, idx, step, notes in self._batches(samples, epoch, start):
             self._note_skips(notes)
             yield {"views": (v1, v2), "step": step}, self.labels[idx], idx
@@ -531,10 +563,10 @@ class DevicePath(_FilePath):
         images = self.decode(batch)
         heights = np.array([img.shape[1] for img in images])
         widths = np.array([img.shape[2] for img in images])
-        out = []
+        out, aug = [], self.aug_at(step)
         for v in (0, 1):
-            p = view_params(self.aug, v, self.seed, step, batch["position"].numpy(), heights, widths)
-            out.append(self.batch_views.finish(run_ops(DEVICE_OPS, images, p, self.aug)))
+            p = view_params(aug, v, self.seed, step, batch["position"].numpy(), heights, widths)
+            out.append(self.batch_views.finish(run_ops(DEVICE_OPS, images, p, aug)))
         return out[0], out[1]
 
 

@@ -128,6 +128,10 @@ class PretrainConfig:
     eta: float = opt(0.001, "LARS trust coefficient: caps each layer's relative change per step", gt=0)
     warmup_epochs: float = opt(10, "epochs of linear learning-rate warm-up before the cosine decay", ge=0)
     final_lr_ratio: float = opt(0.001, "learning rate at the end of the cosine as a share of the peak", ge=0, le=1)
+    progressive_start: int = opt(0, "progressive resolution: the view size of the first epoch in pixels, growing "
+                                    "linearly to --image-size over --progressive-epochs (0: off, the paper's recipe)",
+                                 ge=0, le=MAX_IMAGE_SIZE)
+    progressive_epochs: float = opt(0.0, "progressive resolution: epochs from the start size to the full size", ge=0)
     # Augmentation: None = the paper's value adapted to image size and channels (augment.augment_config)
     crop_scale: tuple[float, float] | None = opt(None, "smallest and largest crop area as shares of the image",
                                                  gt=0, le=1, ordered=True)

@@ -464,6 +464,8 @@ class Trainer:
                   "elapsed_sec": time.time() - self.start_time, **self.pipeline.metrics()}
         if "mix" in w:  # the Mixed Barlow Twins regulariser R, before its weight
             record["mix"] = w["mix"]
+        if self.pipeline.sizes is not None:  # progressive resolution: the size of the last step's views
+            record["image_size"] = self.pipeline.image_size(max(self.step - 1, 0))
         self.log.write(record)
         return record
 

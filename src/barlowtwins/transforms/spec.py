@@ -76,6 +76,11 @@ class Op:
     prob: str | None = None
 
 
+def blur_kernel_for(image_size: int) -> int:
+    """The default blur kernel at a view size (BYOL's: about a tenth of the size, odd)."""
+    return _blur_kernel(image_size)
+
+
 def _blur_kernel(image_size: int) -> int:
     return max(3, int(0.1 * image_size) // 2 * 2 + 1)  # odd; about a tenth of the image size (BYOL)
 
@@ -230,5 +235,5 @@ def channel_values(values: tuple[float, ...]) -> list[float]:
     return list(values) * 3 if len(values) == 1 else list(values)
 
 
-__all__ = ["AugmentConfig", "CLI_SETTINGS", "IMAGENET_MEAN", "IMAGENET_STD", "NUM_UNIFORMS", "OPS", "Op", "SPEC",
+__all__ = ["AugmentConfig", "blur_kernel_for", "CLI_SETTINGS", "IMAGENET_MEAN", "IMAGENET_STD", "NUM_UNIFORMS", "OPS", "Op", "SPEC",
            "Setting", "Spec", "augment_config", "channel_values", "run_ops"]

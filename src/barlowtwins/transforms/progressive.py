@@ -1,0 +1,73 @@
+"""Progressive resolution: views small early in a run, full size late (as in FFCV's ResNet recipes).
+
+    >>> sizes = ViewSizes(aug, start=16, ramp_epochs=4, steps_per_epoch=468)   # aug.image_size: the end size
+    >>> sizes.size(0), sizes.size(468 * 2), sizes.size(468 * 10)              # (16, 20, 28) for aug at 28 px
+    >>> sizes.at(step)                                                        # the AugmentConfig of that step
+
+The size is a pure function of the step: it grows linearly with the epoch (``start`` at epoch 0, the full size
+from ``ramp_epochs`` on), changes only at epoch boundaries and is rounded down to a multiple of 8 (4 at 64 px
+and below), so a run sees a few sizes, each for whole epochs, and a resumed run the sizes of the uninterrupted
+one. Only the view size changes (and the blur kernel derived from it, when it was not set): the random draws
+of a sample are those of the full-size run, so the crops cover the same image regions at every size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from barlowtwins.transforms.spec import AugmentConfig, blur_kernel_for
+
+
+def size_multiple(size: int) -> int:
+    """The granularity of the sizes on the way to ``size``: 8 px, 4 px for small images."""
+    return 4 if size <= 64 else 8
+
+
+class ViewSizes:
+    """The view size (and its `AugmentConfig`) at each step of a run with progressive resolution; picklable,
+    so loader workers compute it themselves."""
+
+    def __init__(self, aug: AugmentConfig, start: int, ramp_epochs: float, steps_per_epoch: int):
+        end = aug.image_size
+        if not 0 < start <= end:
+            raise ValueError(f"progressive resolution: the start size must be in 1..{end} (the image size), "
+                             f"got {start}")
+        self.aug, self.start, self.end = aug, int(start), int(end)
+        self.ramp_epochs, self.steps_per_epoch = float(ramp_epochs), max(1, int(steps_per_epoch))
+        # the blur kernel follows the size only when it was the one derived from the full size
+        self._derived_blur = aug.blur_kernel == blur_kernel_for(end)
+        self._configs: dict[int, AugmentConfig] = {}
+
+    def size(self, step: int) -> int:
+        epoch = step // self.steps_per_epoch
+        if self.ramp_epochs <= 0 or epoch >= self.ramp_epochs:
+            return self.end
+        raw = self.start + (self.end - self.start) * epoch / self.ramp_epochs
+        m = size_multiple(self.end)
+        return max(min(self.start, self.end), min(self.end, int(raw) // m * m))
+
+    def at(self, step: int) -> AugmentConfig:
+        """The augmentation config of ``step``'s views (the full config from the end of the ramp on)."""
+        s = self.size(step)
+        if s == self.end:
+            return self.aug
+        cfg = self._configs.get(s)
+        if cfg is None:
+            extra = {"blur_kernel": blur_kernel_for(s)} if self._derived_blur else {}
+            cfg = self._configs[s] = dataclasses.replace(self.aug, image_size=s, **extra)
+        return cfg
+
+    def sizes(self) -> list[int]:
+        """Every size of the run, in order."""
+        out: list[int] = []
+        epoch = 0
+        while True:
+            s = self.size(epoch * self.steps_per_epoch)
+            if not out or out[-1] != s:
+                out.append(s)
+            if s == self.end:
+                return out
+            epoch += 1
+
+
+__all__ = ["ViewSizes", "size_multiple"]
