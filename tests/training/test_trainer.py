@@ -536,3 +536,9 @@ def test_progressive_resolution_trains_logs_its_sizes_and_resumes_exactly(fmnist
     sizes = [json.loads(line).get("image_size") for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     sizes = [s for s in sizes if s is not None]
     assert sizes[0] == 8 and sizes[-1] == 16 and sizes == sorted(sizes)
+
+
+def test_a_progressive_start_above_the_image_size_is_refused_before_the_run_folder(fmnist_dir, tmp_path):
+    with pytest.raises(ConfigError, match="progressive-start 32 is above --image-size 16"):
+        pretrain(tiny_config(fmnist_dir, tmp_path / "r", progressive_start=32, progressive_epochs=1))
+    assert not (tmp_path / "r").exists()

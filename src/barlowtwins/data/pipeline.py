@@ -53,7 +53,7 @@ from barlowtwins.transforms.device import check_device_decoder, decode_batch
 from barlowtwins.transforms.hue_shift import tables
 from barlowtwins.transforms.params import sample_uniforms, sample_views_from, view_params
 from barlowtwins.transforms.pil import draft_size, two_views
-from barlowtwins.transforms.progressive import ViewSizes
+from barlowtwins.transforms.progressive import ViewSizes, check_progressive_start
 from barlowtwins.transforms.spec import AugmentConfig, augment_config, run_ops
 from barlowtwins.transforms.tensor import BatchViews
 
@@ -115,9 +115,8 @@ def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, r
     cls = MemoryPath if kind == MemoryPath.kind else DATA_PATHS[kind].cls
     path = cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
                workers=workers, strict=strict)
-    if progressive is not None and progressive[0] > aug.image_size:
-        raise ConfigError(f"--progressive-start {progressive[0]} is above --image-size {aug.image_size}: progressive "
-                          "resolution starts smaller and ends at the image size")
+    if progressive is not None:
+        check_progressive_start(progressive[0], aug.image_size)
     if progressive is not None and progressive[0] and progressive[0] < aug.image_size:
         path.sizes = ViewSizes(aug, progressive[0], progressive[1], len(path))
     return path

@@ -54,6 +54,7 @@ from barlowtwins.training.preflight import (  # noqa: F401 (RESUME_KEYS)
 )
 from barlowtwins.training.progress import Progress
 from barlowtwins.training.slurm import requeue_if_slurm
+from barlowtwins.transforms.progressive import check_progressive_start
 from barlowtwins.weights.run_files import FORMAT
 from barlowtwins.weights.save import write_run_backbone
 
@@ -186,6 +187,7 @@ class Trainer:
         if cfg.batch_size % self.world:
             raise ConfigError(f"--batch-size {cfg.batch_size} is global and must divide evenly over "
                               f"{self.world} processes")
+        check_progressive_start(cfg.progressive_start, cfg.image_size)  # before the run folder is made
 
     def _read_resume(self) -> dict | None:
         """The newest good checkpoint of the run folder, checked against this config (None for a new run)."""

@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from barlowtwins.errors import ConfigError
 from barlowtwins.transforms.spec import AugmentConfig, blur_kernel_for
+
+
+def check_progressive_start(start: int, image_size: int) -> None:
+    """One line (`ConfigError`) when progressive resolution would start above the image size."""
+    if start > image_size:
+        raise ConfigError(f"--progressive-start {start} is above --image-size {image_size}: progressive "
+                          "resolution starts smaller and ends at the image size")
 
 
 def size_multiple(size: int) -> int:
@@ -70,4 +78,4 @@ class ViewSizes:
             epoch += 1
 
 
-__all__ = ["ViewSizes", "size_multiple"]
+__all__ = ["ViewSizes", "check_progressive_start", "size_multiple"]
