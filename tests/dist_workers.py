@@ -35,9 +35,11 @@ def _plain_all_reduce(t: torch.Tensor, group=None) -> torch.Tensor:
     return out
 
 
-def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool, mix: bool = False) -> None:
+def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool, mix: bool = False,
+                    crops: int = 0) -> None:
     """2 ranks vs one process on the global batch; ``mix``: with the Mixed Barlow Twins regulariser, its
-    partners and weight drawn per rank as the trainer draws them (`training.mixing.mix_draw`)."""
+    partners and weight drawn per rank as the trainer draws them (`training.mixing.mix_draw`); ``crops``:
+    with that many small crops of multi-crop (8 px, weight 1.5)."""
     from barlowtwins.training.mixing import mix_draw
 
     init(rank, world, port)
@@ -52,6 +54,8 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool,
     reference.loss.distributed = False  # one process on the whole global batch
     ddp = nn.parallel.DistributedDataParallel(D.convert_sync_batchnorm(model, "cpu"), static_graph=True)
     x1, x2 = global_batch()
+    g = torch.Generator().manual_seed(7)
+    small = [torch.randn(x1.shape[0], 3, 8, 8, generator=g) for _ in range(crops)]
     n = x1.shape[0] // world
     mine = slice(rank * n, (rank + 1) * n)
 
@@ -67,8 +71,10 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool,
             ref_perm, ref_alpha = mix_draw(0, step, 0, 2 * n, n, 1.0)
             assert torch.equal(ref_perm[mine] - rank * n, perm) and alpha == ref_alpha
             mine_mix, ref_mix = (perm, alpha, 2.0), (ref_perm, ref_alpha, 2.0)
-        out = ddp(x1[mine], x2[mine], return_parts=True, mix=mine_mix)
-        ref = reference(x1, x2, return_parts=True, mix=ref_mix)
+        extra = dict(crops=[c[mine] for c in small], crop_weight=1.5) if crops else {}
+        ref_extra = dict(crops=small, crop_weight=1.5) if crops else {}
+        out = ddp(x1[mine], x2[mine], return_parts=True, mix=mine_mix, **extra)
+        ref = reference(x1, x2, return_parts=True, mix=ref_mix, **ref_extra)
         opt.zero_grad()
         ref_opt.zero_grad()
         out.loss.backward()
@@ -78,6 +84,8 @@ def gradients_match(rank: int, world: int, port: int, out_dir: str, plain: bool,
             report["c_block_err"] = float((out.c_block - ref.c_block).abs().max())
             if mix:
                 report["mix"] = (out.mix.item(), ref.mix.item())
+            if crops:
+                report["crops"] = (out.crops.item(), ref.crops.item())
             grads = {k: p.grad.clone() for k, p in ddp.module.named_parameters()}
             ref_grads = {k: p.grad.clone() for k, p in reference.named_parameters()}
             report["grad_rel_err"] = max(float((grads[k] - ref_grads[k]).norm() / (ref_grads[k].norm() + 1e-12))

@@ -29,6 +29,7 @@ from barlowtwins.models.projector import Projector, parse_projector_spec
 from barlowtwins.training.config import PretrainConfig
 from barlowtwins.training.optim import LARS, WarmupCosine, lars_param_groups, set_learning_rates, warmup_cosine
 from barlowtwins.training.trainer import pretrain
+from barlowtwins.transforms.multicrop import MultiCrop
 from barlowtwins.transforms.spec import AugmentConfig, augment_config
 from barlowtwins.transforms.tensor import BatchViews
 from barlowtwins.transforms.two_view import TwoViewTransform
@@ -37,7 +38,7 @@ from barlowtwins.weights.load import load_backbone
 from barlowtwins.weights.save import save_backbone
 
 __all__ = [
-    "AugmentConfig", "BatchViews", "TwoViewTransform", "augment_config",
+    "AugmentConfig", "BatchViews", "MultiCrop", "TwoViewTransform", "augment_config",
     "BarlowTwinsLoss", "BarlowTwinsLossOutput", "barlow_twins_loss", "cross_correlation",
     "BarlowTwins", "Projector", "build_model", "create_backbone", "parse_projector_spec",
     "build_dataset", "build_pipeline", "image_folder",

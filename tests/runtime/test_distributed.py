@@ -43,6 +43,19 @@ def test_two_ranks_equal_one_process_with_the_mixed_regulariser(tmp_path):
         assert r["param_rel_err"] < 1e-5, r
 
 
+def test_two_ranks_equal_one_process_with_multicrop_and_the_mixed_regulariser(tmp_path):
+    """Multi-crop: the small crops' term (global C for every crop-view pair, SyncBN over the crops' pass), its
+    gradients and the LARS steps of 2 ranks equal one process on the global batch; with Mixed BT on too."""
+    spawn(dist_workers.gradients_match, str(tmp_path), False, True, 3)
+    for rank in range(2):
+        r = torch.load(tmp_path / f"report{rank}.pt")
+        assert r["loss"][0] == pytest.approx(r["loss"][1], rel=1e-5)
+        assert r["crops"][0] == pytest.approx(r["crops"][1], rel=1e-5) and r["crops"][0] > 0
+        assert r["grad_rel_err"] < 1e-4, r
+        assert r["param_rel_err"] < 1e-5, r
+        assert r["buffer_rel_err"] < 1e-4, r
+
+
 def test_a_plain_all_reduce_would_fail_the_check(tmp_path):
     spawn(dist_workers.gradients_match, str(tmp_path), True)
     r = torch.load(tmp_path / "report0.pt")

@@ -41,6 +41,19 @@ def test_bench_command_on_a_synthetic_jpeg_folder(tmp_path, capsys):
     assert "| n/a |" in row[0]
 
 
+def test_bench_reads_the_same_images_from_shards_too(tmp_path, capsys):
+    """--shards: the folder's images written as WebDataset shards and timed on the same paths, side by side."""
+    code = main(["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
+                 "--image-size", "32", "--batch-size", "4", "--data-path", "cpu", "--workers", "0", "--no-official",
+                 "--make-jpegs", "10", "--jpeg-size", "40", "60", "--shards", "--iters", "1", "--warmup", "1",
+                 "--repeats", "1", "--output", str(tmp_path / "bench.json")])
+    assert code == 0
+    assert "data path cpu shards (no model)" in capsys.readouterr().out
+    r = json.loads((tmp_path / "bench.json").read_text())
+    assert set(r["data_only"]) == {"cpu", "cpu shards"} and all(v > 0 for v in r["data_only"].values())
+    assert r["spec"]["shards"] is True
+
+
 def test_bench_on_an_in_memory_data_set(fmnist_dir, tmp_path, capsys):
     code = main(["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
                  "--image-size", "28", "--batch-size", "8", "--dataset", "fashion-mnist", "--data-dir",

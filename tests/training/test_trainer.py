@@ -62,6 +62,39 @@ def test_mixed_barlow_twins_runs_logs_its_term_and_resumes_exactly(fmnist_dir, t
     assert not any("mix" in json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines())
 
 
+ALL_OPTIONS = dict(mix_weight=4.0, mix_block=8, multicrop_count=2, multicrop_weight=0.5, progressive_start=8,
+                   progressive_epochs=1)
+
+
+def test_a_run_with_every_option_on_resumes_bit_identically_after_a_stop_mid_epoch(fmnist_dir, tmp_path):
+    """Mixed BT, multi-crop and progressive resolution (8 px in epoch 0, 16 px after) on: a run stopped at step 3
+    of a 4-step epoch and resumed ends with the weights and optimiser state of the straight run, to the bit; the
+    log records each term and the view size."""
+    straight = pretrain(tiny_config(fmnist_dir, tmp_path / "a", **ALL_OPTIONS))
+    pretrain(tiny_config(fmnist_dir, tmp_path / "b", max_steps=3, **ALL_OPTIONS))
+    resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b", **ALL_OPTIONS))
+    assert straight["step"] == resumed["step"] == 8
+    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
+    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+    assert all(torch.equal(b["model"][k], v) for k, v in a["model"].items())
+    for pid, state in a["optimizer"]["state"].items():
+        assert torch.equal(b["optimizer"]["state"][pid]["momentum_buffer"], state["momentum_buffer"])
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert steps and all(r["crops"] > 0 and r["mix"] > 0 for r in steps)
+    assert {r["image_size"] for r in steps} == {8, 16}
+    plain = pretrain(tiny_config(fmnist_dir, tmp_path / "c", mix_weight=4.0, mix_block=8, progressive_start=8,
+                                 progressive_epochs=1))
+    c = load_checkpoint(tmp_path / "c" / "checkpoint.pth")
+    assert plain["step"] == 8 and any(not torch.equal(c["model"][k], v) for k, v in a["model"].items())
+
+
+def test_a_resume_with_other_multicrop_settings_is_refused(fmnist_dir, tmp_path):
+    pretrain(tiny_config(fmnist_dir, tmp_path / "r", max_steps=2, multicrop_count=2))
+    with pytest.raises(ConfigError, match="multicrop_count"):
+        pretrain(tiny_config(fmnist_dir, tmp_path / "r", multicrop_count=4))
+
+
 def test_run_folder_holds_config_metrics_and_backbone(fmnist_dir, tmp_path):
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", epochs=1))
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
@@ -275,10 +308,11 @@ def test_kill_9_resumes_to_a_bit_identical_backbone(fmnist_dir, tmp_path):
 
 
 # ---- flat under load --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("source", ["memory", "folder"])
+@pytest.mark.parametrize("source", ["memory", "folder", "every-option"])
 @pytest.mark.timeout(900)
 def test_memory_and_open_files_stay_flat_over_hundreds_of_steps(fmnist_dir, tmp_path, source, monkeypatch):
-    """A few hundred tiny steps: after a warm-up, resident memory and open files do not grow."""
+    """A few hundred tiny steps: after a warm-up, resident memory and open files do not grow; with every option
+    on, over a progressive ramp (8, 12, 16 px) that re-plans the views twice inside the measured window."""
     psutil = pytest.importorskip("psutil")
     from conftest import make_image_folder
 
@@ -298,6 +332,9 @@ def test_memory_and_open_files_stay_flat_over_hundreds_of_steps(fmnist_dir, tmp_
     tiny = dict(image_size=8, width=4, projector="16-16", log_every=10, checkpoint_minutes=0.0)
     if source == "memory":  # 8 steps an epoch: 200 steps, a checkpoint at every epoch and log line
         cfg = tiny_config(fmnist_dir, tmp_path / "r", batch_size=8, epochs=25, **tiny)
+    elif source == "every-option":  # 16 px, from 8 px over 20 epochs (160 steps): 12 px at step 80, 16 at 160
+        options = {**tiny, **ALL_OPTIONS, "image_size": 16, "progressive_epochs": 20}
+        cfg = tiny_config(fmnist_dir, tmp_path / "r", batch_size=8, epochs=25, **options)
     else:  # 16 JPEG/PNG files, 4 steps an epoch: 200 steps
         folder = make_image_folder(tmp_path / "images", per_class=8, size=12, splits=("train",))
         cfg = tiny_config(folder / "train", tmp_path / "r", dataset="images", batch_size=4, epochs=50, workers=0,

@@ -23,6 +23,7 @@ from barlowtwins.cli import (
     pretrain,
     report,
     results,
+    shard,
     transfer,
 )
 from barlowtwins.cli.common import printable
@@ -47,6 +48,7 @@ COMMANDS = {
     "list-backbones": list_backbones,
     "bench": bench,
     "report": report,
+    "shard": shard,
     "env": env,
 }
 

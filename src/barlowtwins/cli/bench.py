@@ -46,6 +46,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
                    help="time an in-memory data set instead of a folder (e.g. fashion-mnist; path 'memory')")
     d.add_argument("--data-dir", default=None, help="where --dataset lives")
     d.add_argument("--no-official", action="store_true", help="skip the official PIL pipeline")
+    d.add_argument("--shards", action="store_true",
+                   help="also read the same images from WebDataset shards (written to a temporary folder)")
     add_strict_data_arg(d)
     t = p.add_argument_group("timing and output")
     t.add_argument("--iters", type=int, default=20, help="timed batches per measurement")
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                      image_size=args.image_size, batch_size=args.batch_size, precision=args.precision,
                      device=args.device, data_paths=paths, workers=args.workers, iters=args.iters,
                      warmup=args.warmup, repeats=args.repeats, official=not args.no_official, dataset=args.dataset,
-                     data_dir=args.data_dir, strict_data=args.strict_data)
+                     data_dir=args.data_dir, strict_data=args.strict_data, shards=args.shards)
     with tempfile.TemporaryDirectory(prefix="barlowtwins-bench-") as tmp:
         jpeg_dir = args.jpeg_dir
         if args.make_jpegs:

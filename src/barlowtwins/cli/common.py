@@ -104,6 +104,14 @@ def report_skipped(skipped: list[dict]) -> None:
         print(f"warning: {printable(line)}", file=sys.stderr, flush=True)
 
 
+def add_column_args(g) -> None:
+    """``--image-column`` / ``--label-column`` of ``--dataset hf`` (`data.hf`)."""
+    g.add_argument("--image-column", default=None, help="--dataset hf: the column of the images (default: the "
+                                                         "Image feature, or the first binary column)")
+    g.add_argument("--label-column", default=None, help="--dataset hf: the column of the labels (default: the "
+                                                         "ClassLabel column, or one named label)")
+
+
 def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split") -> None:
     g = p.add_argument_group("data")
     add_strict_data_arg(g)
@@ -113,6 +121,7 @@ def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split"
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
     g.add_argument("--train-split", default="train")
     g.add_argument("--val-split", default=None, help=f"{val_help} (default: test, or val for folders)")
+    add_column_args(g)
 
 
 def setup_backbone(args: argparse.Namespace):

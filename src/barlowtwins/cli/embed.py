@@ -8,6 +8,7 @@ import time
 
 from barlowtwins.cli.common import (
     add_architecture_args,
+    add_column_args,
     add_device_args,
     add_strict_data_arg,
     check_data,
@@ -15,7 +16,7 @@ from barlowtwins.cli.common import (
     report_skipped,
 )
 from barlowtwins.data.bad_files import collect_bad_files
-from barlowtwins.data.datasets import DATASETS, build_dataset
+from barlowtwins.data.datasets import DATASETS, build_dataset, data_options
 from barlowtwins.errors import ConfigError
 from barlowtwins.evaluate.backbone import load_eval_backbone
 from barlowtwins.evaluate.embeddings import index_entries, resolve_index_format, sidecar_paths, write_embeddings
@@ -53,6 +54,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=None)
     g.add_argument("--split", default="train", help="folder and built-in data sets: which split (default: train)")
     g.add_argument("--download", action="store_true", help="let torchvision download CIFAR/STL-10")
+    add_column_args(g)
     add_strict_data_arg(g)
     o = p.add_argument_group("output")
     o.add_argument("--output", required=True, metavar="FILE", help="embeddings file, e.g. emb.npy")
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     paths = sidecar_paths(args.output)
     for key in ("npy", fmt, "meta"):  # the three files it writes: each can be written, before any work
         check_writable(paths[key])
-    dataset = build_dataset(args.dataset, args.data_dir, args.split, args.download)
+    dataset = build_dataset(args.dataset, args.data_dir, args.split, args.download,
+                            **data_options(args, args.dataset))
     check_data(args, dataset)
     setup = setup_from_args(args, args.checkpoint)
     tty = on_terminal()

@@ -14,7 +14,7 @@ from barlowtwins.cli.common import (
     resolve_data,
     setup_backbone,
 )
-from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.datasets import build_dataset, data_options
 from barlowtwins.data.subsets import (
     STANDARD_PERCENTS,
     balanced_subset,
@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     subset_file = Path(str(path).removesuffix(".json") + ".subset.txt")
     check_writable(path)  # before any work, not after it
     check_writable(subset_file)
-    train = build_dataset(dataset, data_dir, args.train_split, args.download)
-    val = build_dataset(dataset, data_dir, val_split, args.download)
+    train = build_dataset(dataset, data_dir, args.train_split, args.download, **data_options(args, dataset))
+    val = build_dataset(dataset, data_dir, val_split, args.download, **data_options(args, dataset))
     indices, how = choose_subset(args, train, args.seed)
     subset = train.subset(indices)
     check_data(args, subset, val)

@@ -13,7 +13,7 @@ from barlowtwins.cli.common import (
     resolve_data,
     setup_backbone,
 )
-from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.datasets import build_dataset, data_options
 from barlowtwins.evaluate.protocols import knn_protocol
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
@@ -53,8 +53,8 @@ def evaluate_knn(args: argparse.Namespace, random_init: bool):
     check_writable(path)  # before any work, not after it
     if args.compare_random and not random_init:  # the baseline's file too: its name is longer
         check_writable(knn_result_path(args, dataset, True))
-    train = build_dataset(dataset, data_dir, args.train_split, args.download)
-    val = build_dataset(dataset, data_dir, val_split, args.download)
+    train = build_dataset(dataset, data_dir, args.train_split, args.download, **data_options(args, dataset))
+    val = build_dataset(dataset, data_dir, val_split, args.download, **data_options(args, dataset))
     check_data(args, train, val)
     result = knn_protocol(setup, train, val, names=(dataset, args.train_split, val_split), k=tuple(args.k),
                           temperature=args.temperature, batch_size=args.batch_size, workers=args.workers)

@@ -14,7 +14,7 @@ from barlowtwins.cli.common import (
     resolve_data,
     setup_backbone,
 )
-from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.datasets import build_dataset, data_options
 from barlowtwins.evaluate.protocols import linear_protocol
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     path = result_path(f"linear-{args.protocol}", dataset, args.checkpoint, args.output,
                        "random" if args.random_init else "")
     check_writable(path)  # before any work, not after it
-    train = build_dataset(dataset, data_dir, args.train_split, args.download)
-    val = build_dataset(dataset, data_dir, val_split, args.download)
+    train = build_dataset(dataset, data_dir, args.train_split, args.download, **data_options(args, dataset))
+    val = build_dataset(dataset, data_dir, val_split, args.download, **data_options(args, dataset))
     check_data(args, train, val)
     result = linear_protocol(setup, train, val, names=(dataset, args.train_split, val_split), protocol=args.protocol,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -18,6 +18,7 @@ from barlowtwins.training.config import (
     resolve_values,
 )
 from barlowtwins.training.trainer import pretrain
+from barlowtwins.transforms.multicrop import multicrop_from
 from barlowtwins.transforms.spec import CLI_SETTINGS, augment_config
 
 
@@ -49,6 +50,12 @@ def printed_config(cfg: PretrainConfig) -> str:
     for n in derived:
         v = getattr(aug, n)
         values[n] = list(v) if isinstance(v, tuple) else v
+    if cfg.multicrop_count > 0:  # the small crops' size and scale the run will use
+        mc = multicrop_from(cfg.multicrop_count, cfg.multicrop_size, cfg.multicrop_scale, cfg.image_size)
+        for n, v in (("multicrop_size", mc.size), ("multicrop_scale", list(mc.scale))):
+            if n not in values or values[n] in (None, 0):
+                values[n] = v
+                derived.append(n)
     lines = []
     for key, value in values.items():
         if isinstance(value, list):  # one line, as "crop_scale: [0.2, 1.0]"

@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from barlowtwins.data.hf import table_dataset
 from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key, read_image
+from barlowtwins.data.shards import shard_dataset
 from barlowtwins.errors import DataError
 from barlowtwins.runtime.registry import Registry
 
@@ -370,6 +372,7 @@ class DatasetSpec:
     in_memory: bool
     needs_root: bool = False
     labelled: bool = True
+    options: tuple[str, ...] = ()  # keyword options of the reader (``build_dataset(..., **options)``)
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set", DataError)
@@ -389,6 +392,10 @@ for _spec in (
                 needs_root=True),
     DatasetSpec("images", lambda root, split, download: image_folder(root), (), "val", in_memory=False,
                 needs_root=True, labelled=False),
+    DatasetSpec("webdataset", lambda root, split, download: shard_dataset(root, split), (), "val", in_memory=False,
+                needs_root=True),
+    DatasetSpec("hf", lambda root, split, download, **o: table_dataset(root, split, **o), (), "train",
+                in_memory=False, needs_root=True, options=("image_column", "label_column")),
 ):
     register_dataset(_spec)
 
@@ -408,16 +415,31 @@ def default_val_split(name: str) -> str:
     return DATASETS[name].eval_split if name in DATASETS else "val"
 
 
+def data_options(source, name: str) -> dict:
+    """The reader options of data set ``name`` that ``source`` (a config or parsed flags) sets: e.g. ``image_column``
+    for ``hf``; {} for a data set without options."""
+    spec = DATASETS.get(name)
+    return {k: getattr(source, k, None) for k in (spec.options if spec else ())}
+
+
 def build_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train",
-                  download: bool = False):
+                  download: bool = False, **options):
     """A data set by name (see `DATASETS`): ``fashion-mnist``, ``cifar10``, ``cifar100``, ``stl10``,
     ``folder``, ``images``.
 
-    ``folder`` reads ``root/<split>/<class>/*``; ``images`` reads every image under ``root`` (no labels).
+    ``folder`` reads ``root/<split>/<class>/*``; ``images`` reads every image under ``root`` (no labels);
+    ``webdataset`` tar shards (`data.shards`); ``hf`` a Hugging Face ``save_to_disk`` folder or Parquet files
+    (`data.hf`; ``options``: ``image_column``, ``label_column``). Options left None are not passed.
     """
     spec = dataset_spec(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    unknown = [k for k in options if k not in spec.options]
+    if unknown:
+        raise DataError(f"--{unknown[0].replace('_', '-')} applies to "
+                        f"{' and '.join(s.name for s in DATASETS.values() if unknown[0] in s.options) or 'no data set'}"
+                        f", not --dataset {name}")
     if spec.needs_root and root is None:
         raise DataError(f"--dataset {name} needs --data-dir pointing at your images")
     if spec.splits and split not in spec.splits:
         raise DataError(f"{name} has splits {', '.join(spec.splits)}, not '{split}'")
-    return spec.reader(root, split, download)
+    return spec.reader(root, split, download, **options)

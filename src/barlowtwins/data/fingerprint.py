@@ -20,6 +20,8 @@ import os
 
 import torch
 
+from barlowtwins.data.images import SampleRef
+
 VERSION = 1
 MEMORY_SAMPLES = 64
 
@@ -55,6 +57,9 @@ def fingerprint(dataset, sizes: bool = False) -> dict:
                "files_sha256": _sha(sorted(rel)), "order_sha256": _sha(rel)}
         if sizes:
             out["sizes_sha256"] = _sha(_size(f) for f in files)
+        shards = getattr(dataset, "shards", None)
+        if shards:  # shards: their names, sample counts and byte sizes (a shard re-written in place shows here)
+            out["shards_sha256"] = _sha(f"{name}\t{count}\t{size}" for name, count, size in shards)
         return out
     images = getattr(dataset, "images", None)
     if isinstance(images, torch.Tensor):
@@ -71,6 +76,8 @@ def fingerprint(dataset, sizes: bool = False) -> dict:
 
 
 def _size(path: str) -> int:
+    if isinstance(path, SampleRef):  # a sample inside a shard or table: the size its index holds
+        return path.size
     try:
         return os.stat(path).st_size
     except OSError:
@@ -94,6 +101,7 @@ def compare(saved: dict | None, now: dict) -> str | None:
                       ("files_sha256", "the list of files (names differ)"),
                       ("order_sha256", "the order of its files (the same names, indexed in another order)"),
                       ("sizes_sha256", "the size of some files (replaced files?)"),
+                      ("shards_sha256", "the shards (their names, sample counts or sizes)"),
                       ("content_sha256", "the images"), ("labels_sha256", "the labels")):
         if key in saved and key in now and saved[key] != now[key]:
             shown = f" ({saved[key]} then, {now[key]} now)" if key in ("name", "shape", "dtype") else ""

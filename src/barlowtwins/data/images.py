@@ -1,4 +1,10 @@
-"""Image files: finding, reading and checking them."""
+"""Image files: finding, reading and checking them.
+
+A sample need not be a file of its own: a `SampleRef` is a string that names it (``shards/train-000003.tar:
+img0042.jpg``, ``train.parquet:row17``) and knows how to read its bytes. Every reader here (`read_image`,
+`read_file_bytes`, `first_decodable`, `scan_images`) takes one wherever it takes a path, so the data paths, the
+evaluation commands and the bad-file policy treat samples inside shards exactly as files in a folder.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,19 @@ from barlowtwins.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 JPEG_MAGIC = b"\xff\xd8\xff"  # the first bytes of every JPEG file (SOI marker, then the next marker's 0xFF)
+
+
+class SampleRef(str):
+    """A sample stored inside a bigger file, named by this string; `read_bytes` reads its encoded image. Subclasses
+    (`data.shards.TarMember`, `data.hf.TableRow`) must be picklable: loader workers receive them."""
+
+    def read_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        """The encoded image's size in bytes (-1 when not known without reading it)."""
+        return -1
 
 
 def is_jpeg(data) -> bool:
@@ -54,9 +73,12 @@ def _try_again(e: BaseException, attempt: int, tries: int) -> bool:
 
 
 def read_file_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes, with the retries of `read_image` on transient storage errors; a `DataError` otherwise."""
+    """A file's bytes (or a `SampleRef`'s), with the retries of `read_image` on transient storage errors; a
+    `DataError` otherwise."""
     for attempt in range(IO_TRIES):
         try:
+            if isinstance(path, SampleRef):
+                return path.read_bytes()
             with open(path, "rb") as f:
                 return f.read()
         except OSError as e:
@@ -115,6 +137,8 @@ def read_image(source: str | os.PathLike | bytes, name: str | None = None,
     if extra or isinstance(formats, str):
         raise ValueError(f"read_image opens only {', '.join(PIL_FORMATS)} (a sequence of them), not {formats!r}")
     name = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    if isinstance(source, SampleRef):  # a sample inside a shard or table: its bytes, with the storage retries
+        source = read_file_bytes(source)
     tries = 1 if isinstance(source, bytes) else IO_TRIES  # bytes in memory: no storage to try again
     for attempt in range(tries):
         with contextlib.ExitStack() as stack:

@@ -6,6 +6,9 @@
     ...     x1, x2 = pipe.views(batch, step)                     # (B, 3, S, S) float32 each, on the device
     ...     step += 1
 
+With multi-crop (`build_pipeline(..., multicrop=MultiCrop(...))`, `transforms.multicrop`) ``all_views(batch, step)``
+returns the two full views and then the small crops, (B, 3, s, s) each, made on the same path as the full views.
+
 Three paths, one contract (`DataPath`):
 
 - ``memory``: data sets held as one uint8 tensor (Fashion-MNIST, CIFAR, STL-10) are sliced per batch and
@@ -21,7 +24,7 @@ Three paths, one contract (`DataPath`):
   it: the cpu path, with one warning line); device errors (out of memory) stop the run.
 
 On every path the parameters of a view are `transforms.params.view_params` of (seed, step, position in the
-global batch), so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
+global batch, view; a small crop k is view stream 2 + k), so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
 global batch, and a run resumed at batch k of an epoch draws the views of the uninterrupted run.
 
 A file that cannot be decoded is replaced, deterministically, by the next readable file of the data set, with
@@ -51,11 +54,12 @@ from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.device import OPS as DEVICE_OPS
 from barlowtwins.transforms.device import check_device_decoder, decode_batch
 from barlowtwins.transforms.hue_shift import tables
+from barlowtwins.transforms.multicrop import MultiCrop, multicrop_from
 from barlowtwins.transforms.params import sample_uniforms, sample_views_from, view_params
-from barlowtwins.transforms.pil import draft_size, two_views
+from barlowtwins.transforms.pil import draft_size, views_of
 from barlowtwins.transforms.progressive import ViewSizes, check_progressive_start
 from barlowtwins.transforms.spec import AugmentConfig, augment_config, run_ops
-from barlowtwins.transforms.tensor import BatchViews
+from barlowtwins.transforms.tensor import BatchViews, to_float_rgb
 
 AUTO = "auto"  # the data-path name resolved per device by `choose_data_path`
 MAX_REPLACEMENTS = 32  # files tried after an unreadable one before giving up
@@ -104,9 +108,11 @@ def choose_data_path(data_path: str, dataset, device: torch.device) -> str:
 
 def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, rank: int = 0, world: int = 1,
                    device: torch.device | str = "cpu", data_path: str = "auto", workers: int | None = None,
-                   strict: bool = False, progressive: tuple[int, float] | None = None) -> "DataPath":
+                   strict: bool = False, progressive: tuple[int, float] | None = None,
+                   multicrop: MultiCrop | None = None) -> "DataPath":
     """The pretraining data path for ``dataset``: ``batch_size`` is per rank; see the module docstring.
-    ``progressive=(start size, ramp epochs)``: progressive resolution (`transforms.progressive`)."""
+    ``progressive=(start size, ramp epochs)``: progressive resolution (`transforms.progressive`);
+    ``multicrop``: small crops besides the two views (`transforms.multicrop`; `DataPath.all_views`)."""
     device = torch.device(device)
     kind = choose_data_path(data_path, dataset, device)
     if kind == DevicePath.kind and (why := check_device_decoder(device)) is not None:
@@ -115,6 +121,7 @@ def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, r
     cls = MemoryPath if kind == MemoryPath.kind else DATA_PATHS[kind].cls
     path = cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,
                workers=workers, strict=strict)
+    path.multicrop = multicrop
     if progressive is not None:
         check_progressive_start(progressive[0], aug.image_size)
     if progressive is not None and progressive[0] and progressive[0] < aug.image_size:
@@ -128,7 +135,9 @@ def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.devi
     return build_pipeline(dataset, aug, batch_size=cfg.batch_size // world, seed=cfg.seed, rank=rank, world=world,
                           device=device, data_path=getattr(cfg, "data_path", "auto"), workers=cfg.workers,
                           strict=getattr(cfg, "strict_data", False),
-                          progressive=(getattr(cfg, "progressive_start", 0), getattr(cfg, "progressive_epochs", 0)))
+                          progressive=(getattr(cfg, "progressive_start", 0), getattr(cfg, "progressive_epochs", 0)),
+                          multicrop=multicrop_from(getattr(cfg, "multicrop_count", 0), getattr(cfg, "multicrop_size", 0),
+                                                   getattr(cfg, "multicrop_scale", None), cfg.image_size))
 
 
 PREFETCH = 4  # batches each loader worker prepares ahead
@@ -175,7 +184,9 @@ class DataPath:
         self.batch_views = BatchViews(aug)
         self.skipped: dict[str, str] = {}  # unreadable file -> reason, as seen by this process
         self.sizes: ViewSizes | None = None  # progressive resolution, when on (`build_pipeline`)
+        self.multicrop: MultiCrop | None = None  # small crops besides the two views, when on (`build_pipeline`)
         self._views_by_size: dict[int, BatchViews] = {}
+        self._crop_views: dict[int, tuple[AugmentConfig, BatchViews]] = {}
 
     def aug_at(self, step: int) -> AugmentConfig:
         """The augmentation config of ``step``'s views: ``aug``, or its smaller-size form early in a run with
@@ -194,6 +205,23 @@ class DataPath:
         if views is None:
             views = self._views_by_size[aug.image_size] = BatchViews(aug)
         return views
+
+    def crop_aug_at(self, step: int) -> AugmentConfig:
+        """The small crops' augmentation config at ``step`` (multi-crop on)."""
+        return self._crop_views_at(step)[0]
+
+    def _crop_views_at(self, step: int) -> tuple[AugmentConfig, BatchViews]:
+        aug = self.aug_at(step)
+        entry = self._crop_views.get(aug.image_size)
+        if entry is None:
+            small = self.multicrop.config(aug)
+            entry = self._crop_views[aug.image_size] = (small, BatchViews(small))
+        return entry
+
+    @property
+    def num_views(self) -> int:
+        """Views per sample that `all_views` returns: 2, plus the small crops of multi-crop."""
+        return 2 + (self.multicrop.count if self.multicrop is not None else 0)
 
     def __len__(self) -> int:
         """Steps per epoch (incomplete global batches are dropped)."""
@@ -225,6 +253,14 @@ class DataPath:
         raise NotImplementedError
 
     def views(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two full views of ``batch`` at ``step``: normalised (B, 3, S, S) float32 on the device."""
+        return self._views(batch, step, crops=False)
+
+    def all_views(self, batch, step: int) -> tuple[torch.Tensor, ...]:
+        """The two full views, then multi-crop's small crops (``num_views`` tensors; two when multi-crop is off)."""
+        return self._views(batch, step, crops=self.multicrop is not None)
+
+    def _views(self, batch, step: int, crops: bool) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -244,12 +280,19 @@ class MemoryPath(DataPath):
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
         yield from self.stream.epoch(epoch, start)
 
-    def views(self, images: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _views(self, images: torch.Tensor, step: int, crops: bool) -> tuple[torch.Tensor, ...]:
         n, _, h, w = images.shape
         pos = self.positions(n)
         aug = self.aug_at(step)
-        p1, p2 = (view_params(aug, v, self.seed, step, pos, h, w) for v in (0, 1))
-        return self._batch_views_at(step).views(to_device(images, self.device), p1, p2)
+        x = to_float_rgb(to_device(images, self.device))  # (B, 3, H, W) in [0, 1], once for every view
+        full = self._batch_views_at(step)
+        out = [full.view(x, view_params(aug, v, self.seed, step, pos, h, w)) for v in (0, 1)]
+        if crops:  # every small crop in one pass of each op: (M * B, 3, s, s), then one tensor per crop
+            _, small = self._crop_views_at(step)
+            m = self.multicrop.count
+            p = self.multicrop.all_params(aug, self.seed, step, pos, h, w)
+            out += small.view(x.repeat(m, 1, 1, 1), p).chunk(m)
+        return tuple(out)
 
 
 class _StepBatches(Sampler):
@@ -299,8 +342,14 @@ class _FileSamples(Dataset):
 
 
 class _PilViews(_FileSamples):
-    """Worker side of the cpu path: ``(index, step, position)`` -> both views as (S, S, 3) uint8. A batch's
-    keys come to `__getitems__` together (one step): its random numbers are drawn in one numpy pass."""
+    """Worker side of the cpu path: ``(index, step, position)`` -> both views as (S, S, 3) uint8 (then the small
+    crops of multi-crop, (s, s, 3) each). A batch's keys come to `__getitems__` together (one step): its random
+    numbers are drawn in one numpy pass."""
+
+    def __init__(self, files: list[str], aug: AugmentConfig, seed: int, strict: bool,
+                 sizes: ViewSizes | None = None, multicrop: MultiCrop | None = None):
+        super().__init__(files, aug, seed, strict, sizes)
+        self.multicrop = multicrop
 
     def __getitem__(self, key):
         return self.__getitems__([key])[0]
@@ -310,16 +359,22 @@ class _PilViews(_FileSamples):
         if any(k[1] != step for k in keys):
             raise ValueError("the keys of one batch belong to one step")
         aug = self.aug if self.sizes is None else self.sizes.at(step)  # progressive resolution: this step's size
-        draws = sample_uniforms(aug, self.seed, step, [k[2] for k in keys])
+        positions = [k[2] for k in keys]
+        draws = sample_uniforms(aug, self.seed, step, positions)
+        small, sizes = None, [aug.image_size] * 2
+        if self.multicrop is not None:
+            small = self.multicrop.config(aug)
+            small_draws = sample_uniforms(small, self.seed, step, positions, *self.multicrop.streams())
+            sizes += [small.image_size] * self.multicrop.count
         out = []
         for j, (i, _, _) in enumerate(keys):
             def params(width, height, j=j):
-                return sample_views_from(aug, draws, j, height, width)
+                p = sample_views_from(aug, draws, j, height, width)
+                return p if small is None else p + sample_views_from(small, small_draws, j, height, width)
 
-            (img, full, p1, p2), note = self.read_first_readable(
-                i, lambda path: decode_for_views(path, params, aug.image_size))
-            v1, v2 = two_views(img, full, p1, p2, aug)
-            out.append((torch.from_numpy(v1), torch.from_numpy(v2), i, step, note))
+            (img, full, *p), note = self.read_first_readable(i, lambda path: decode_for_views(path, params, sizes))
+            arrays = views_of(img, full, p[:2], aug) + (views_of(img, full, p[2:], small) if small else [])
+            out.append((tuple(torch.from_numpy(a) for a in arrays), i, step, note))
         return out
 
 
@@ -428,8 +483,12 @@ class _FilePath(DataPath):
                 raise DataError(f"{len(bad)} of {len(self.files)} image files {what} ({listing}"
                                 f"{' ...' if len(bad) > 3 else ''}); remove or replace them, or run without "
                                 "--strict-data to skip them with a warning")
-        self.order = GlobalBatchSampler(len(self.files), self.batch_size, shuffle=True, seed=self.seed,
-                                        rank=self.rank, world_size=self.world)
+        # a data set with an order of its own (shards: read a few at a time) gives it; any other is shuffled whole
+        make_order = getattr(dataset, "batch_order", None)
+        self.order = (make_order(self.batch_size, seed=self.seed, rank=self.rank, world_size=self.world)
+                      if make_order is not None else
+                      GlobalBatchSampler(len(self.files), self.batch_size, shuffle=True, seed=self.seed,
+                                         rank=self.rank, world_size=self.world))
 
     def _batches(self, make_samples, epoch: int, start: int, collate=None) -> Iterator:
         """The loader's batches for one epoch from batch ``start``. One DataLoader per path, its workers kept
@@ -483,29 +542,33 @@ class CpuPath(_FilePath):
             tables()  # built here once: loader workers forked from this process share them
 
     def batch_bytes(self) -> int:
-        # two uint8 views (B, S, S, 3) per batch of this rank
-        return 2 * (self.batch_size // self.world) * self.aug.image_size ** 2 * 3
+        # two uint8 views (B, S, S, 3) per batch of this rank, and multi-crop's (B, s, s, 3) small crops
+        small = self.multicrop.count * self.multicrop.config(self.aug).image_size ** 2 if self.multicrop else 0
+        return (self.batch_size // self.world) * (2 * self.aug.image_size ** 2 + small) * 3
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
-        samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict, self.sizes)  # noqa: E731
-        for v1, v2, idx, step, notes in self._batches(samples, epoch, start):
+        samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict, self.sizes,  # noqa: E731
+                                    self.multicrop)
+        for views, idx, step, notes in self._batches(samples, epoch, start):
             self._note_skips(notes)
-            yield {"views": (v1, v2), "step": step}, self.labels[idx], idx
+            yield {"views": tuple(views), "step": step}, self.labels[idx], idx
 
-    def views(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _views(self, batch: dict, step: int, crops: bool) -> tuple[torch.Tensor, ...]:
         if int(batch["step"][0]) != step:
             raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
+        views = batch["views"] if crops else batch["views"][:2]
+        # the small crops' normaliser: its own BatchViews, whose row constants are cached for their width
+        finishers = [self.batch_views] * 2 + ([self._crop_views_at(step)[1]] * (len(views) - 2) if crops else [])
         # (B, S, S, 3) uint8 -> (B, 3, S, S) float, channels-last in memory.
         if self.device.type != "cpu" or self.workers == 0:
-            return tuple(self.batch_views.finish_hwc_uint8(v.to(self.device, non_blocking=True))
-                         for v in batch["views"])
+            return tuple(f.finish_hwc_uint8(v.to(self.device, non_blocking=True)) for f, v in zip(finishers, views))
         # On a CPU host the loader workers keep every core busy: one thread here, not a pool whose idle threads
         # spin between the two short passes and take CPU from the workers (measured: 12% instead of 18% of a
         # core at 2 workers). The model step after this gets all its threads back.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return tuple(self.batch_views.finish_hwc_uint8(v) for v in batch["views"])
+            return tuple(f.finish_hwc_uint8(v) for f, v in zip(finishers, views))
         finally:
             torch.set_num_threads(threads)
 
@@ -556,22 +619,28 @@ class DevicePath(_FilePath):
         img, _ = samples.read_first_readable((i + 1) % len(self.files), read_image)
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
 
-    def views(self, batch: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _views(self, batch: dict, step: int, crops: bool) -> tuple[torch.Tensor, ...]:
         if int(batch["step"][0]) != step:
             raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
         images = self.decode(batch)
         heights = np.array([img.shape[1] for img in images])
         widths = np.array([img.shape[2] for img in images])
-        out, aug = [], self.aug_at(step)
+        out, aug, pos = [], self.aug_at(step), batch["position"].numpy()
         for v in (0, 1):
-            p = view_params(aug, v, self.seed, step, batch["position"].numpy(), heights, widths)
+            p = view_params(aug, v, self.seed, step, pos, heights, widths)
             out.append(self.batch_views.finish(run_ops(DEVICE_OPS, images, p, aug)))
-        return out[0], out[1]
+        if crops:  # every small crop in one pass of each op (the decoded images listed once per crop)
+            small, finisher = self._crop_views_at(step)
+            m = self.multicrop.count
+            p = self.multicrop.all_params(aug, self.seed, step, pos, heights, widths)
+            out += finisher.finish(run_ops(DEVICE_OPS, images * m, p, small)).chunk(m)
+        return tuple(out)
 
 
-def decode_for_views(path: str, params_for_size, size: int):
-    """Read ``path`` once for two views: ``params_for_size(width, height) -> (p1, p2)`` draws the parameters
-    from the header's size; the decode is drafted when both crops allow. Returns (image, full size, p1, p2)."""
+def decode_for_views(path: str, params_for_size, size):
+    """Read ``path`` once for its views: ``params_for_size(width, height) -> (p1, p2, ...)`` draws the parameters
+    from the header's size; the decode is drafted when every crop allows (``size``: the output side of every
+    view, or one per view). Returns (image, full size, p1, p2, ...)."""
     drawn = {}
 
     def draft(width: int, height: int):

@@ -68,11 +68,14 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return self.num_batches() * self.batch_size
 
-    def __iter__(self):
+    def order(self) -> torch.Tensor:
+        """The epoch's order of the whole data set, (n,) int64: every rank computes the same one."""
         if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(self.n)
+            return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        return torch.arange(self.n)
+
+    def __iter__(self):
+        order = self.order()
         g = self.batch_size * self.world
         for b in range(self.num_batches()):
             start = b * g + self.rank * self.batch_size

@@ -19,7 +19,9 @@ class BarlowTwins(nn.Module):
     on-diagonal and off-diagonal terms, and the C block when ``c_block`` > 0). ``mix=(perm, alpha, weight)``
     adds the Mixed Barlow Twins regulariser (`models.mixed`): a third forward pass of
     ``alpha * x1 + (1 - alpha) * x2[perm]`` (its own BN statistics, as in the reference code), and
-    ``weight * λ * R`` in the loss.
+    ``weight * λ * R`` in the loss. ``crops=[x3, ...]``: multi-crop's small crops, (N, 3, s, s) each, embedded
+    in one pass per crop size (BN statistics over all small crops of that size, as SwAV batches its crops), and
+    ``crop_weight`` times their term in the loss (`models.loss`).
 
         >>> model = build_model("resnet18", "512-512", stem="small")
         >>> model(x1, x2).backward()
@@ -46,14 +48,25 @@ class BarlowTwins(nn.Module):
         """(N, 3, H, W) images -> (N, D) projector output."""
         return self.projector(self.backbone(x))
 
+    def embed_crops(self, crops) -> list[torch.Tensor]:
+        """Small crops (N, 3, s, s) each -> their (N, D) embeddings, in order; one pass per crop size."""
+        out: list[torch.Tensor | None] = [None] * len(crops)
+        for shape in dict.fromkeys(tuple(x.shape) for x in crops):
+            ks = [k for k, x in enumerate(crops) if tuple(x.shape) == shape]
+            for k, z in zip(ks, self.embed(torch.cat([crops[k] for k in ks])).chunk(len(ks))):
+                out[k] = z
+        return out
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, *, return_parts: bool = False,
-                mix: tuple[torch.Tensor, float, float] | None = None) -> torch.Tensor | BarlowTwinsLossOutput:
+                mix: tuple[torch.Tensor, float, float] | None = None, crops=(),
+                crop_weight: float | torch.Tensor = 1.0) -> torch.Tensor | BarlowTwinsLossOutput:
         z1, z2 = self.embed(x1), self.embed(x2)
+        zc = self.embed_crops(crops) if crops else ()
         if mix is None:
-            return self.loss(z1, z2, return_parts=return_parts)
+            return self.loss(z1, z2, return_parts=return_parts, crops=zc, crop_weight=crop_weight)
         perm, alpha, weight = mix
         zm = self.embed(mix_inputs(x1, x2, perm, alpha))
-        out = self.loss(z1, z2, return_parts=True)
+        out = self.loss(z1, z2, return_parts=True, crops=zc, crop_weight=crop_weight)
         reg = mixed_regulariser(z1, z2, zm, perm, alpha, eps=self.loss.eps, distributed=self.loss.distributed)
         out = out._replace(loss=out.loss + (weight * self.loss.lambd) * reg, mix=reg)
         return out if return_parts else out.loss

@@ -12,6 +12,15 @@ Usable on its own:
 
 Under torch.distributed the batch statistics and C are global (summed over ranks with an autograd-aware
 collective), so loss and gradients equal those of one process on the whole global batch.
+
+Multi-crop (`transforms.multicrop`): with small crops z_3 .. z_{M+2}, the loss between the two full views stays
+exactly the paper's, and the crops add, as SwAV and DINO do, a term between each small crop and each full view
+(never between two small crops, which often share no content: a small crop learns to predict what the whole
+image shows), averaged so that its scale does not grow with the crop count:
+
+    L = L(1, 2) + w · (1 / M) Σ_k ½ [L(1, k) + L(2, k)]          every L the loss above, C global
+
+    >>> parts = loss_fn(z1, z2, crops=[z3, z4], crop_weight=1.0, return_parts=True)   # parts.crops: the mean term
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ class BarlowTwinsLossOutput(NamedTuple):
     # scalar: the Mixed Barlow Twins regulariser R (before its weight; ``loss`` includes weight * λ * R) when the
     # step mixed inputs (`models.mixed`); None otherwise
     mix: torch.Tensor | None = None
+    # scalar: multi-crop's term (1/M) Σ_k ½ [L(1, k) + L(2, k)] (before its weight; ``loss`` includes weight times
+    # it) when the step had small crops; None otherwise
+    crops: torch.Tensor | None = None
 
 
 def standardise(zs: list[torch.Tensor], eps: float, distributed: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -80,40 +92,67 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
 TERMS = ("both", "on-diagonal", "off-diagonal")
 
 
+def _terms(c: torch.Tensor, lambd: float, terms: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, on-diagonal, off-diagonal) of a cross-correlation matrix C (D, D)."""
+    diag = torch.diagonal(c)
+    on_diag = (1.0 - diag).square().sum()
+    # Sum of squares of the off-diagonal entries without a masked D x D copy: ||C||_F^2 - ||diag C||^2.
+    # vector_norm reduces C in place (no D x D temporary for C**2).
+    off_diag = torch.linalg.vector_norm(c).square() - diag.square().sum()
+    if terms == "both":
+        loss = on_diag + lambd * off_diag
+    elif terms == "on-diagonal":
+        loss = on_diag
+    elif terms == "off-diagonal":
+        loss = lambd * off_diag
+    else:
+        raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
+    return loss, on_diag, off_diag
+
+
+def _correlation(a: torch.Tensor, b: torch.Tensor, n: torch.Tensor, distributed: bool) -> torch.Tensor:
+    """C = âᵀ b̂ / N of two standardised (N_local, D) batches, summed over ranks."""
+    c = a.T @ b  # (D, D): local sum over the batch
+    if distributed:
+        c = all_reduce_sum(c)
+    return c / n
+
+
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5,
                       distributed: bool | None = None, terms: str = "both",
-                      c_block: int = 0) -> BarlowTwinsLossOutput:
+                      c_block: int = 0, crops=(), crop_weight: float | torch.Tensor = 1.0) -> BarlowTwinsLossOutput:
     """Functional form of :class:`BarlowTwinsLoss` that returns all the parts (``.loss`` is the scalar to
     minimise); computed in float32 at least (autocast is turned off).
 
     ``c_block=k`` also returns C[:k, :k] (detached, on C's device): a slice of the matrix the loss builds anyway,
-    so it costs one k x k copy and no extra collective."""
+    so it costs one k x k copy and no extra collective. ``crops``: multi-crop's small-crop embeddings, (N, D)
+    each: ``loss`` adds ``crop_weight`` times their term (the module docstring), returned as ``crops``."""
     if distributed is None:
         distributed = world_size() > 1
+    if z1.ndim != 2 or z1.shape != z2.shape or any(z.shape != z1.shape for z in crops):
+        raise ValueError(f"Barlow Twins loss: expected (N, D) tensors of the same shape, got "
+                         f"{[tuple(z.shape) for z in (z1, z2, *crops)]}")
     if not distributed and z1.shape[0] < 2:
         raise ValueError(f"Barlow Twins loss: batch size {z1.shape[0]} is too small; the per-dimension "
                          "standardisation needs at least 2 samples (use --batch-size 2 or more)")
+    if terms not in TERMS:
+        raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
     device_type = z1.device.type
     with torch.autocast(device_type=device_type, enabled=False):
         # Half precision in, float32 math (float64 stays float64, for gradient checks).
-        if z1.dtype in (torch.float16, torch.bfloat16):
-            z1, z2 = z1.float(), z2.float()
-        c = cross_correlation(z1, z2.to(z1.dtype), eps=eps, distributed=distributed)
-        diag = torch.diagonal(c)
-        on_diag = (1.0 - diag).square().sum()
-        # Sum of squares of the off-diagonal entries without a masked D x D copy: ||C||_F^2 - ||diag C||^2.
-        # vector_norm reduces C in place (no D x D temporary for C**2).
-        off_diag = torch.linalg.vector_norm(c).square() - diag.square().sum()
-        if terms == "both":
-            loss = on_diag + lambd * off_diag
-        elif terms == "on-diagonal":
-            loss = on_diag
-        elif terms == "off-diagonal":
-            loss = lambd * off_diag
-        else:
-            raise ValueError(f"Barlow Twins loss: unknown terms '{terms}'; choose one of {', '.join(TERMS)}")
+        zs = [z.float() if z.dtype in (torch.float16, torch.bfloat16) else z for z in (z1, z2, *crops)]
+        zs = [z.to(zs[0].dtype) for z in zs]
+        (h1, h2, *hc), n = standardise(zs, eps, distributed)  # each tensor by itself: the two views as ever
+        c = _correlation(h1, h2, n, distributed)
+        loss, on_diag, off_diag = _terms(c, lambd, terms)
         block = c[:c_block, :c_block].detach().clone() if c_block > 0 else None
-    return BarlowTwinsLossOutput(loss, on_diag, off_diag, block)
+        crop_term = None
+        if hc:
+            # (1/M) Σ_k ½ [L(1, k) + L(2, k)]: one C (and one collective) at a time, D x D each
+            crop_term = sum(_terms(_correlation(h, hk, n, distributed), lambd, terms)[0]
+                            for hk in hc for h in (h1, h2)) / (2 * len(hc))
+            loss = loss + crop_weight * crop_term
+    return BarlowTwinsLossOutput(loss, on_diag, off_diag, block, crops=crop_term)
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -130,7 +169,8 @@ class BarlowTwinsLoss(nn.Module):
             (k, k) block of C, for run reports. A compiled module sees the value it had at tracing.
 
     ``forward(z1, z2)`` takes two (N, D) embeddings and returns the scalar loss, ready for ``backward()``;
-    ``forward(z1, z2, return_parts=True)`` returns ``BarlowTwinsLossOutput(loss, on_diag, off_diag, c_block)``.
+    ``forward(z1, z2, return_parts=True)`` returns ``BarlowTwinsLossOutput(loss, on_diag, off_diag, c_block)``;
+    ``crops=[z3, ...]`` adds multi-crop's small-crop term, times ``crop_weight`` (the module docstring).
     """
 
     def __init__(self, lambd: float = 0.0051, eps: float = 1e-5, distributed: bool | None = None,
@@ -148,10 +188,10 @@ class BarlowTwinsLoss(nn.Module):
         self.terms = terms
         self.c_block = int(c_block)
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, *,
-                return_parts: bool = False) -> torch.Tensor | BarlowTwinsLossOutput:
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, *, return_parts: bool = False, crops=(),
+                crop_weight: float | torch.Tensor = 1.0) -> torch.Tensor | BarlowTwinsLossOutput:
         out = barlow_twins_loss(z1, z2, self.lambd, self.eps, self.distributed, self.terms,
-                                self.c_block if return_parts else 0)
+                                self.c_block if return_parts else 0, crops=crops or (), crop_weight=crop_weight)
         return out if return_parts else out.loss
 
     def extra_repr(self) -> str:

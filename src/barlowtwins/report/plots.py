@@ -42,20 +42,25 @@ def _colour(i: int) -> str:
 def loss_figure(runs):
     if not any(r.steps for r in runs):
         return None
-    mixed = any(r.series("mix")[1] for r in runs)  # Mixed Barlow Twins runs: a fourth panel for R
-    axes = _figure(16, 3.6, 4) if mixed else _figure(12, 3.6, 3)
+    # a panel per extra term a run logged: the Mixed Barlow Twins regulariser R, multi-crop's small-crop term
+    extra = [(key, title) for key, title in (("mix", "Mixed BT regulariser R (before w · λ)"),
+                                             ("crops", "multi-crop term: small crops vs views (before w)"))
+             if any(r.series(key)[1] for r in runs)]
+    axes = _figure(4 * (3 + len(extra)), 3.6, 3 + len(extra))
     a, b, c = axes[1][:3]
-    keys = ((a, "loss"), (b, "on_diag"), (c, "off_diag")) + (((axes[1][3], "mix"),) if mixed else ())
+    keys = ((a, "loss"), (b, "on_diag"), (c, "off_diag")) + tuple((ax, k) for ax, (k, _) in zip(axes[1][3:], extra))
     for i, r in enumerate(runs):
         for ax, key in keys:
             x, y = r.series(key)
             if y:
                 ax.plot(x, y, color=_colour(i), label=r.name, lw=1.2)
-    a.set_title("loss = on-diagonal + λ · off-diagonal" + (" + w · λ · R" if mixed else ""))
+    names = [k for k, _ in extra]
+    a.set_title("loss = on-diagonal + λ · off-diagonal" + (" + w · λ · R" if "mix" in names else "")
+                + (" + w · crops" if "crops" in names else ""))
     b.set_title("on-diagonal: Σ (1 − C_ii)²")
     c.set_title("off-diagonal: Σ C_ij² (before λ)")
-    if mixed:
-        axes[1][3].set_title("Mixed BT regulariser R (before w · λ)")
+    for ax, (_, title) in zip(axes[1][3:], extra):
+        ax.set_title(title)
     fig = axes[0]
     for ax, _ in keys:
         ax.set_xlabel("epoch")

@@ -20,6 +20,8 @@ import json
 import os
 import platform
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.images import read_image
 from barlowtwins.data.pipeline import build_pipeline
 from barlowtwins.data.sampling import default_workers
+from barlowtwins.data.shard_writer import write_shards
 from barlowtwins.errors import DataError
 from barlowtwins.models.barlow_twins import build_model
 from barlowtwins.runtime.files import atomic_write, write_text_atomic
@@ -96,6 +99,7 @@ class BenchSpec:
     seed: int = 0
     channels_last: bool = True
     strict_data: bool = False  # refuse unreadable image files before any measurement instead of skipping them
+    shards: bool = False  # also read the same images from WebDataset shards written to a temporary folder
 
 
 @dataclass
@@ -344,11 +348,17 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     measure = {"model only": lambda: time_batches(iter(lambda: (x1, x2), None), lambda b: model.step(*b), n,
                                                   spec.iters, spec.warmup, device)}
     aug = augment_config(s, getattr(dataset, "channels", 3))
+    sources, shard_dir = [("", dataset)], None
+    if spec.shards and not getattr(dataset, "in_memory", False):  # the same files as tar shards, read alike
+        shard_dir = tempfile.mkdtemp(prefix="barlowtwins-bench-shards-")
+        write_shards(dataset, shard_dir, shard_bytes=64 * 2 ** 20, seed=spec.seed)
+        sources.append((" shards", build_dataset("webdataset", shard_dir)))
     pipes = {}
-    for path in spec.data_paths:
-        pipe = build_pipeline(dataset, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
+    for (suffix, source), path in ((x, p) for x in sources for p in spec.data_paths):
+        pipe = build_pipeline(source, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
                               workers=workers)
-        pipes[pipe.kind] = pipe
+        key = pipe.kind + suffix
+        pipes[key] = pipe
 
         def batches(pipe=pipe):
             state = {"step": 0}
@@ -373,8 +383,8 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
             return time_batches(it, lambda b: model.step(*_cl(views(b), spec, device)), n, spec.iters, spec.warmup,
                                 device)
 
-        measure[f"data path {pipe.kind}"] = alone
-        measure[f"end to end {pipe.kind}"] = end_to_end
+        measure[f"data path {key}"] = alone
+        measure[f"end to end {key}"] = end_to_end
     if spec.official and not spec.dataset:
         def official():
             loader = official_loader(list(dataset.files), s, n, workers, persistent=True,  # its workers end with it
@@ -383,8 +393,12 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
                                 spec.iters, spec.warmup, device)
 
         measure["official PIL pipeline"] = official
-    with collect_bad_files() as bad:
-        _measure(measure, pipes, spec, result, log)
+    try:
+        with collect_bad_files() as bad:
+            _measure(measure, pipes, spec, result, log)
+    finally:
+        if shard_dir is not None:
+            shutil.rmtree(shard_dir, ignore_errors=True)
     for key, pipe in pipes.items():  # the data paths count their own skips
         for f, why in pipe.skipped.items():
             bad.add(f, short_reason(why))

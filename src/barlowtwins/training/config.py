@@ -82,9 +82,17 @@ class PretrainConfig:
     """
 
     # Data
-    dataset: str = opt("folder", "training data: a built-in data set, 'folder' (<data-dir>/<split>/<class>/*) "
-                                 "or 'images' (every image under --data-dir, no labels)", choices=_choices("dataset"))
-    data_dir: str | None = opt(None, "folder holding the images or the built-in data set's files")
+    dataset: str = opt("folder", "training data: a built-in data set, 'folder' (<data-dir>/<split>/<class>/*), "
+                                 "'images' (every image under --data-dir, no labels), 'webdataset' (tar shards: "
+                                 "a folder, a pattern such as 'shards/train-{000000..000099}.tar' or a list file) "
+                                 "or 'hf' (a Hugging Face save_to_disk folder or Parquet files)",
+                       choices=_choices("dataset"))
+    data_dir: str | None = opt(None, "folder holding the images or the built-in data set's files (webdataset: the "
+                                     "shards)")
+    image_column: str | None = opt(None, "--dataset hf: the column of the images (default: the Image feature, or "
+                                         "the first binary column)")
+    label_column: str | None = opt(None, "--dataset hf: the column of the labels (default: the ClassLabel column, "
+                                         "or one named label)")
     split: str = opt("train", "the split (sub-folder for 'folder') to pretrain on")
     download: bool = opt(False, "let torchvision download CIFAR/STL-10 (needs internet)")
     image_size: int = opt(224, "side in pixels of the square crops the network sees", ge=8, le=MAX_IMAGE_SIZE,
@@ -132,6 +140,15 @@ class PretrainConfig:
                                     "linearly to --image-size over --progressive-epochs (0: off, the paper's recipe)",
                                  ge=0, le=MAX_IMAGE_SIZE)
     progressive_epochs: float = opt(0.0, "progressive resolution: epochs from the start size to the full size", ge=0)
+    multicrop_count: int = opt(0, "multi-crop: small crops per image besides the two views, each compared with both "
+                                  "views (0: off, the paper's recipe; SwAV uses 6)", ge=0, le=16)
+    multicrop_size: int = opt(0, "multi-crop: side of the small crops in pixels (0: 3/7 of --image-size, SwAV's 96 "
+                                 "of 224)", ge=0, le=MAX_IMAGE_SIZE)
+    multicrop_scale: tuple[float, float] | None = opt(None, "multi-crop: smallest and largest area of a small crop as "
+                                                            "shares of the image (default: SwAV's 0.05 0.14; 0.14 0.5 "
+                                                            "at 64 px and below)", gt=0, le=1, ordered=True)
+    multicrop_weight: float = opt(1.0, "multi-crop: weight of the small crops' mean loss term against the two "
+                                       "views' loss", ge=0)
     # Augmentation: None = the paper's value adapted to image size and channels (augment.augment_config)
     crop_scale: tuple[float, float] | None = opt(None, "smallest and largest crop area as shares of the image",
                                                  gt=0, le=1, ordered=True)

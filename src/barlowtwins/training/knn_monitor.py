@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from barlowtwins.data.datasets import align_classes, build_dataset, default_val_split
+from barlowtwins.data.datasets import align_classes, build_dataset, data_options, default_val_split
 from barlowtwins.evaluate.features import extract_features
 from barlowtwins.evaluate.knn import knn_evaluate
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
@@ -27,7 +27,7 @@ class KnnMonitor:
         self.train_set, (self.val_set, _) = train, align_classes(train, val)  # one class map for both splits
 
     def _load(self, name: str, root, split: str):
-        ds = build_dataset(name, root, split, self.cfg.download)
+        ds = build_dataset(name, root, split, self.cfg.download, **data_options(self.cfg, name))
         cap = self.cfg.knn_max_samples
         if cap and len(ds) > cap:
             g = torch.Generator().manual_seed(0)  # the same subset at every evaluation and on every resume

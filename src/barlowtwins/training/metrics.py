@@ -81,31 +81,36 @@ class MetricsLog:
 
 
 class LossWindow:
-    """Loss terms summed on the device between two log lines: (loss, on-diagonal, off-diagonal, and the Mixed
-    Barlow Twins regulariser when the run mixes)."""
+    """Loss terms summed on the device between two log lines: (loss, on-diagonal, off-diagonal, the Mixed
+    Barlow Twins regulariser when the run mixes, and multi-crop's small-crop term when the run has small crops)."""
 
     def __init__(self, device: torch.device):
-        self.sums = torch.zeros(4, device=device)
+        self.sums = torch.zeros(5, device=device)
         self.mixed = False
+        self.cropped = False
         self.steps = 0
         self.start = time.time()
         self.last: dict | None = None  # the last flushed means
 
     def add(self, result) -> None:
-        mix = getattr(result, "mix", None)
-        if mix is None:
-            mix = result.loss.new_zeros(())
-        else:
-            self.mixed = True
+        mix, crops = getattr(result, "mix", None), getattr(result, "crops", None)
+        self.mixed |= mix is not None
+        self.cropped |= crops is not None
+        zero = result.loss.new_zeros(())
         self.sums += torch.stack([result.loss.detach(), result.on_diag.detach(), result.off_diag.detach(),
-                                  mix.detach()]).float()
+                                  zero if mix is None else mix.detach(),
+                                  zero if crops is None else crops.detach()]).float()
         self.steps += 1
 
     def means(self) -> dict:
         """The window's mean loss terms (a host sync)."""
-        loss, on_diag, off_diag, mix = (self.sums / max(self.steps, 1)).tolist()
+        loss, on_diag, off_diag, mix, crops = (self.sums / max(self.steps, 1)).tolist()
         out = {"loss": loss, "on_diag": on_diag, "off_diag": off_diag}
-        return {**out, "mix": mix} if self.mixed else out
+        if self.mixed:
+            out["mix"] = mix
+        if self.cropped:
+            out["crops"] = crops
+        return out
 
     def flush(self) -> dict:
         """The window's means, its step count and throughput time; then start a new window."""

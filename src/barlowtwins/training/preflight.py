@@ -15,7 +15,8 @@ from barlowtwins.training.knn_monitor import KnnMonitor
 # Fields that must not change when a run is resumed: they define the network, the meaning of a step, or (seed)
 # the data order and augmentations the run replays.
 RESUME_KEYS = ("dataset", "split", "backbone", "stem", "width", "projector", "projector_bn", "batch_size", "image_size",
-               "optimizer", "seed", "mix_weight", "mix_beta", "mix_block", "progressive_start", "progressive_epochs")
+               "optimizer", "seed", "mix_weight", "mix_beta", "mix_block", "progressive_start", "progressive_epochs",
+               "multicrop_count", "multicrop_size", "multicrop_scale", "multicrop_weight")
 
 
 def check_output_folder(out: str | os.PathLike) -> None:

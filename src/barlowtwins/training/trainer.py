@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from barlowtwins.data.bad_files import short_reason
-from barlowtwins.data.datasets import build_dataset
+from barlowtwins.data.datasets import build_dataset, data_options
 from barlowtwins.data.fingerprint import compare, fingerprint
 from barlowtwins.data.pipeline import pipeline_from_config
 from barlowtwins.errors import CheckpointError, ConfigError, DataError
@@ -149,7 +149,8 @@ class Trainer:
         self.lock.take()  # a new folder is created only now, every up-front check passed
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
         model = build_pretrain_model(cfg)  # checks backbone, stem, width, projector spec
-        self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download)
+        self.dataset = build_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.download,
+                                     **data_options(cfg, cfg.dataset))
         self.data_fingerprint = fingerprint(self.dataset)
         if resumed is not None:
             self._check_same_data(resumed)
@@ -264,12 +265,18 @@ class Trainer:
         return raw, model
 
     # ---- one step ------------------------------------------------------------------------------------
-    def _views(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        x1, x2 = self.pipeline.views(images, self.step)  # per-sample parameters of (seed, step, position)
+    def _views(self, images) -> list[torch.Tensor]:
+        """x1, x2 and multi-crop's small crops (when on): per-sample parameters of (seed, step, position)."""
+        views = list(self.pipeline.all_views(images, self.step))
         if self.channels_last:
-            x1 = x1.contiguous(memory_format=torch.channels_last)
-            x2 = x2.contiguous(memory_format=torch.channels_last)
-        return x1, x2
+            views = [x.contiguous(memory_format=torch.channels_last) for x in views]
+        return views
+
+    def _crop_weight(self):
+        """Multi-crop's weight as a 0-d device tensor, made once (a compiled step would otherwise specialise)."""
+        if getattr(self, "_crop_weight_t", None) is None:
+            self._crop_weight_t = to_device(torch.tensor(float(self.cfg.multicrop_weight)), self.device)
+        return self._crop_weight_t
 
     def _mix(self, n_local: int):
         """The Mixed Barlow Twins draws of this step (None when off): (perm, alpha, weight) on the device, alpha
@@ -285,9 +292,10 @@ class Trainer:
     def train_step(self, images):
         """Schedule, views, forward, backward, LARS. No host sync."""
         set_learning_rates(self.optimizer, self.schedule(self.step) * self.cfg.batch_size / 256)
-        x1, x2 = self._views(images)
+        x1, x2, *crops = self._views(images)
+        extra = {"crops": crops, "crop_weight": self._crop_weight()} if crops else {}
         with autocast(self.device, self.amp_dtype):
-            result = self.model(x1, x2, return_parts=True, mix=self._mix(x1.shape[0]))
+            result = self.model(x1, x2, return_parts=True, mix=self._mix(x1.shape[0]), **extra)
         self.optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
         self.optimizer.step()
@@ -466,6 +474,8 @@ class Trainer:
                   "elapsed_sec": time.time() - self.start_time, **self.pipeline.metrics()}
         if "mix" in w:  # the Mixed Barlow Twins regulariser R, before its weight
             record["mix"] = w["mix"]
+        if "crops" in w:  # multi-crop's small-crop term, before its weight
+            record["crops"] = w["crops"]
         if self.pipeline.sizes is not None:  # progressive resolution: the size of the last step's views
             record["image_size"] = self.pipeline.image_size(max(self.step - 1, 0))
         self.log.write(record)

@@ -86,6 +86,12 @@ class ViewParams:
     def __len__(self) -> int:
         return len(next(iter(self.values.values())))
 
+    @staticmethod
+    def cat(params: list[ViewParams]) -> ViewParams:
+        """The parameters of several views of one batch, one after the other along the sample dimension: the
+        views of the images repeated in that order are then made in one pass of every op."""
+        return ViewParams({k: torch.cat([p.values[k] for p in params]) for k in params[0].values})
+
     def sample(self, i: int) -> SampleView:
         """Sample ``i`` as plain Python numbers."""
         return SampleView({k: _python(v[i].tolist()) for k, v in self.values.items()})
@@ -227,9 +233,12 @@ def params_from_uniforms(u: np.ndarray, cfg, view: int, heights, widths, ops=Non
                        for k, v in draw(u, cfg, view, heights, widths, ops).items()})
 
 
-def view_params(cfg, view: int, seed: int, step: int, positions, heights, widths) -> ViewParams:
-    """The parameters of view ``view`` for the samples at global ``positions`` of step ``step``."""
-    u = counter_uniforms(seed, step, positions, view, k=cfg.spec.num_uniforms)
+def view_params(cfg, view: int, seed: int, step: int, positions, heights, widths,
+                stream: int | None = None) -> ViewParams:
+    """The parameters of view ``view`` for the samples at global ``positions`` of step ``step``. ``stream``: the
+    uniforms' view key when it is not ``view`` (the small crops of multi-crop: streams 2, 3, ..., each drawn
+    with the per-view settings of view 0 or 1, `transforms.multicrop`)."""
+    u = counter_uniforms(seed, step, positions, view if stream is None else stream, k=cfg.spec.num_uniforms)
     return params_from_uniforms(u, cfg, view, heights, widths)
 
 
@@ -245,34 +254,37 @@ SIZED = ("crop",)
 class SampleDraws(NamedTuple):
     """What `sample_views_from` needs for the samples of one step (`sample_uniforms`)."""
 
-    rows: tuple[list[dict], list[dict]]  # [view][sample]: the parameters that do not depend on the image size
-    crops: tuple[list[tuple], list[tuple]]  # [view][sample]: (area uniforms, aspects, top uniform, left uniform)
+    rows: tuple[list[dict], ...]  # [view][sample]: the parameters that do not depend on the image size
+    crops: tuple[list[tuple], ...]  # [view][sample]: (area uniforms, aspects, top uniform, left uniform)
 
 
-def sample_uniforms(cfg, seed: int, step: int, positions) -> SampleDraws:
+def sample_uniforms(cfg, seed: int, step: int, positions, streams=(0, 1), views=None) -> SampleDraws:
     """The random numbers of the samples at ``positions`` of one step, in one numpy pass: every size-free
-    parameter of both views (drawn as `view_params` draws them) and the crop's uniforms and aspect ratios."""
-    u = counter_uniforms(seed, step, positions, (0, 1), k=cfg.spec.num_uniforms)  # (2, n, K)
+    parameter of each view (drawn as `view_params` draws them) and the crop's uniforms and aspect ratios.
+    ``streams``: the views' uniform keys (default both full views); ``views``: the per-view settings each
+    stream is drawn with (default: the stream itself), as ``view_params(..., view, stream=stream)``."""
+    views = tuple(streams) if views is None else tuple(views)
+    u = counter_uniforms(seed, step, positions, tuple(streams), k=cfg.spec.num_uniforms)  # (V, n, K)
     n = u.shape[1]
     free = [op.name for op in cfg.spec.ops if op.name not in SIZED]
     rows, crops = [], []
-    for view in (0, 1):
-        params = draw(u[view], cfg, view, None, None, ops=free)
+    for s, view in enumerate(views):
+        params = draw(u[s], cfg, view, None, None, ops=free)
         values = [list(map(tuple, a.tolist())) if a.ndim == 2 else a.tolist() for a in params.values()]
         rows.append([dict(zip(params, v)) for v in zip(*values)] if values else [{} for _ in range(n)])
         c = cfg.spec.columns["crop"]
-        crops.append(list(zip(u[view][:, c["area"]].tolist(), crop_aspects(u[view][:, c["ratio"]], cfg.crop_ratio)
-                              .tolist(), u[view][:, c["top"].start].tolist(), u[view][:, c["left"].start].tolist())))
-    return SampleDraws((rows[0], rows[1]), (crops[0], crops[1]))
+        crops.append(list(zip(u[s][:, c["area"]].tolist(), crop_aspects(u[s][:, c["ratio"]], cfg.crop_ratio)
+                              .tolist(), u[s][:, c["top"].start].tolist(), u[s][:, c["left"].start].tolist())))
+    return SampleDraws(tuple(rows), tuple(crops))
 
 
-def sample_views_from(cfg, draws: SampleDraws, j: int, height: int, width: int) -> tuple[SampleView, SampleView]:
-    """Both views' parameters of sample ``j`` of `sample_uniforms` for an image of ``height`` x ``width``:
-    equal to row j of `view_params` for views 0 and 1, to the bit, as Python numbers."""
+def sample_views_from(cfg, draws: SampleDraws, j: int, height: int, width: int) -> tuple[SampleView, ...]:
+    """Every view's parameters of sample ``j`` of `sample_uniforms` for an image of ``height`` x ``width``:
+    equal to row j of `view_params` for those views, to the bit, as Python numbers."""
     out = []
-    for view in (0, 1):
+    for view in range(len(draws.rows)):
         s = SampleView(draws.rows[view][j])
         u_area, aspect, u_top, u_left = draws.crops[view][j]
         s["box"] = crop_box(u_area, aspect, u_top, u_left, height, width, cfg.crop_scale, cfg.crop_ratio)
         out.append(s)
-    return out[0], out[1]
+    return tuple(out)

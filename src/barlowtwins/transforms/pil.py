@@ -108,10 +108,12 @@ def gaussian_blur(img: Image.Image, sigma: float, kernel_size: int) -> Image.Ima
     return Image.fromarray(np.clip(np.rint(out, out=out), 0, 255).astype(np.uint8))
 
 
-def draft_size(width: int, height: int, params: list[SampleView], size: int) -> tuple[int, int] | None:
-    """The smallest decode size at which every crop still has at least ``size`` pixels on each side, or None
-    when that is the full size (libjpeg then decodes at the smallest 1/2^k scale at least this large)."""
-    shrink = min(min(p.box[2], p.box[3]) / size for p in params)
+def draft_size(width: int, height: int, params: list[SampleView], size) -> tuple[int, int] | None:
+    """The smallest decode size at which every crop still has at least its output's pixels on each side, or None
+    when that is the full size (libjpeg then decodes at the smallest 1/2^k scale at least this large).
+    ``size``: the output side of every crop, or a sequence with one per crop (multi-crop's small crops)."""
+    sizes = [size] * len(params) if isinstance(size, int) else list(size)
+    shrink = min(min(p.box[2], p.box[3]) / s for p, s in zip(params, sizes, strict=True))
     if shrink < 2:
         return None
     return math.ceil(width / shrink), math.ceil(height / shrink)
@@ -185,5 +187,11 @@ def view(img: Image.Image, p: SampleView, cfg, scale: tuple[float, float] = (1.0
 def two_views(img: Image.Image, full_size: tuple[int, int], p1: SampleView, p2: SampleView,
               cfg) -> tuple[np.ndarray, np.ndarray]:
     """Both views of a decoded image as (S, S, 3) uint8 arrays; ``full_size`` = (width, height) before any draft."""
+    return tuple(views_of(img, full_size, (p1, p2), cfg))
+
+
+def views_of(img: Image.Image, full_size: tuple[int, int], params, cfg) -> list[np.ndarray]:
+    """One (S, S, 3) uint8 array per parameter set in ``params``, all under ``cfg`` (e.g. multi-crop's small
+    crops); ``full_size`` = (width, height) before any draft."""
     scale = (draft_scale(full_size[0], img.width), draft_scale(full_size[1], img.height))
-    return tuple(np.array(view(img, p, cfg, scale)) for p in (p1, p2))
+    return [np.array(view(img, p, cfg, scale)) for p in params]

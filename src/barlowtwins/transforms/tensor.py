@@ -310,6 +310,12 @@ class BatchViews:
         x = to_float_rgb(images)
         return self.finish(run_ops(self.ops, x, p1, self.cfg)), self.finish(run_ops(self.ops, x, p2, self.cfg))
 
+    def view(self, images: torch.Tensor, p: ViewParams) -> torch.Tensor:
+        """One normalised (B, 3, S, S) float32 view of (B, C, H, W) uint8 or float images in [0, 1] (e.g. a small
+        crop of multi-crop, under its own config). Pass `to_float_rgb` of the images when making several views
+        of one batch: the conversion is then done once."""
+        return self.finish(run_ops(self.ops, to_float_rgb(images), p, self.cfg))
+
     def geometric(self, x: torch.Tensor, p: ViewParams) -> torch.Tensor:
         """The geometry ops of the spec: crop ``p.box`` and resize (antialiased when shrinking), flip ``p.flip``."""
         return run_ops(self.ops, x, p, self.cfg, kind="geometry")

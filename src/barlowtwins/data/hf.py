@@ -1,0 +1,208 @@
+"""Hugging Face data sets and Parquet tables with an image column, read with random access.
+
+    >>> ds = table_dataset("data/beans")                 # a folder written by datasets' save_to_disk
+    >>> ds = table_dataset("data/beans", split="test")   # a DatasetDict's split, or <dir>/<split>/*.parquet
+    >>> ds = table_dataset("data/train.parquet", image_column="img", label_column="labels")
+    >>> ds.files[3]                                      # 'data/train.parquet:row3': read like a file
+
+Both forms are Arrow tables: a ``save_to_disk`` folder holds Arrow stream files listed in its ``state.json``
+(a ``DatasetDict`` one folder per split, named in ``dataset_dict.json``), a Parquet data set ``.parquet`` files
+(``<dir>/<split>/*.parquet``, ``<dir>/<split>-*.parquet`` as on the Hub, or every ``*.parquet`` of the folder).
+They are read with pyarrow (the ``hf`` extra), so the ``datasets`` package itself is not needed at run time.
+The image column holds the encoded file (``datasets``' ``Image`` feature: a struct of ``bytes`` and ``path``, or
+plain binary); the label column integers (``ClassLabel``, whose names become the class names). Without
+``image_column`` the column of the ``Image`` feature, or else the first binary or image-struct column, is used;
+without ``label_column`` the ``ClassLabel`` column, or else one named ``label``, ``labels`` or ``cls`` (none:
+unlabelled, -1).
+
+Every row becomes a `TableRow`: a name that reads its image bytes from the table, which each process opens once
+(memory-mapped for Arrow files), so the rows go through the samplers, data paths and bad-file policy of a
+folder's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from barlowtwins.data.images import SampleRef, read_image
+from barlowtwins.errors import DataError
+
+LABEL_NAMES = ("label", "labels", "cls")
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.ipc  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise DataError("--dataset hf needs pyarrow: pip install 'barlowtwins[hf]'") from None
+    return pyarrow
+
+
+_TABLES: dict[tuple[int, str], object] = {}  # (process id, file) -> its table: forked workers open their own
+
+
+def _read_table(path: str):
+    pa = _pyarrow()
+    if path.endswith(".parquet"):
+        return pa.parquet.read_table(path, memory_map=True)
+    with pa.memory_map(path) as source:  # an Arrow stream file, as save_to_disk writes them
+        try:
+            return pa.ipc.open_stream(source).read_all()
+        except pa.ArrowInvalid:
+            return pa.ipc.open_file(source).read_all()
+
+
+def table(path: str):
+    key = (os.getpid(), path)
+    t = _TABLES.get(key)
+    if t is None:
+        try:
+            t = _TABLES[key] = _read_table(path)
+        except OSError as e:
+            raise DataError(f"cannot read the table {path} ({type(e).__name__}: {str(e)[:150]}); check the file")
+    return t
+
+
+class TableRow(SampleRef):
+    """Row ``row`` of a table file's image column: the string ``<file>:row<row>``."""
+
+    def __new__(cls, path: str, row: int, column: str):
+        obj = super().__new__(cls, f"{path}:row{row}")
+        obj.path, obj.row, obj.column = path, int(row), column
+        return obj
+
+    def __reduce__(self):
+        return TableRow, (self.path, self.row, self.column)
+
+    def read_bytes(self) -> bytes:
+        value = table(self.path).column(self.column)[self.row].as_py()
+        if isinstance(value, dict):
+            data = value.get("bytes")
+            if data is None and value.get("path"):  # an Image feature that points at a file instead
+                with open(value["path"], "rb") as f:
+                    return f.read()
+            value = data
+        if not isinstance(value, (bytes, bytearray)) or not value:
+            err = DataError(f"corrupt or unreadable image {self} (no image bytes in column '{self.column}'); "
+                            "fix the row or the --image-column")
+            err.reason = "no image bytes"
+            raise err
+        return bytes(value)
+
+
+def table_files(root: str, split: str | None) -> tuple[list[str], dict]:
+    """The table files of ``root`` for ``split`` and the features its ``dataset_info.json`` declares ({})."""
+    path = Path(root).expanduser()
+    if path.is_file():
+        return [str(path)], {}
+    if not path.is_dir():
+        raise DataError(f"data folder {path} does not exist; check --data-dir")
+    if (path / "dataset_dict.json").is_file():  # a DatasetDict: one save_to_disk folder per split
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        if split not in splits:
+            raise DataError(f"{path} has splits {', '.join(splits)}, not '{split}'; choose one with the split flag")
+        path = path / split
+    if (path / "state.json").is_file():
+        state = json.loads((path / "state.json").read_text())
+        files = [str(path / f["filename"]) for f in state.get("_data_files", [])]
+        info = {}
+        if (path / "dataset_info.json").is_file():
+            info = json.loads((path / "dataset_info.json").read_text()).get("features", {}) or {}
+        return files, info
+    for candidates in ((path / split).glob("*.parquet") if split and (path / split).is_dir() else [],
+                       path.glob(f"{split}-*.parquet") if split else [],
+                       path.glob(f"{split}.parquet") if split else [],
+                       path.glob("*.parquet")):
+        files = sorted(str(p) for p in candidates)
+        if files:
+            return files, {}
+    raise DataError(f"no data set in {path}: expected a folder written by save_to_disk (state.json) or .parquet "
+                    "files; check --data-dir")
+
+
+def _columns(schema, features: dict, image_column: str | None, label_column: str | None, where: str):
+    pa = _pyarrow()
+    names = list(schema.names)
+    if image_column is None:
+        tagged = [n for n, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"]
+
+        def looks_like_image(field):
+            t = field.type
+            return pa.types.is_binary(t) or pa.types.is_large_binary(t) or (
+                pa.types.is_struct(t) and {"bytes", "path"} <= {t.field(i).name for i in range(t.num_fields)})
+
+        image_column = next((n for n in tagged if n in names), None) or \
+            next((f.name for f in schema if looks_like_image(f)), None)
+        if image_column is None:
+            raise DataError(f"{where} has no image column (columns: {', '.join(names)}); name it with "
+                            "--image-column")
+    elif image_column not in names:
+        raise DataError(f"{where} has no column '{image_column}' (columns: {', '.join(names)}); check "
+                        "--image-column")
+    if label_column is None:
+        tagged = [n for n, f in features.items() if isinstance(f, dict) and f.get("_type") == "ClassLabel"]
+        label_column = next((n for n in tagged if n in names), None) or next((n for n in LABEL_NAMES if n in names),
+                                                                            None)
+    elif label_column not in names:
+        raise DataError(f"{where} has no column '{label_column}' (columns: {', '.join(names)}); check "
+                        "--label-column")
+    return image_column, label_column
+
+
+class TableImages(torch.utils.data.Dataset):
+    """Rows of Arrow/Parquet tables with the surface of `datasets.ImageFiles` (``files``, ``labels``,
+    ``classes``); items are ``(transform(RGB PIL image), label)``."""
+
+    in_memory = False
+
+    def __init__(self, files, labels, classes, name: str, transform=None):
+        self.files = list(files)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        self.classes, self.name, self.transform = list(classes), name, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        img = read_image(self.files[i])
+        return (self.transform(img) if self.transform is not None else img), int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def subset(self, indices) -> "TableImages":
+        idx = [int(i) for i in indices]
+        return TableImages([self.files[i] for i in idx], self.labels[idx], self.classes, self.name, self.transform)
+
+
+def table_dataset(root: str, split: str | None = None, image_column: str | None = None,
+                  label_column: str | None = None, transform=None) -> TableImages:
+    """The rows of the tables under ``root`` (see the module docstring) for ``split``."""
+    paths, features = table_files(root, split)
+    files, labels, classes = [], [], []
+    for path in paths:
+        t = table(path)
+        image, label = _columns(t.schema, features, image_column, label_column, path)
+        image_column, label_column = image, label  # every file of a data set has the same columns
+        files += [TableRow(path, r, image) for r in range(t.num_rows)]
+        if label is not None:
+            labels += [-1 if v is None else int(v) for v in t.column(label).to_pylist()]
+        else:
+            labels += [-1] * t.num_rows
+    if not files:
+        raise DataError(f"the data set in {root} has no rows")
+    if label_column and isinstance(features.get(label_column), dict):
+        classes = list(features[label_column].get("names", []))
+    if not classes and max(labels) >= 0:
+        classes = [str(i) for i in range(max(labels) + 1)]
+    return TableImages(files, labels, classes, str(root), transform)
+
+
+__all__ = ["TableImages", "TableRow", "table_dataset", "table_files"]

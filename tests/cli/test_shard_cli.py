@@ -1,0 +1,64 @@
+"""`barlowtwins shard` end to end on a folder the test writes (with a corrupt file), a resumed shard run, and
+pretraining then kNN on the shards through the CLI."""
+
+import json
+
+import pytest
+from conftest import make_image_folder
+
+from barlowtwins.cli import main
+
+TINY = ["--image-size", "16", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
+        "--no-progress", "--workers", "0"]
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=8, size=24, splits=("train", "val"))
+    (root / "train" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return root
+
+
+def test_shard_then_pretrain_and_knn_on_the_shards(folder, tmp_path, capsys):
+    out = tmp_path / "shards"
+    for split in ("train", "val"):
+        assert main(["shard", "--dataset", "folder", "--data-dir", str(folder), "--split", split,
+                     "--out", str(out / split), "--shard-size", "5KB", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 16 images in" in captured.out and "--dataset webdataset --data-dir" in captured.out
+    assert "skipped 1 unreadable file" in captured.err and "broken.jpg" in captured.err
+    manifest = json.loads((out / "train" / "manifest.json").read_text())
+    assert sum(len(s["samples"]) for s in manifest["shards"]) == 16 and len(manifest["shards"]) > 2
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--dataset", "webdataset", "--data-dir", str(out), "--epochs", "1", "--batch-size", "4",
+                 "--warmup-epochs", "0.5", "--out", str(run), *TINY]) == 0
+    assert "pretrained 4 steps" in capsys.readouterr().out
+    assert main(["knn", "--checkpoint", str(run), "--dataset", "webdataset", "--data-dir", str(out), "--k", "3",
+                 "--workers", "0"]) == 0
+    record = json.loads((run / "eval" / "knn-webdataset.json").read_text())
+    assert record["num_test"] == 16 and record["split"] == "val"
+
+
+def test_an_interrupted_shard_run_keeps_its_complete_shards(folder, tmp_path, capsys):
+    out = tmp_path / "shards"
+    args = ["shard", "--dataset", "folder", "--data-dir", str(folder), "--out", str(out), "--shard-size", "5KB"]
+    assert main(args) == 0
+    first = sorted(out.glob("*.tar"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    # as if stopped after two shards: the others gone, a half-written temporary left behind
+    for p in first[2:]:
+        p.unlink()
+    (out / ".train-000099.tar.123.tmp").write_bytes(b"half")
+    assert main(args) == 0
+    assert "(2 kept from an earlier run)" in capsys.readouterr().out
+    assert sorted(out.glob("*.tar")) == first and not list(out.glob(".*.tmp"))
+    assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]
+
+
+def test_bad_flags_are_one_line(folder, tmp_path, capsys):
+    assert main(["shard", "--data-dir", str(folder), "--out", str(tmp_path / "s"), "--shard-size", "lots"]) == 2
+    assert "--shard-size lots: give a size such as 500MB" in capsys.readouterr().err
+    assert main(["pretrain", "--dataset", "webdataset", "--data-dir", str(tmp_path / "none-{0..3}.tar"),
+                 "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "does not exist" in capsys.readouterr().err
