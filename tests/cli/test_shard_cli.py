@@ -62,3 +62,55 @@ def test_bad_flags_are_one_line(folder, tmp_path, capsys):
     assert main(["pretrain", "--dataset", "webdataset", "--data-dir", str(tmp_path / "none-{0..3}.tar"),
                  "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_run_on_shards_stopped_mid_epoch_and_resumed_ends_with_the_straight_runs_weights(folder, tmp_path):
+    import torch
+
+    out = tmp_path / "shards"
+    assert main(["shard", "--dataset", "folder", "--data-dir", str(folder), "--out", str(out),
+                 "--shard-size", "5KB"]) == 0
+    base = ["pretrain", "--dataset", "webdataset", "--data-dir", str(out), "--epochs", "2", "--batch-size", "4",
+            "--warmup-epochs", "0.5", *TINY]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--max-steps", "3"]) == 0  # 4 steps an epoch: mid-epoch
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    a = torch.load(tmp_path / "a" / "backbone.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "backbone.pth", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_linear_and_embed_read_a_hugging_face_table(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import io
+
+    from PIL import Image
+
+    def table(n):
+        rows = []
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.new("RGB", (20, 20), (200 * (i % 2), 80, 40)).save(buf, format="PNG")
+            rows.append(buf.getvalue())
+        return pa.table({"picture": rows, "y": [i % 2 for i in range(n)]})
+
+    (tmp_path / "hf").mkdir()
+    pq.write_table(table(8), tmp_path / "hf" / "train-0.parquet")
+    pq.write_table(table(6), tmp_path / "hf" / "test-0.parquet")
+    arch = ["--backbone", "resnet18", "--width", "8", "--stem", "small", "--image-size", "16"]
+    assert main(["linear", "--random-init", *arch, "--dataset", "hf", "--data-dir",
+                 str(tmp_path / "hf"), "--val-split", "test", "--label-column", "y", "--epochs", "2", "--workers", "0",
+                 "--output", str(tmp_path / "lin.json")]) == 0
+    record = json.loads((tmp_path / "lin.json").read_text())
+    assert record["dataset"] == "hf" and record["split"] == "test" and 0 <= record["metrics"]["top1"] <= 100
+    from barlowtwins import create_backbone, save_backbone
+
+    save_backbone(create_backbone("resnet18", stem="small", width=8), tmp_path / "net.safetensors")
+    assert main(["embed", "--checkpoint", str(tmp_path / "net.safetensors"), "--image-size", "16", "--dataset", "hf",
+                 "--data-dir",
+                 str(tmp_path / "hf"), "--image-column", "picture", "--output", str(tmp_path / "e.npy"),
+                 "--workers", "0"]) == 0
+    import numpy as np
+
+    assert np.load(tmp_path / "e.npy").shape[0] == 8

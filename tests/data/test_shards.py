@@ -255,3 +255,22 @@ def test_with_a_window_of_one_shard_each_shard_is_read_in_one_stretch(shards):
             runs.append(int(ds.shard_of[i]))
     assert sorted(runs) == list(range(len(ds.shards)))  # one stretch per shard, every shard once
     assert sorted(order) == list(range(len(ds)))
+
+
+def test_two_ranks_over_shards_draw_the_batches_and_views_of_one_process(shards):
+    out, _ = shards
+    ds = build_dataset("webdataset", str(out))
+    aug = augment_config(16)
+    one = build_pipeline(ds, aug, batch_size=4, seed=3, device=CPU, data_path="cpu", workers=0)
+    ranks = [build_pipeline(ds, aug, batch_size=2, seed=3, rank=r, world=2, device=CPU, data_path="cpu", workers=0)
+             for r in range(2)]
+    for epoch in (0, 1):
+        whole = [(idx.tolist(), one.views(b, epoch * len(one) + s)) for s, (b, _, idx) in enumerate(one.epoch(epoch))]
+        parts = [[(idx.tolist(), p.views(b, epoch * len(p) + s)) for s, (b, _, idx) in enumerate(p.epoch(epoch))]
+                 for p in ranks]
+        seen = [i for r in range(2) for idx, _ in parts[r] for i in idx]
+        assert len(seen) == len(set(seen)) == len(ds) // 4 * 4  # every sample at most once an epoch, across ranks
+        for b, (idx, (x1, x2)) in enumerate(whole):
+            assert parts[0][b][0] + parts[1][b][0] == idx
+            torch.testing.assert_close(torch.cat([parts[0][b][1][0], parts[1][b][1][0]]), x1, atol=1e-6, rtol=0)
+            torch.testing.assert_close(torch.cat([parts[0][b][1][1], parts[1][b][1][1]]), x2, atol=1e-6, rtol=0)
