@@ -102,7 +102,7 @@ def test_folder_errors(tmp_path):
 
 
 def test_registry_names_splits_and_storage(fmnist_dir, image_tree):
-    assert set(DATASETS) == {"fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "images"}
+    assert set(DATASETS) == {"fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "images", "webdataset", "hf"}
     assert default_val_split("cifar10") == "test" and default_val_split("folder") == "val"
     assert is_in_memory(build_dataset("fashion-mnist", fmnist_dir)) and DATASETS["fashion-mnist"].in_memory
     assert not is_in_memory(build_dataset("folder", image_tree)) and not DATASETS["folder"].in_memory

@@ -24,8 +24,9 @@ Three paths, one contract (`DataPath`):
   it: the cpu path, with one warning line); device errors (out of memory) stop the run.
 
 On every path the parameters of a view are `transforms.params.view_params` of (seed, step, position in the
-global batch, view; a small crop k is view stream 2 + k), so ranks draw different crops for their samples, W processes draw the views one process draws for the whole
-global batch, and a run resumed at batch k of an epoch draws the views of the uninterrupted run.
+global batch, view; small crop k is view stream 2 + k), so ranks draw different crops for their samples, W
+processes draw the views one process draws for the whole global batch, and a run resumed at batch k of an epoch
+draws the views of the uninterrupted run.
 
 A file that cannot be decoded is replaced, deterministically, by the next readable file of the data set, with
 one warning line naming it (once per file and process); ``skipped`` counts them. With ``strict`` every file
@@ -206,11 +207,8 @@ class DataPath:
             views = self._views_by_size[aug.image_size] = BatchViews(aug)
         return views
 
-    def crop_aug_at(self, step: int) -> AugmentConfig:
-        """The small crops' augmentation config at ``step`` (multi-crop on)."""
-        return self._crop_views_at(step)[0]
-
     def _crop_views_at(self, step: int) -> tuple[AugmentConfig, BatchViews]:
+        """The small crops' config and view maker at ``step`` (multi-crop on), one per full-view size."""
         aug = self.aug_at(step)
         entry = self._crop_views.get(aug.image_size)
         if entry is None:
