@@ -394,7 +394,7 @@ for _spec in (
                 needs_root=True, labelled=False),
     DatasetSpec("webdataset", lambda root, split, download: shard_dataset(root, split), (), "val", in_memory=False,
                 needs_root=True),
-    DatasetSpec("hf", lambda root, split, download, **o: table_dataset(root, split, **o), (), "train",
+    DatasetSpec("hf", lambda root, split, download, **o: table_dataset(root, split, **o), (), "test",
                 in_memory=False, needs_root=True, options=("image_column", "label_column")),
 ):
     register_dataset(_spec)
