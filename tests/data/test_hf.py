@@ -109,3 +109,16 @@ def test_a_folder_written_by_datasets_itself(tmp_path):
     assert train.labels.tolist() == [0, 1, 2, 0, 1, 2] and train[4][0].size == (21, 18)
     with pytest.raises(DataError, match="has splits train, test, not 'val'"):
         build_dataset("hf", str(tmp_path / "dd"), "val")
+
+
+def test_a_truncated_table_or_a_broken_saved_folder_is_one_line(tmp_path):
+    pq.write_table(image_table(4, struct=False), tmp_path / "t.parquet")
+    data = (tmp_path / "t.parquet").read_bytes()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "t.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="cannot read the table .*t.parquet"):
+        build_dataset("hf", str(tmp_path / "cut"))
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "state.json").write_text("{not json")
+    with pytest.raises(DataError, match="state.json.*re-save the data set"):
+        build_dataset("hf", str(tmp_path / "saved"))

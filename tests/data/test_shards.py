@@ -274,3 +274,12 @@ def test_two_ranks_over_shards_draw_the_batches_and_views_of_one_process(shards)
             assert parts[0][b][0] + parts[1][b][0] == idx
             torch.testing.assert_close(torch.cat([parts[0][b][1][0], parts[1][b][1][0]]), x1, atol=1e-6, rtol=0)
             torch.testing.assert_close(torch.cat([parts[0][b][1][1], parts[1][b][1][1]]), x2, atol=1e-6, rtol=0)
+
+
+def test_a_file_that_is_neither_a_shard_nor_a_list_is_one_line(tmp_path):
+    (tmp_path / "data.bin").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="cannot read .*data.bin as a shard list"):
+        shard_dataset(str(tmp_path / "data.bin"))
+    (tmp_path / "cut.tar").write_bytes(b"\x00" * 100)  # a .tar name is a shard, whatever its content
+    with pytest.raises(DataError, match="cut.tar"):
+        shard_dataset(str(tmp_path / "cut.tar"))

@@ -64,8 +64,9 @@ def table(path: str):
     if t is None:
         try:
             t = _TABLES[key] = _read_table(path)
-        except OSError as e:
-            raise DataError(f"cannot read the table {path} ({type(e).__name__}: {str(e)[:150]}); check the file")
+        except (OSError, ValueError, _pyarrow().ArrowException) as e:  # missing, truncated, not Arrow/Parquet
+            raise DataError(f"cannot read the table {path} ({type(e).__name__}: {str(e)[:150]}); check the "
+                            "file") from None
     return t
 
 
@@ -96,6 +97,16 @@ class TableRow(SampleRef):
         return bytes(value)
 
 
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} ({type(e).__name__}: {str(e)[:120]}); re-save the data set") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is not the JSON object a saved data set holds; re-save the data set")
+    return value
+
+
 def table_files(root: str, split: str | None) -> tuple[list[str], dict]:
     """The table files of ``root`` for ``split`` and the features its ``dataset_info.json`` declares ({})."""
     path = Path(root).expanduser()
@@ -104,16 +115,16 @@ def table_files(root: str, split: str | None) -> tuple[list[str], dict]:
     if not path.is_dir():
         raise DataError(f"data folder {path} does not exist; check --data-dir")
     if (path / "dataset_dict.json").is_file():  # a DatasetDict: one save_to_disk folder per split
-        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        splits = _json(path / "dataset_dict.json").get("splits", [])
         if split not in splits:
             raise DataError(f"{path} has splits {', '.join(splits)}, not '{split}'; choose one with the split flag")
         path = path / split
     if (path / "state.json").is_file():
-        state = json.loads((path / "state.json").read_text())
-        files = [str(path / f["filename"]) for f in state.get("_data_files", [])]
+        state = _json(path / "state.json")
+        files = [str(path / f["filename"]) for f in state.get("_data_files", []) if "filename" in f]
         info = {}
         if (path / "dataset_info.json").is_file():
-            info = json.loads((path / "dataset_info.json").read_text()).get("features", {}) or {}
+            info = _json(path / "dataset_info.json").get("features", {}) or {}
         return files, info
     for candidates in ((path / split).glob("*.parquet") if split and (path / split).is_dir() else [],
                        path.glob(f"{split}-*.parquet") if split else [],

@@ -92,15 +92,20 @@ def shard_sources(spec: str) -> list[str]:
                             "'shards/train-{000000..000099}.tar', or a list file), or write them with 'barlowtwins "
                             "shard'")
         return found
-    if path.is_file() and not tarfile.is_tarfile(path):  # a list file
+    if path.is_file() and path.suffix != ".tar" and not tarfile.is_tarfile(path):  # a list file
         base = path.parent
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read {path} as a shard list ({type(e).__name__}); give a .tar shard, a "
+                            "folder of them, a pattern or a text file with one shard per line") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
         out = [ln if ln.startswith("pipe:") or os.path.isabs(ln) else str(base / ln) for ln in lines]
         if not out:
             raise DataError(f"the shard list {path} names no shards; one shard per line")
     else:
         out = []
-        for item in expand_braces(str(path) if not spec.startswith("~") else os.path.expanduser(spec)):
+        for item in expand_braces(str(path)):
             out += sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
         if not out:
             raise DataError(f"the shard pattern {spec} matches nothing; check --data-dir")
