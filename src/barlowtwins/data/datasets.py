@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from barlowtwins.data.hf import table_dataset
-from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key, read_image
+from barlowtwins.data.image_files import ImageFiles
+from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key
 from barlowtwins.data.shards import shard_dataset
 from barlowtwins.errors import DataError
 from barlowtwins.runtime.registry import Registry
@@ -185,38 +186,6 @@ def _torchvision_dataset(name: str, root: str | os.PathLike | None, split: str, 
 # --------------------------------------------------------------------------------------------------------
 # Folders of image files
 # --------------------------------------------------------------------------------------------------------
-
-
-class ImageFiles(torch.utils.data.Dataset):
-    """A list of image files with labels (-1 = unlabelled); ``transform`` is applied to the PIL image."""
-
-    in_memory = False
-
-    def __init__(self, files: Sequence[str], labels: Sequence[int], classes: Sequence[str] = (), name: str = "",
-                 transform: Callable | None = None):
-        self.files = list(files)
-        self.labels = torch.as_tensor(list(labels), dtype=torch.int64)
-        self.classes = list(classes)
-        self.name = name
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        img = read_image(self.files[i])
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, int(self.labels[i])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageFiles":
-        idx = [int(i) for i in indices]
-        return ImageFiles([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
-                          self.transform)
 
 
 def labelled_folder(root: str | os.PathLike, split: str | None = "train",

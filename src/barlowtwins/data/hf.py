@@ -26,9 +26,8 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
-from barlowtwins.data.images import SampleRef, read_image
+from barlowtwins.data.image_files import ImageFiles
+from barlowtwins.data.images import SampleRef
 from barlowtwins.errors import DataError
 
 LABEL_NAMES = ("label", "labels", "cls")
@@ -166,31 +165,13 @@ def _columns(schema, features: dict, image_column: str | None, label_column: str
     return image_column, label_column
 
 
-class TableImages(torch.utils.data.Dataset):
-    """Rows of Arrow/Parquet tables with the surface of `datasets.ImageFiles` (``files``, ``labels``,
-    ``classes``); items are ``(transform(RGB PIL image), label)``."""
-
-    in_memory = False
-
-    def __init__(self, files, labels, classes, name: str, transform=None):
-        self.files = list(files)
-        self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.classes, self.name, self.transform = list(classes), name, transform
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        img = read_image(self.files[i])
-        return (self.transform(img) if self.transform is not None else img), int(self.labels[i])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+class TableImages(ImageFiles):
+    """Rows of Arrow/Parquet tables: an `ImageFiles` whose ``files`` are `TableRow` names."""
 
     def subset(self, indices) -> "TableImages":
         idx = [int(i) for i in indices]
-        return TableImages([self.files[i] for i in idx], self.labels[idx], self.classes, self.name, self.transform)
+        return TableImages([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
+                           self.transform)
 
 
 def table_dataset(root: str, split: str | None = None, image_column: str | None = None,

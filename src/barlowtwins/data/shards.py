@@ -41,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-from barlowtwins.data.images import SampleRef, read_image
+from barlowtwins.data.image_files import ImageFiles
+from barlowtwins.data.images import SampleRef
 from barlowtwins.data.sampling import GlobalBatchSampler
 from barlowtwins.errors import DataError
 
@@ -292,30 +293,15 @@ def index_shard(path: str, manifests: dict) -> ShardIndex:
 # The data set and its order
 # --------------------------------------------------------------------------------------------------------
 
-class ShardImages(torch.utils.data.Dataset):
-    """Samples of tar shards with the surface of `datasets.ImageFiles`: ``files`` (`TarMember` names),
-    ``labels`` (int64, -1 unlabelled), ``classes``; items are ``(transform(RGB PIL image), label)``."""
-
-    in_memory = False
+class ShardImages(ImageFiles):
+    """Samples of tar shards: an `ImageFiles` whose ``files`` are `TarMember` names, with the shards it holds and
+    the shard of each sample (for `ShardOrder`); items are ``(transform(RGB PIL image), label)``."""
 
     def __init__(self, files: Sequence[TarMember], labels, classes: Sequence[str], name: str,
                  shards: Sequence[tuple[str, int, int]], shard_of: torch.Tensor, transform=None):
-        self.files = list(files)
-        self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.classes, self.name, self.transform = list(classes), name, transform
+        super().__init__(files, torch.as_tensor(labels, dtype=torch.int64).tolist(), classes, name, transform)
         self.shards = list(shards)  # (shard file name, samples, bytes) each, in order
         self.shard_of = shard_of  # (n,) int64: the shard of each sample
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        img = read_image(self.files[i])
-        return (self.transform(img) if self.transform is not None else img), int(self.labels[i])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes) if self.classes else int(self.labels.max()) + 1
 
     def subset(self, indices) -> "ShardImages":
         idx = torch.as_tensor(list(indices), dtype=torch.int64)

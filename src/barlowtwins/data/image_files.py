@@ -1,0 +1,42 @@
+"""A list of image files (or samples inside bigger files: `images.SampleRef`) with labels: the data set of every
+source that is not held in memory (folders, shards, tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from barlowtwins.data.images import read_image
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """A list of image files with labels (-1 = unlabelled); ``transform`` is applied to the PIL image."""
+
+    in_memory = False
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], classes: Sequence[str] = (), name: str = "",
+                 transform: Callable | None = None):
+        self.files = list(files)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.int64)
+        self.classes = list(classes)
+        self.name = name
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        img = read_image(self.files[i])
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.labels[i])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageFiles":
+        idx = [int(i) for i in indices]
+        return ImageFiles([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
+                          self.transform)
