@@ -1,6 +1,7 @@
 """Pretraining: exact resume from a checkpoint, export, config checks, and guarded failures."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -138,7 +139,8 @@ def test_bad_settings_fail_before_work(fmnist_dir, tmp_path, kw, error, match):
 def test_online_knn_monitor_is_logged(fmnist_dir, tmp_path, capsys):
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", epochs=2, knn_every=1, knn_max_samples=40))
     said = [line for line in capsys.readouterr().out.splitlines() if "online kNN" in line]
-    assert [line.split(":")[0] for line in said] == ["epoch 1", "epoch 2"] and "k=20" in said[0], said
+    assert [line.split(":")[0] for line in said] == ["epoch 1", "epoch 2"], said
+    assert re.fullmatch(r"epoch 1: online kNN top-1 k=20 \d+\.\d\d, k=200 \d+\.\d\d", said[0]), said
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     knn = [r for r in records if r.get("event") == "knn"]
     assert [r["epoch"] for r in knn] == [1, 2]

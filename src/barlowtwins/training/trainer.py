@@ -502,7 +502,7 @@ class Trainer:
             epoch = self.step // self.steps_per_epoch
             self.log.write({"event": "knn", "step": self.step, "epoch": epoch, **result})
             if self.info.is_main:
-                shown = ", ".join(f"k={k.split('_')[1]} {v:.2f}" for k, v in result.items())
+                shown = ", ".join(f"{k.split('_')[1]} {v:.2f}" for k, v in result.items())  # knn_k=20_top1 -> k=20
                 self._say(f"epoch {epoch}: online kNN top-1 {shown}", self.bar)
         self.model.train()
 
