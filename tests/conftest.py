@@ -130,3 +130,13 @@ def reference_backbone(run_dir) -> torch.nn.Module:
     net = create_backbone("resnet18", stem="small", width=8)
     net.load_state_dict(torch.load(run_dir / "backbone.pth", weights_only=True))
     return net.eval()
+
+
+def epoch_views(pipe, epoch: int, start: int = 0, every_view: bool = False) -> list:
+    """[(sample indices, views)] of each batch of ``pipe``'s epoch from batch ``start``: the two views, or with
+    ``every_view`` also multi-crop's small crops (`DataPath.all_views`)."""
+    out = []
+    for b, (batch, _, idx) in enumerate(pipe.epoch(epoch, start)):
+        step = epoch * len(pipe) + start + b
+        out.append((idx.tolist(), (pipe.all_views if every_view else pipe.views)(batch, step)))
+    return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import make_image_folder
+from conftest import epoch_views, make_image_folder
 from PIL import Image
 
 from barlowtwins.data.datasets import build_dataset, load_fashion_mnist
@@ -29,14 +29,6 @@ def folder(tmp_path):
 
 def aug(size=24, **kw):
     return augment_config(size, blur_kernel=5, **kw)
-
-
-def epoch_views(pipe, epoch, start=0):
-    out = []
-    for b, (batch, _, idx) in enumerate(pipe.epoch(epoch, start)):
-        step = epoch * len(pipe) + start + b
-        out.append((idx.tolist(), pipe.views(batch, step)))
-    return out
 
 
 def dataset_for(kind, folder, fmnist_dir):

@@ -31,26 +31,16 @@ def test_two_ranks_equal_one_process_loss_gradients_and_lars_steps(tmp_path):
         assert r["buffer_rel_err"] < 1e-4, r  # SyncBN running statistics = one process's BN
 
 
-def test_two_ranks_equal_one_process_with_the_mixed_regulariser(tmp_path):
-    """Mixed Barlow Twins: the regulariser, its gradients and the LARS steps of 2 ranks equal one process whose
-    partners are drawn in the same blocks."""
-    spawn(dist_workers.gradients_match, str(tmp_path), False, True)
+@pytest.mark.parametrize("crops", [0, 3])
+def test_two_ranks_equal_one_process_with_the_mixed_regulariser_and_multicrop(tmp_path, crops):
+    """Mixed Barlow Twins (partners drawn in the same blocks), alone and with multi-crop's small crops (global C
+    for every crop-view pair, SyncBN over the crops' pass): the terms, gradients, LARS steps and BN statistics of 2
+    ranks equal one process on the global batch."""
+    spawn(dist_workers.gradients_match, str(tmp_path), False, True, crops)
     for rank in range(2):
         r = torch.load(tmp_path / f"report{rank}.pt")
-        assert r["loss"][0] == pytest.approx(r["loss"][1], rel=1e-5)
-        assert r["mix"][0] == pytest.approx(r["mix"][1], rel=1e-5) and r["mix"][0] > 0
-        assert r["grad_rel_err"] < 1e-4, r
-        assert r["param_rel_err"] < 1e-5, r
-
-
-def test_two_ranks_equal_one_process_with_multicrop_and_the_mixed_regulariser(tmp_path):
-    """Multi-crop: the small crops' term (global C for every crop-view pair, SyncBN over the crops' pass), its
-    gradients and the LARS steps of 2 ranks equal one process on the global batch; with Mixed BT on too."""
-    spawn(dist_workers.gradients_match, str(tmp_path), False, True, 3)
-    for rank in range(2):
-        r = torch.load(tmp_path / f"report{rank}.pt")
-        assert r["loss"][0] == pytest.approx(r["loss"][1], rel=1e-5)
-        assert r["crops"][0] == pytest.approx(r["crops"][1], rel=1e-5) and r["crops"][0] > 0
+        for term in ("loss", "mix") + (("crops",) if crops else ()):
+            assert r[term][0] == pytest.approx(r[term][1], rel=1e-5) and r[term][0] > 0, term
         assert r["grad_rel_err"] < 1e-4, r
         assert r["param_rel_err"] < 1e-5, r
         assert r["buffer_rel_err"] < 1e-4, r

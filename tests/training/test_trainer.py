@@ -63,6 +63,15 @@ def test_mixed_barlow_twins_runs_logs_its_term_and_resumes_exactly(fmnist_dir, t
     assert not any("mix" in json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines())
 
 
+def straight_and_resumed(fmnist_dir, tmp_path, **kw):
+    """The last checkpoints of a straight 8-step run (``a``) and of one stopped at step 3 and resumed (``b``)."""
+    straight = pretrain(tiny_config(fmnist_dir, tmp_path / "a", **kw))
+    pretrain(tiny_config(fmnist_dir, tmp_path / "b", max_steps=3, **kw))
+    resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b", **kw))
+    assert straight["step"] == resumed["step"] == 8
+    return load_checkpoint(tmp_path / "a" / "checkpoint.pth"), load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+
+
 ALL_OPTIONS = dict(mix_weight=4.0, mix_block=8, multicrop_count=2, multicrop_weight=0.5, progressive_start=8,
                    progressive_epochs=1)
 
@@ -71,12 +80,7 @@ def test_a_run_with_every_option_on_resumes_bit_identically_after_a_stop_mid_epo
     """Mixed BT, multi-crop and progressive resolution (8 px in epoch 0, 16 px after) on: a run stopped at step 3
     of a 4-step epoch and resumed ends with the weights and optimiser state of the straight run, to the bit; the
     log records each term and the view size."""
-    straight = pretrain(tiny_config(fmnist_dir, tmp_path / "a", **ALL_OPTIONS))
-    pretrain(tiny_config(fmnist_dir, tmp_path / "b", max_steps=3, **ALL_OPTIONS))
-    resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b", **ALL_OPTIONS))
-    assert straight["step"] == resumed["step"] == 8
-    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
-    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+    a, b = straight_and_resumed(fmnist_dir, tmp_path, **ALL_OPTIONS)
     assert all(torch.equal(b["model"][k], v) for k, v in a["model"].items())
     for pid, state in a["optimizer"]["state"].items():
         assert torch.equal(b["optimizer"]["state"][pid]["momentum_buffer"], state["momentum_buffer"])
@@ -563,13 +567,8 @@ def test_pretrain_names_every_unreadable_file_once_at_the_end(image_tree, tmp_pa
 
 
 def test_progressive_resolution_trains_logs_its_sizes_and_resumes_exactly(fmnist_dir, tmp_path):
-    kw = dict(image_size=16, progressive_start=8, progressive_epochs=1, epochs=2)
-    straight = pretrain(tiny_config(fmnist_dir, tmp_path / "a", **kw))
-    pretrain(tiny_config(fmnist_dir, tmp_path / "b", max_steps=3, **kw))
-    resumed = pretrain(tiny_config(fmnist_dir, tmp_path / "b", **kw))
-    assert straight["step"] == resumed["step"] == 8
-    a = load_checkpoint(tmp_path / "a" / "checkpoint.pth")
-    b = load_checkpoint(tmp_path / "b" / "checkpoint.pth")
+    a, b = straight_and_resumed(fmnist_dir, tmp_path, image_size=16, progressive_start=8, progressive_epochs=1,
+                                epochs=2)
     for k in a["model"]:
         torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-5, atol=1e-6, msg=k)
     sizes = [json.loads(line).get("image_size") for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]

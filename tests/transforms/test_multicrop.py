@@ -4,7 +4,7 @@ data path (in memory, cpu workers, device ops on CPU tensors), for ranks, resume
 import numpy as np
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import epoch_views, make_image_folder
 
 from barlowtwins.data.datasets import build_dataset, load_fashion_mnist
 from barlowtwins.data.pipeline import build_pipeline
@@ -99,11 +99,7 @@ def dataset_for(kind, folder, fmnist_dir):
 
 
 def all_views(pipe, epoch, start=0):
-    out = []
-    for b, (batch, _, idx) in enumerate(pipe.epoch(epoch, start)):
-        step = epoch * len(pipe) + start + b
-        out.append((idx.tolist(), pipe.all_views(batch, step)))
-    return out
+    return epoch_views(pipe, epoch, start, every_view=True)
 
 
 @pytest.mark.parametrize("kind", ["cpu", "device", "memory"])
