@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("--data", default="data/photo-scenes", help="the scene set (made here when missing)")
     p.add_argument("--train", type=int, default=200, help="training images per class, when the set is made")
     p.add_argument("--val", type=int, default=60, help="evaluation images per class, when the set is made")
-    p.add_argument("--kind", choices=tuple(KINDS), default="objects", help="the kind of scene set, when made")
+    p.add_argument("--kind", choices=tuple(KINDS), default="subjects", help="the kind of scene set, when made")
     p.add_argument("--work", default="runs/bench-own-photos")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
                    help="further pretrain flags (a variant: everything after --extra)")
@@ -106,7 +106,7 @@ def main() -> None:
     n_val = sum(1 for _ in (data / "val").rglob("*.jpg"))
     classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
     meta = {"machine": machine(), "date": stamp, "barlowtwins": barlowtwins.__version__, "torch": torch.__version__,
-            "minutes": args.minutes, "extra": args.extra, "train_images": n_train, "val_images": n_val,
+            "minutes": args.minutes, "extra": args.extra, "set": str(data), "train_images": n_train, "val_images": n_val,
             "classes": classes, "runs": runs}
     out.write_text(json.dumps(meta, indent=1))
     rows = []
