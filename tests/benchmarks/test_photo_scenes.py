@@ -7,9 +7,8 @@ import hashlib
 import random
 
 import pytest
-from PIL import Image, ImageChops
-
 from photo_scenes import KINDS, OBJECTS, background, scene, write_set
+from PIL import Image, ImageChops
 
 
 def _digest(folder) -> dict[str, str]:
