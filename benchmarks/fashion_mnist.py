@@ -53,10 +53,10 @@ ABLATIONS = {
     # multi-crop: small 12-px crops (0.14-0.5 of the image) besides the two 28-px views, each compared with both
     "multicrop": [(f"multi-crop {n} x 12 px", {"multicrop_count": n}) for n in (2, 4)],
     # one setting per idea for the 3-seed runs on top of the preset (which has Mixed BT 4): the cheaper multi-crop
-    # (1.6x per step, level with 4 crops at equal epochs) and the ramp over about half of a 15-minute run
+    # (1.6x per step; 2 and 4 crops were both level at equal epochs) and the ramp over about half of a 15-minute run
     "multicrop-2": [("multi-crop 2 x 12 px", {"multicrop_count": 2})],
     "progressive-6": [("progressive 16-28 px over 6 epochs", {"progressive_start": 16, "progressive_epochs": 6})],
-    # the screening's best (Mixed BT 4; multi-crop and progressive resolution moved nothing) at width 32
+    # the best combination (Mixed BT 4; multi-crop and progressive resolution did not help on 3 seeds) at width 32
     "combined": [("width 32 + Mixed BT 4", {"width": 32, "mix_weight": 4.0})],
 }
 
