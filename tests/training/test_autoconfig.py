@@ -109,7 +109,14 @@ def test_the_cpu_recipe_keeps_every_explicit_setting(tmp_path):
                      "batch_size": 64, "eta": 0.001})
     assert (cfg.image_size, cfg.width, cfg.batch_size, cfg.eta) == (96, 32, 64, 0.001)
     assert cfg.batch_size == 64
-    cfg, _ = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu", "backbone": "timm:resnet10t"})
-    assert (cfg.backbone, cfg.stem, cfg.width) == ("timm:resnet10t", "standard", None), "ResNet settings left alone"
     cfg, _ = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu"})
     assert (cfg.image_size, cfg.batch_size) == (48, 128)
+
+
+def test_the_cpu_recipe_leaves_a_timm_backbone_alone(tmp_path):
+    pytest.importorskip("timm")
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "photos", per_class=300, size=200)
+    cfg, _ = fitted({"dataset": "images", "data_dir": str(root), "device": "cpu", "backbone": "timm:resnet10t"})
+    assert (cfg.backbone, cfg.stem, cfg.width) == ("timm:resnet10t", "standard", None), "ResNet settings left alone"
