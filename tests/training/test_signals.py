@@ -144,3 +144,19 @@ def test_a_signal_to_the_whole_process_group_stops_a_folder_run_cleanly(tmp_path
     time.sleep(1)
     left = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not left, left
+
+
+def test_decide_shares_the_stop_and_rank_zeros_checkpoint_question():
+    from barlowtwins.training.signals import decide
+
+    s = StopSignal()
+    now = time.time()
+    kw = dict(max_steps=None, time_limit_minutes=1, start_time=now, stop=s)
+    assert decide(5, now=now, **kw) == decide(5, now=now, checkpoint_due=False, **kw)
+    d = decide(5, now=now, checkpoint_due=True, **kw)
+    assert (d.reason, d.checkpoint) == ("finished", True)  # one process: rank 0
+    d = decide(5, now=now + 61, checkpoint_due=False, **kw)  # the caller's clock decides the time limit
+    assert (d.reason, d.checkpoint) == ("time_limit", False)
+    s.received = 15
+    assert decide(5, now=now + 61, **kw).reason == "signal"
+    assert decide(5, now=now, write_failed=True, **kw).reason == "write_error"

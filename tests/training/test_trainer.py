@@ -580,3 +580,42 @@ def test_a_progressive_start_above_the_image_size_is_refused_before_the_run_fold
     with pytest.raises(ConfigError, match="progressive-start 32 is above --image-size 16"):
         pretrain(tiny_config(fmnist_dir, tmp_path / "r", progressive_start=32, progressive_epochs=1))
     assert not (tmp_path / "r").exists()
+
+
+# ---- many ranks: one decision for all ------------------------------------------------------------------------
+def _two_rank_config(data_dir, out, **kw) -> dict:
+    base = dict(dataset="fashion-mnist", data_dir=str(data_dir), image_size=16, backbone="resnet18", stem="small",
+                width=8, projector="32-32", epochs=2, batch_size=16, warmup_epochs=0.5, lr_weights=0.3,
+                progress=False, log_every=1, out=str(out), seed=11, checkpoint_minutes=0.5)
+    return {**base, **kw}
+
+
+def test_ranks_whose_clocks_differ_checkpoint_at_the_same_steps_and_resume_exactly(fmnist_dir, tmp_path):
+    """Two gloo ranks, one clock running 10^6 times faster (30 s of checkpoint interval pass in 30 us): when rank 1
+    is the fast one, only rank 0's clock counts, so no rank enters a checkpoint (and its collective) alone, which
+    would hang the run; when rank 0 is, both ranks checkpoint at every log step together. The run stopped at step 5
+    and resumed ends bit-identical to the uninterrupted one."""
+    import rank_workers
+    from conftest import spawn
+
+    # 64 images, batch 16: 4 steps an epoch, 8 in all
+    straight = _two_rank_config(fmnist_dir, tmp_path / "straight")
+    spawn(rank_workers.skewed_clock_pretrain, straight, 1, str(tmp_path / "straight"))
+    saved = [torch.load(tmp_path / "straight" / f"saved{r}.pt") for r in (0, 1)]
+    assert saved[0] == saved[1] == [8], saved  # rank 0's clock: no checkpoint was due before the end
+
+    stopped = _two_rank_config(fmnist_dir, tmp_path / "resumed", max_steps=5)
+    spawn(rank_workers.skewed_clock_pretrain, stopped, 0, str(tmp_path / "resumed"))
+    stopped.pop("max_steps")
+    spawn(rank_workers.skewed_clock_pretrain, stopped, 0, str(tmp_path / "resumed"))
+    saved = [torch.load(tmp_path / "resumed" / f"saved{r}.pt") for r in (0, 1)]
+    assert saved[0] == saved[1] == [1, 2, 3, 4, 5, 6, 7, 8], saved  # due at every log step, on both ranks
+
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pth")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pth")
+    assert a["step"] == b["step"] == 8
+    for k, v in a["model"].items():
+        assert torch.equal(b["model"][k], v), k
+    events = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    reasons = {e["step"]: e["reason"] for e in events if e.get("event") == "checkpoint"}
+    assert reasons[4] == reasons[8] == "epoch" and reasons[3] == "periodic" and reasons[5] == "max_steps", reasons

@@ -6,13 +6,15 @@ stop that arrives during set-up (minutes on a large folder scan) is remembered t
 its first step, exits with `GRACEFUL_STOP_EXIT` and asks SLURM to requeue the job. They stay installed until the
 process exits, so a late SIGUSR1 (after the last checkpoint) cannot kill the process either.
 
-`stop_reason` is the trainer's per-step decision (signal, time limit, ``--max-steps``), the same on every rank.
+`decide` is the trainer's decision after a step (stop: a signal, the time limit, ``--max-steps``; and whether a
+checkpoint is due), the same on every rank.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -76,22 +78,43 @@ def install() -> bool:
 REASONS = ("finished", "max_steps", "time_limit", "signal", "write_error")
 
 
-def stop_reason(step: int, *, max_steps: int | None, time_limit_minutes: float | None, start_time: float,
-                stop: StopSignal = STOP, write_failed: bool = False) -> str:
-    """Why the run should stop now (``finished`` = keep going): the same answer on every rank, as a local
-    reason is shared with an all-reduce (max) under torch.distributed. ``write_failed``: rank 0 could not append
-    to its logs (disk full, read-only file system): stop with a checkpoint while one can still be written."""
+@dataclass(frozen=True)
+class Decision:
+    """What every rank does after a step: keep going (``reason`` "finished") or stop, and whether to write a
+    checkpoint now."""
+
+    reason: str
+    checkpoint: bool
+
+
+def decide(step: int, *, max_steps: int | None, time_limit_minutes: float | None, start_time: float, now: float,
+           stop: StopSignal = STOP, write_failed: bool = False, checkpoint_due: bool = False) -> Decision:
+    """The trainer's decision after ``step``, one answer for every rank, in one all-reduce (max) under
+    torch.distributed: any rank's stop reason stops every rank (the most pressing one wins), and a checkpoint is
+    written when rank 0 says one is due (only rank 0's ``checkpoint_due`` counts, so ranks whose clocks differ
+    cannot disagree, and none can enter the checkpoint's collective while another is in the next step's).
+    ``write_failed``: rank 0 could not append to its logs (disk full, read-only file system): stop with a
+    checkpoint while one can still be written. ``now`` and ``start_time`` are the caller's clock."""
     code = 0
     if write_failed:
         code = 4
     elif stop.received is not None:
         code = 3
-    elif time_limit_minutes is not None and time.time() - start_time > time_limit_minutes * 60:
+    elif time_limit_minutes is not None and now - start_time > time_limit_minutes * 60:
         code = 2
     elif max_steps is not None and step >= max_steps:
         code = 1
+    due = bool(checkpoint_due) and D.rank() == 0
     if D.world_size() > 1:
-        t = torch.tensor([code], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
+        t = torch.tensor([code, int(due)], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        code = int(t.item())
-    return REASONS[code]
+        code, due = (int(v) for v in t.tolist())
+    return Decision(REASONS[code], bool(due))
+
+
+def stop_reason(step: int, *, max_steps: int | None, time_limit_minutes: float | None, start_time: float,
+                stop: StopSignal = STOP, write_failed: bool = False) -> str:
+    """Why the run should stop now (``finished`` = keep going): `decide` without a checkpoint question, on the
+    wall clock."""
+    return decide(step, max_steps=max_steps, time_limit_minutes=time_limit_minutes, start_time=start_time,
+                  now=time.time(), stop=stop, write_failed=write_failed).reason

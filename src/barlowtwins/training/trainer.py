@@ -86,6 +86,10 @@ def pretrain(cfg: PretrainConfig) -> dict:
             signals.STOP.restore()
 
 
+# The wall clock of every time-based decision the trainer takes (checkpoints, --time-limit-minutes): a module
+# attribute, so that a test can skew it per rank.
+clock = time.time
+
 # Below this many steps a run has not been seen to learn anything measurable (benchmarks/RESULTS.md: 34 and 68
 # steps on photo-like scenes gave kNN within noise of random initialisation).
 MIN_LEARNING_STEPS = 300
@@ -180,7 +184,7 @@ class Trainer:
                                       self.raw_model, self.out if info.is_main else None)
         self.log.log_every = self.log_every
         self.window = LossWindow(self.device)
-        self.start_time = time.time()
+        self.start_time = clock()
 
     def _validate(self) -> None:
         """What depends on the process layout (every field's own range is checked by the config itself)."""
@@ -357,10 +361,22 @@ class Trainer:
         self.log.write({"event": "checkpoint", "step": self.step, "reason": reason, "time": time.time()})
 
     # ---- the loop ------------------------------------------------------------------------------------
-    def _stop_reason(self) -> str:
-        return signals.stop_reason(self.step, max_steps=self.cfg.max_steps,
-                                   time_limit_minutes=self.cfg.time_limit_minutes, start_time=self.start_time,
-                                   write_failed=self.log.write_error is not None)
+    def _decision_step(self) -> bool:
+        """True after the steps at which the run decides whether to stop or checkpoint: every step on one
+        process; under DDP the steps every rank knows without asking (log steps, epoch ends, the end of the
+        schedule, ``--max-steps``), since each decision is a collective and a host sync."""
+        step, cfg = self.step, self.cfg
+        return (self.world == 1 or step % self.log_every == 0 or step % self.steps_per_epoch == 0
+                or step >= self.total_steps or (cfg.max_steps is not None and step >= cfg.max_steps))
+
+    def _decide(self, last_checkpoint: float | None) -> signals.Decision:
+        """Stop or go, and whether a checkpoint is due (``checkpoint_minutes`` since the last one on rank 0's
+        clock): one answer for every rank (`signals.decide`). ``last_checkpoint`` None: only the stop question."""
+        now = clock()
+        due = last_checkpoint is not None and now - last_checkpoint > self.cfg.checkpoint_minutes * 60
+        return signals.decide(self.step, max_steps=self.cfg.max_steps, time_limit_minutes=self.cfg.time_limit_minutes,
+                              start_time=self.start_time, now=now, write_failed=self.log.write_error is not None,
+                              checkpoint_due=due)
 
     def run(self) -> dict:
         cfg, info = self.cfg, self.info
@@ -385,10 +401,10 @@ class Trainer:
         if info.is_main and cfg.progress:
             bar = Progress.for_run(cfg, self.total_steps, self.step)
         self.bar = bar
-        self.start_time = last_ckpt = time.time()
+        self.start_time = last_ckpt = clock()
         self.window = LossWindow(self.device)
         # A stop asked for during set-up, or --max-steps already reached (a rerun): no step is taken.
-        reason = self._stop_reason()
+        reason = self._decide(None).reason
         self.model.train()
         try:
             while self.step < self.total_steps and reason == "finished":
@@ -397,7 +413,7 @@ class Trainer:
                     result = self.train_step(images)
                     self.window.add(result)
                     self.log.after_step(self.step, result)
-                    if self.budget.active and self.budget.observe(self.step):
+                    if self.budget.active and self.budget.observe(self.step):  # at steps every rank agrees on
                         self._fix_budget(bar)
                     if bar is not None:
                         bar.update(1)
@@ -406,23 +422,20 @@ class Trainer:
                         if bar is not None:
                             bar.set_postfix(loss=f"{record['loss']:.1f}", img_s=f"{record['images_per_sec']:.0f}",
                                             epoch=f"{record['epoch']:.2f}")
-                        if time.time() - last_ckpt > cfg.checkpoint_minutes * 60:
-                            self.save_checkpoint("periodic")
-                            last_ckpt = time.time()
-                    # Every step on one process; under DDP only at steps where every rank checks (a collective).
-                    if self.world == 1 or self.step % self.log_every == 0 or \
-                            (cfg.max_steps is not None and self.step >= cfg.max_steps):
-                        reason = self._stop_reason()
+                    if self._decision_step():
+                        # A checkpoint at a log step or an epoch's end when rank 0's clock says one is due, at the
+                        # end, and on a stop; an epoch's end is no checkpoint of its own (a small folder makes one
+                        # every few seconds, and a resume is exact from any step).
+                        asks = self.step % self.log_every == 0 or self.step % self.steps_per_epoch == 0
+                        decision = self._decide(last_ckpt if asks else None)
+                        reason = decision.reason
+                        if decision.checkpoint or self.step >= self.total_steps or reason != "finished":
+                            if self.saved_step != self.step:
+                                self.save_checkpoint(self._checkpoint_reason(reason))
+                            last_ckpt = clock()
                     if self.step >= self.total_steps or reason != "finished":
                         break
                 epoch_done = self.step % self.steps_per_epoch == 0
-                # An epoch's end is a checkpoint only when one is due by time: a small folder makes an epoch every
-                # few seconds, and a resume is exact from any step anyway.
-                due = epoch_done and time.time() - last_ckpt > cfg.checkpoint_minutes * 60
-                if due or self.step >= self.total_steps or reason != "finished":
-                    if self.saved_step != self.step:
-                        self.save_checkpoint("epoch" if reason == "finished" else reason)
-                    last_ckpt = time.time()
                 if cfg.knn_every and reason == "finished" and epoch_done and \
                         (self.step // self.steps_per_epoch) % cfg.knn_every == 0:
                     self._online_knn()
@@ -431,6 +444,13 @@ class Trainer:
                 bar.close()
             self.log.close()
         return self._finish(reason)
+
+    def _checkpoint_reason(self, reason: str) -> str:
+        """How metrics.jsonl names a checkpoint: the stop's reason, else ``epoch`` at an epoch's end or the end of
+        the schedule, else ``periodic``."""
+        if reason != "finished":
+            return reason
+        return "epoch" if self.step % self.steps_per_epoch == 0 or self.step >= self.total_steps else "periodic"
 
     def _say(self, line: str, bar=None) -> None:
         if bar is not None:
@@ -471,7 +491,7 @@ class Trainer:
         record = {"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), "loss": w["loss"],
                   "on_diag": w["on_diag"], "off_diag": w["off_diag"], "lr_weights": self.optimizer.param_groups[0]["lr"],
                   "images_per_sec": w["steps"] * self.cfg.batch_size / w["seconds"],
-                  "elapsed_sec": time.time() - self.start_time, **self.pipeline.metrics()}
+                  "elapsed_sec": clock() - self.start_time, **self.pipeline.metrics()}
         if "mix" in w:  # the Mixed Barlow Twins regulariser R, before its weight
             record["mix"] = w["mix"]
         if "crops" in w:  # multi-crop's small-crop term, before its weight
@@ -521,7 +541,7 @@ class Trainer:
                 self.log.write({"event": "done", "step": self.step, "time": time.time()})
         early = not done and reason in ("signal", "time_limit")
         summary = {"run_dir": str(self.out), "step": self.step, "total_steps": self.total_steps, "finished": done,
-                   "stopped_by": None if done else reason, "minutes": (time.time() - self.start_time) / 60,
+                   "stopped_by": None if done else reason, "minutes": (clock() - self.start_time) / 60,
                    "signal": signals.STOP.received,
                    "skipped": [{"file": f, "reason": short_reason(r)}
                                for f, r in getattr(self.pipeline, "skipped", {}).items()],
