@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from barlowtwins.cli import main
-from barlowtwins.training.bench import BenchResult, append_results, peak_tflops, results_row
+from barlowtwins.training.bench import (
+    BenchResult,
+    append_results,
+    peak_tflops,
+    results_row,
+)
 
 
 def test_bench_command_on_a_synthetic_jpeg_folder(tmp_path, capsys):
@@ -168,9 +173,168 @@ def test_bench_strict_data_refuses_before_any_measurement(tmp_path, capsys, monk
     def forbidden(*a, **k):
         raise AssertionError("a measurement started before the files were checked")
 
-    monkeypatch.setattr("barlowtwins.training.bench.time_batches", forbidden)
+    monkeypatch.setattr("barlowtwins.training.bench.measure_batches", forbidden)
+    monkeypatch.setattr("barlowtwins.training.bench._Model", forbidden)
     code = main(["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
                  "--image-size", "16", "--batch-size", "2", "--data-path", "cpu", "--workers", "0", "--jpeg-dir",
                  str(folder), "--strict-data"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "cut_short.jpg" in err and "noise.jpg" in err, err
+
+
+TOY = ["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32", "--image-size",
+       "16", "--batch-size", "4", "--workers", "0", "--make-jpegs", "8", "--jpeg-size", "30", "40", "--iters", "1",
+       "--warmup", "1", "--repeats", "1"]
+
+
+def test_a_failing_measurement_costs_only_its_own_figure(tmp_path, capsys, monkeypatch):
+    """The official pipeline breaks: every other figure is saved, the row says which failed, the status is 1."""
+    def broken(*a, **k):
+        raise RuntimeError("loader exploded\nsecond line")
+
+    monkeypatch.setattr("barlowtwins.training.bench.official_loader", broken)
+    md = tmp_path / "R.md"
+    code = main([*TOY, "--data-path", "cpu", "device", "--output", str(tmp_path / "b.json"), "--results", str(md)])
+    err = capsys.readouterr().err
+    assert code == 1
+    failed = [ln for ln in err.splitlines() if "failed:" in ln]
+    assert failed == ["barlowtwins bench: error: official PIL pipeline failed: RuntimeError: second line"], err
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["errors"] == {"official PIL pipeline": "RuntimeError: second line"} and r["pending"] == []
+    assert r["official_pil"] is None and r["model_only"]["samples_per_sec"] > 0
+    assert set(r["data_only"]) == set(r["end_to_end"]) == {"cpu", "device"}
+    assert "data path cpu / official PIL" not in r["ratios"] and "end to end cpu / model only" in r["ratios"]
+    rows = [ln for ln in md.read_text().splitlines() if ln.startswith("| 20")]
+    assert len(rows) == 1 and "| failed |" in rows[0]
+
+
+def test_the_figures_are_saved_after_every_measurement(tmp_path, capsys):
+    """on_update sees the result after the set-up and after each measurement, each figure there from then on."""
+    from barlowtwins.training.bench import BenchSpec, make_jpeg_folder, run_bench
+
+    folder = make_jpeg_folder(tmp_path / "j", 8, (30, 40))
+    spec = BenchSpec(backbone="resnet18", stem="small", width=8, projector="32-32", image_size=16, batch_size=4,
+                     data_paths=("cpu",), workers=0, iters=1, warmup=0, repeats=2)
+    seen = []
+    result = run_bench(spec, folder, log=lambda line: None,
+                       on_update=lambda r: seen.append(json.loads(json.dumps(r.to_dict()))))
+    names = ["model only", "data path cpu", "end to end cpu", "official PIL pipeline"]
+    assert len(seen) == 1 + 2 * len(names)  # the set-up, then every measurement of both runs
+    assert seen[0]["pending"] == names and seen[0]["runs"] == {} and seen[0]["model_only"]["samples_per_sec"] is None
+    assert [len(s["runs"]) for s in seen[1:5]] == [1, 2, 3, 4]  # one more figure after each measurement
+    assert seen[1]["model_only"]["samples_per_sec"] > 0 and seen[1]["data_only"] == {}
+    assert seen[5]["pending"] == names[1:] and seen[-1]["pending"] == []
+    assert seen[-1] == json.loads(json.dumps(result.to_dict()))
+    assert all(len(v) == 2 for v in result.runs.values()) and result.errors == {}
+
+
+def test_a_device_path_that_falls_back_is_a_row_of_its_own(tmp_path, capsys, monkeypatch):
+    """Asked for cpu and device, the device decoder unusable: the fallback does not overwrite the cpu row."""
+    monkeypatch.setattr("barlowtwins.data.pipeline.check_device_decoder", lambda device: "no decoder here")
+    code = main([*TOY, "--data-path", "cpu", "device", "--no-official", "--output", str(tmp_path / "b.json")])
+    assert code == 0
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["paths"] == ["cpu", "device (fell back to cpu)"]
+    assert set(r["data_only"]) == set(r["end_to_end"]) == set(r["paths"])
+    assert set(r["runs"]) == {"model only", "data path cpu", "end to end cpu", "data path device (fell back to cpu)",
+                              "end to end device (fell back to cpu)"}
+    assert "data path device (fell back to cpu) / data path cpu" in r["ratios"]
+    assert "data path device (fell back to cpu) (no model)" in capsys.readouterr().out
+
+
+def test_a_model_that_cannot_be_built_leaves_the_data_path_figures(tmp_path, capsys, monkeypatch):
+    def no_model(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("barlowtwins.training.bench._Model", no_model)
+    code = main([*TOY, "--data-path", "cpu", "--output", str(tmp_path / "b.json")])
+    assert code == 1
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["errors"]["model"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert set(r["errors"]) == {"model", "model only", "end to end cpu"}
+    assert r["data_only"]["cpu"] > 0 and r["official_pil"] > 0 and r["end_to_end"] == {}
+    assert r["model_only"]["samples_per_sec"] is None and r["model_only"]["mfu"] is None
+    assert "model only (synthetic device tensors)      failed" in capsys.readouterr().out
+
+
+def test_a_measurement_past_its_time_limit_is_stopped_and_the_rest_run(tmp_path, capsys, monkeypatch):
+    """A loader that hangs: the hard limit (1.5 x --time-limit) stops it; the other figures are measured."""
+    import time
+
+    class Hang:
+        def __iter__(self):
+            while True:
+                time.sleep(0.05)
+
+    monkeypatch.setattr("barlowtwins.training.bench.official_loader", lambda *a, **k: Hang())
+    code = main([*TOY, "--data-path", "cpu", "--time-limit", "1", "--output", str(tmp_path / "b.json")])
+    assert code == 1
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["errors"] == {"official PIL pipeline": "MeasurementTimeout: 'official PIL pipeline' ran past its "
+                                                    "time limit of 1.5 s"}
+    assert r["model_only"]["samples_per_sec"] > 0 and r["data_only"]["cpu"] > 0 and r["end_to_end"]["cpu"] > 0
+    assert main([*TOY, "--time-limit", "0"]) == 2
+    assert "--time-limit must be a positive number" in capsys.readouterr().err
+
+
+def test_timing_stops_at_the_deadline_after_the_batch_in_hand():
+    import time
+
+    from barlowtwins.training.bench import measure_batches, time_batches
+
+    calls = []
+    cpu = torch.device("cpu")
+    t = measure_batches(iter(int, 1), calls.append, 4, iters=10, warmup=2, device=cpu, deadline=time.perf_counter())
+    assert t.batches == 1 and len(calls) == 3 and t.rate > 0  # the warm-up, then one timed batch
+    t = measure_batches(iter(int, 1), lambda b: time.sleep(0.01), 4, iters=3, warmup=0, device=cpu)
+    assert t.batches == 3 and 0 < t.rate <= 3 * 4 / 0.03  # 12 samples in at least 30 ms
+    assert time_batches(iter(int, 1), lambda b: None, 4, 2, 0, cpu) > 0
+
+
+def test_time_limit_interrupts_a_loop_and_restores_the_handler():
+    import signal
+    import time
+
+    from barlowtwins.training.bench import MeasurementTimeout, time_limit
+
+    before = signal.getsignal(signal.SIGALRM)
+    start = time.perf_counter()
+    with pytest.raises(MeasurementTimeout, match="the loop ran past its time limit of 0.2 s"):
+        with time_limit(0.2, "the loop"):
+            while True:
+                time.sleep(0.01)
+    assert time.perf_counter() - start < 5
+    assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with time_limit(None):  # no limit: nothing armed
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    with time_limit(5):
+        pass
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_ratios_are_quotients_of_the_medians_and_rows_are_rewritten_in_place(tmp_path):
+    from fractions import Fraction
+
+    from barlowtwins.training.bench import ratios
+
+    res = BenchResult(spec={"backbone": "resnet50", "image_size": 224, "batch_size": 256, "workers": 8},
+                      environment={"date": "2026-11-30", "device": "NVIDIA H100", "torch": "2", "torchvision": "0"},
+                      model_only={"samples_per_sec": 1000.0, "tflops": None, "mfu": None, "gflop_per_sample": None,
+                                  "device_max_allocated_gib": 40.0},
+                      data_only={"cpu": 700.0, "device": 2100.0}, end_to_end={"cpu": 650.0}, official_pil=300.0,
+                      paths=["cpu", "device"], pending=["end to end device"])
+    want = {"end to end cpu / model only": Fraction(650, 1000), "data path cpu / official PIL": Fraction(700, 300),
+            "data path device / official PIL": Fraction(2100, 300), "data path device / data path cpu": Fraction(3)}
+    got = ratios(res)
+    assert set(got) == set(want) and all(got[k] == pytest.approx(float(v), rel=1e-15) for k, v in want.items())
+    row = results_row(res)
+    assert "cpu 700.0 / 650.0; device 2100.0 / not run" in row and "| n/a | n/a |" in row
+    path = tmp_path / "R.md"
+    first = append_results(path, res)
+    res.end_to_end["device"] = 1900.0
+    res.pending = []
+    second = append_results(path, res, replace=first)
+    rows = [ln for ln in path.read_text().splitlines() if ln.startswith("| 2026")]
+    assert rows == [second] and "device 2100.0 / 1900.0" in second
+    append_results(path, res)  # without replace: a new row, as before
+    assert len([ln for ln in path.read_text().splitlines() if ln.startswith("| 2026")]) == 2

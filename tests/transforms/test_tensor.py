@@ -175,3 +175,33 @@ def test_the_two_halves_make_the_whole_view():
     v1, _ = bv.views(x, p, p)
     torch.testing.assert_close(v1, bv.finish(halves), rtol=0, atol=0)
     assert halves.shape == (10, 3, 24, 24) and not torch.equal(halves, bv.geometric(x.float() / 255, p))
+
+
+def test_normalisation_is_right_on_every_device_in_turn():
+    """The mean and std are kept on the host and copied to each device the views come on: views on meta (a
+    device without data), then on the CPU again, are normalised like the float64 reference, both layouts."""
+    bv = BatchViews(augment_config(8))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    assert bv.finish(x.to("meta")).device.type == "meta"
+    torch.testing.assert_close(bv.finish(x).double(), (x.double() - mean) / std, rtol=0, atol=1e-6)
+    u = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8, generator=g)
+    assert bv.finish_hwc_uint8(u.to("meta")).shape == (2, 3, 8, 8)
+    ref = (u.permute(0, 3, 1, 2).double() / 255 - mean) / std
+    torch.testing.assert_close(bv.finish_hwc_uint8(u).double(), ref, rtol=0, atol=2e-6)
+
+
+def test_hue_sector_offsets_are_cached_per_device_and_dtype():
+    """`adjust_hue`'s constant is built once per (device, dtype) and matches the float64 reference on each."""
+    from barlowtwins.transforms import tensor
+
+    tensor._CONSTANTS.clear()
+    a = tensor._constant((5.0, 3.0, 1.0), torch.device("cpu"), torch.float32)
+    assert tensor._constant((5.0, 3.0, 1.0), torch.device("cpu"), torch.float32) is a
+    b = tensor._constant((5.0, 3.0, 1.0), torch.device("cpu"), torch.float64)
+    assert b is not a and b.dtype == torch.float64
+    assert torch.equal(b, torch.tensor([5.0, 3.0, 1.0], dtype=torch.float64))
+    assert tensor._constant((5.0, 3.0, 1.0), torch.device("meta"), torch.float32).device.type == "meta"
+    assert len(tensor._CONSTANTS) == 3

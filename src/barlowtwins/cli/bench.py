@@ -1,18 +1,29 @@
 """``barlowtwins bench``: throughput of the model, of each data path and of both together, against the official
-per-image PIL pipeline; prints a table, saves JSON and appends a row to a RESULTS.md."""
+per-image PIL pipeline; prints a table, saves JSON and appends a row to a RESULTS.md. Both files are written after
+every measurement (a later failure, or a kill, loses nothing already measured); a measurement that failed is
+named in one line each and the exit status is 1."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 
-from barlowtwins.cli.common import add_strict_data_arg, report_skipped
+from barlowtwins.cli.common import add_strict_data_arg, printable, report_skipped
 from barlowtwins.data.pipeline import AUTO, DATA_PATHS
 from barlowtwins.errors import ConfigError
 from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
 from barlowtwins.runtime.hardware import select_device
-from barlowtwins.training.bench import BenchSpec, append_results, make_jpeg_folder, run_bench, save_json, table
+from barlowtwins.training.bench import (
+    BenchResult,
+    BenchSpec,
+    append_results,
+    make_jpeg_folder,
+    run_bench,
+    save_json,
+    table,
+)
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -54,9 +65,28 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     t.add_argument("--repeats", type=int, default=3,
                    help="run every measurement this many times, in turn, and report the medians")
-    t.add_argument("--output", default=None, metavar="JSON", help="save the result as JSON here")
-    t.add_argument("--results", default=None, metavar="MD", help="append a row to this RESULTS.md")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="per run of a measurement: its timing ends after the batch in hand once SECONDS have "
+                        "passed, and a run still going at 1.5 x SECONDS is stopped and reported as failed "
+                        "(default: no limit)")
+    t.add_argument("--output", default=None, metavar="JSON",
+                   help="save the result as JSON here (after every measurement)")
+    t.add_argument("--results", default=None, metavar="MD",
+                   help="append a row to this RESULTS.md (kept up to date after every measurement)")
     return p
+
+
+def _saver(args: argparse.Namespace):
+    """``save(result)``: the JSON and the RESULTS.md row as they stand (the row rewritten in place each time)."""
+    state: dict = {"row": None}
+
+    def save(result: BenchResult) -> None:
+        if args.output:
+            save_json(args.output, result)
+        if args.results:
+            state["row"] = append_results(args.results, result, replace=state["row"])
+
+    return save
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0 or args.make_jpegs < 0 or (args.workers is not None and args.workers < 0):
         raise ConfigError("--warmup, --make-jpegs and --workers cannot be negative")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ConfigError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     check_int("--image-size", args.image_size, 1, MAX_IMAGE_SIZE)
     if args.width is not None:
         check_int("--width", args.width, 1, MAX_WIDTH)
@@ -84,19 +116,20 @@ def run(args: argparse.Namespace) -> int:
                      image_size=args.image_size, batch_size=args.batch_size, precision=args.precision,
                      device=args.device, data_paths=paths, workers=args.workers, iters=args.iters,
                      warmup=args.warmup, repeats=args.repeats, official=not args.no_official, dataset=args.dataset,
-                     data_dir=args.data_dir, strict_data=args.strict_data, shards=args.shards)
+                     data_dir=args.data_dir, strict_data=args.strict_data, shards=args.shards,
+                     time_limit=args.time_limit)
     with tempfile.TemporaryDirectory(prefix="barlowtwins-bench-") as tmp:
         jpeg_dir = args.jpeg_dir
         if args.make_jpegs:
             jpeg_dir = jpeg_dir or tmp
             make_jpeg_folder(jpeg_dir, args.make_jpegs, tuple(args.jpeg_size))
-        result = run_bench(spec, jpeg_dir=jpeg_dir)
+        result = run_bench(spec, jpeg_dir=jpeg_dir, on_update=_saver(args))
     print(table(result))
     report_skipped(result.skipped)
     if args.output:
-        save_json(args.output, result)
         print(f"saved {args.output}")
     if args.results:
-        append_results(args.results, result)
         print(f"added a row to {args.results}")
-    return 0
+    for name, why in result.errors.items():
+        print(f"barlowtwins bench: error: {printable(name)} failed: {printable(why)}", file=sys.stderr)
+    return 1 if result.errors else 0

@@ -10,10 +10,17 @@ with the device synchronised at both ends; the measurements run in turn ``repeat
 its median (all runs are kept in the JSON). FLOPs of one training step (forward + backward of both views) are
 counted with ``torch.utils.flop_counter.FlopCounterMode``; MFU = achieved FLOP/s over the device's peak, only
 where the peak is known (`PEAK_TFLOPS`).
+
+Every measurement is isolated: one that fails, or runs past ``time_limit``, is named in the result's ``errors``
+and the others still run; the result is handed to ``on_update`` after each one (the command saves its JSON and
+its RESULTS.md row each time), so a later failure or a kill loses nothing already measured. Rows are keyed by
+the data path that was asked for: a device path that fell back to the cpu one is a row of its own,
+``"device (fell back to cpu)"``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -21,8 +28,11 @@ import os
 import platform
 import random
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,13 +54,18 @@ from barlowtwins.data.bad_files import (
 )
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.images import read_image
-from barlowtwins.data.pipeline import build_pipeline
+from barlowtwins.data.pipeline import build_pipeline, choose_data_path
 from barlowtwins.data.sampling import default_workers
 from barlowtwins.data.shard_writer import write_shards
-from barlowtwins.errors import DataError
+from barlowtwins.errors import ConfigError, DataError
 from barlowtwins.models.barlow_twins import build_model
 from barlowtwins.runtime.files import atomic_write, write_text_atomic
-from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device, usable_cpus
+from barlowtwins.runtime.hardware import (
+    autocast,
+    autocast_dtype,
+    select_device,
+    usable_cpus,
+)
 from barlowtwins.training.config import PretrainConfig
 from barlowtwins.training.optim import build_optimizer, set_learning_rates
 from barlowtwins.transforms.spec import augment_config
@@ -100,6 +115,9 @@ class BenchSpec:
     channels_last: bool = True
     strict_data: bool = False  # refuse unreadable image files before any measurement instead of skipping them
     shards: bool = False  # also read the same images from WebDataset shards written to a temporary folder
+    # seconds per run of a measurement: its timing stops after the batch in hand once they have passed, and a
+    # run still going at 1.5 times the limit is stopped (`time_limit`) and named in the errors; None: no limit
+    time_limit: float | None = None
 
 
 @dataclass
@@ -113,6 +131,10 @@ class BenchResult:
     runs: dict = field(default_factory=dict)  # measurement -> samples/s of every repeat, in order
     notes: list[str] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # unreadable files skipped: [{"file": ..., "reason": ...}]
+    paths: list[str] = field(default_factory=list)  # the data-path rows, in order (see the module docstring)
+    ratios: dict = field(default_factory=dict)  # "end to end cpu / model only" etc. -> ratio of the medians
+    errors: dict = field(default_factory=dict)  # measurement (or "model", "flops", "shards") -> one line
+    pending: list[str] = field(default_factory=list)  # measurements with runs still to come
 
     @property
     def skipped_files(self) -> int:
@@ -260,17 +282,66 @@ def _cycle(make_epoch):
         epoch += 1
 
 
-def time_batches(batches, consume, batch_size: int, iters: int, warmup: int, device: torch.device) -> float:
-    """Samples/s of ``consume(batch)`` over ``iters`` batches after ``warmup`` ones."""
+class MeasurementTimeout(Exception):
+    """A measurement ran past its hard time limit (`time_limit`)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None, what: str = "the measurement") -> Iterator[None]:
+    """Raise `MeasurementTimeout` inside the block once ``seconds`` have passed.
+
+    SIGALRM, so a loader wait or a slow Python loop is interrupted; a kernel or C call that never returns is not
+    (an outer ``timeout`` is the last resort). A no-op without a limit, off the main thread, or without
+    ``signal.setitimer`` (Windows). Not nested: the previous SIGALRM handler is restored and the timer disarmed.
+    """
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not seconds or seconds <= 0 or not usable:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise MeasurementTimeout(f"{what} ran past its time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@dataclass
+class Timing:
+    """One timed run: ``rate`` samples/s over ``batches`` timed batches."""
+
+    rate: float
+    batches: int
+
+
+def measure_batches(batches, consume, batch_size: int, iters: int, warmup: int, device: torch.device,
+                    deadline: float | None = None) -> Timing:
+    """Samples/s of ``consume(batch)`` over ``iters`` batches after ``warmup`` ones. Past ``deadline`` (a
+    ``time.perf_counter()`` value) the timing ends after the batch in hand, at least one batch timed:
+    `Timing.batches` says how many were."""
     it = iter(batches)
     for _ in range(warmup):
         consume(next(it))
     _sync(device)
     start = time.perf_counter()
-    for _ in range(iters):
+    done = 0
+    while done < iters:
         consume(next(it))
+        done += 1
+        if deadline is not None and time.perf_counter() > deadline:
+            break
     _sync(device)
-    return iters * batch_size / (time.perf_counter() - start)
+    return Timing(done * batch_size / (time.perf_counter() - start), done)
+
+
+def time_batches(batches, consume, batch_size: int, iters: int, warmup: int, device: torch.device) -> float:
+    """Samples/s of ``consume(batch)`` over ``iters`` batches after ``warmup`` ones (`measure_batches`)."""
+    return measure_batches(batches, consume, batch_size, iters, warmup, device).rate
 
 
 def _peak_memory(device: torch.device) -> tuple[str, float]:
@@ -311,8 +382,14 @@ class _Model:
         return int(counter.get_total_flops())
 
 
-def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=print) -> BenchResult:
-    """Measure what ``spec`` asks for (see the module docstring); ``jpeg_dir`` is the folder for file paths."""
+def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=print,
+              on_update: Callable[[BenchResult], None] | None = None) -> BenchResult:
+    """Measure what ``spec`` asks for (see the module docstring); ``jpeg_dir`` is the folder for file paths.
+
+    Bad input (an unknown data path, unreadable data, too few images) is raised before any work. Then every
+    measurement is isolated (`_measure`): a failure is named in ``errors`` and the rest still run.
+    ``on_update(result)`` is called after the set-up and after every measurement, with the figures so far.
+    """
     device = select_device(spec.device)
     amp_dtype = autocast_dtype(spec.precision, device)
     workers = default_workers() if spec.workers is None else spec.workers
@@ -323,107 +400,221 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
         dataset = build_dataset(spec.dataset, spec.data_dir, "train")
     else:
         dataset = build_dataset("images", jpeg_dir)
-    for path in spec.data_paths:  # checks each path's name (and with strict_data every file, before any work)
-        build_pipeline(dataset, augment_config(s), batch_size=n, seed=spec.seed, device=device, data_path=path,
-                       workers=0, strict=spec.strict_data)
+    path_errors = _check_paths(spec, dataset, device)
     if spec.strict_data and spec.official and not spec.dataset:
         refuse_unreadable(list(dataset.files))
     if len(dataset) < n:
         raise DataError(f"{len(dataset)} images are fewer than one batch of {n}; lower --batch-size or add images "
                         "(--make-jpegs N)")
 
-    # Model only: synthetic views already on the device.
-    model = _Model(spec, device, amp_dtype)
-    g = torch.Generator().manual_seed(spec.seed)
-    x1 = torch.randn(n, 3, s, s, generator=g).to(device)
-    x2 = torch.randn(n, 3, s, s, generator=g).to(device)
-    if spec.channels_last and device.type == "cuda":
-        x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
-    flops = model.flops_per_step(x1, x2)
+    # Model only: synthetic views already on the device. A model that cannot be built (out of memory) costs the
+    # model-only and end-to-end figures, not the data paths'.
+    model, flops, x1, x2 = None, None, None, None
+    try:
+        model = _Model(spec, device, amp_dtype)
+        g = torch.Generator().manual_seed(spec.seed)
+        x1 = torch.randn(n, 3, s, s, generator=g).to(device)
+        x2 = torch.randn(n, 3, s, s, generator=g).to(device)
+        if spec.channels_last and device.type == "cuda":
+            x1, x2 = (x.contiguous(memory_format=torch.channels_last) for x in (x1, x2))
+    except Exception as e:  # noqa: BLE001 -- named in the result; the data paths are still measured
+        model, result.errors["model"] = None, _one_line(e)
+        log(f"model: FAILED ({result.errors['model']})")
+    if model is not None:
+        try:
+            flops = model.flops_per_step(x1, x2)
+        except Exception as e:  # noqa: BLE001 -- no FLOPs, no MFU: the samples/s are still measured
+            result.errors["flops"] = _one_line(e)
+            log(f"flops: FAILED ({result.errors['flops']})")
     peak = peak_tflops(device, "bf16" if amp_dtype == torch.bfloat16 else "fp32")
 
-    # Every measurement, as a function returning samples/s. They run in turn, `repeats` times (model only,
-    # each data path alone and end to end, the official pipeline; again ...), and each reports its median:
-    # a slow minute of a shared host then touches every measurement alike instead of one of them.
-    measure = {"model only": lambda: time_batches(iter(lambda: (x1, x2), None), lambda b: model.step(*b), n,
-                                                  spec.iters, spec.warmup, device)}
+    # Every measurement, as a function of its deadline returning a `Timing`. They run in turn, `repeats` times
+    # (model only, each data path alone and end to end, the official pipeline; again ...), and each reports its
+    # median: a slow minute of a shared host then touches every measurement alike instead of one of them.
+    measure: dict[str, Callable[[float | None], Timing]] = {}
+    if model is not None:
+        measure["model only"] = lambda deadline: measure_batches(
+            iter(lambda: (x1, x2), None), lambda b: model.step(*b), n, spec.iters, spec.warmup, device, deadline)
+    else:
+        result.errors["model only"] = "not run: the model could not be built"
     aug = augment_config(s, getattr(dataset, "channels", 3))
     sources, shard_dir = [("", dataset)], None
     if spec.shards and not getattr(dataset, "in_memory", False):  # the same files as tar shards, read alike
         shard_dir = tempfile.mkdtemp(prefix="barlowtwins-bench-shards-")
-        write_shards(dataset, shard_dir, shard_bytes=64 * 2 ** 20, seed=spec.seed)
-        sources.append((" shards", build_dataset("webdataset", shard_dir)))
+        try:
+            write_shards(dataset, shard_dir, shard_bytes=64 * 2 ** 20, seed=spec.seed)
+            sources.append((" shards", build_dataset("webdataset", shard_dir)))
+        except Exception as e:  # noqa: BLE001 -- the folder's figures do not need the shards
+            result.errors["shards"] = _one_line(e)
     pipes = {}
     for (suffix, source), path in ((x, p) for x in sources for p in spec.data_paths):
-        pipe = build_pipeline(source, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
-                              workers=workers)
-        key = pipe.kind + suffix
+        try:
+            if path in path_errors:
+                raise ConfigError(path_errors[path])
+            pipe = build_pipeline(source, aug, batch_size=n, seed=spec.seed, device=device, data_path=path,
+                                  workers=workers)
+        except Exception as e:  # noqa: BLE001 -- this path's two measurements are named; the others run
+            for what in ("data path", "end to end"):
+                result.errors[f"{what} {path}{suffix}"] = _one_line(e)
+            continue
+        key = path_key(path, pipe.kind, choose_data_path(path, source, device)) + suffix
+        result.paths.append(key)
         pipes[key] = pipe
-
-        def batches(pipe=pipe):
-            state = {"step": 0}
-
-            def epochs(e):
-                for batch, _, _ in pipe.epoch(e):
-                    yield batch
-
-            def views(batch):
-                out = pipe.views(batch, state["step"])
-                state["step"] += 1
-                return out
-
-            return _cycle(epochs), views
-
-        def alone(batches=batches):
-            it, views = batches()
-            return time_batches(it, views, n, spec.iters, spec.warmup, device)
-
-        def end_to_end(batches=batches):
-            it, views = batches()
-            return time_batches(it, lambda b: model.step(*_cl(views(b), spec, device)), n, spec.iters, spec.warmup,
-                                device)
-
-        measure[f"data path {key}"] = alone
-        measure[f"end to end {key}"] = end_to_end
+        measure[f"data path {key}"] = _data_path_measurement(pipe, None, spec, device)
+        if model is not None:
+            measure[f"end to end {key}"] = _data_path_measurement(pipe, model, spec, device)
+        else:
+            result.errors[f"end to end {key}"] = "not run: the model could not be built"
     if spec.official and not spec.dataset:
-        def official():
+        def official(deadline):
             loader = official_loader(list(dataset.files), s, n, workers, persistent=True,  # its workers end with it
                                      skip_unreadable=True)
-            return time_batches(_cycle(lambda e: _readable_batches(loader)), lambda b: b[0][0].to(device), n,
-                                spec.iters, spec.warmup, device)
+            return measure_batches(_cycle(lambda e: _readable_batches(loader)), lambda b: b[0][0].to(device), n,
+                                   spec.iters, spec.warmup, device, deadline)
 
         measure["official PIL pipeline"] = official
+    result.pending = list(measure)
+    summary = lambda: _summarise(result, flops, peak, n, device)  # noqa: E731
+    update = on_update or (lambda r: None)
+    summary()
+    update(result)
     try:
         with collect_bad_files() as bad:
-            _measure(measure, pipes, spec, result, log)
+            _measure(measure, pipes, spec, result, log, lambda: (summary(), _note_skips(bad, pipes, result),
+                                                                 update(result)))
     finally:
         if shard_dir is not None:
             shutil.rmtree(shard_dir, ignore_errors=True)
-    for key, pipe in pipes.items():  # the data paths count their own skips
-        for f, why in pipe.skipped.items():
-            bad.add(f, short_reason(why))
-    result.skipped = bad.as_list()
-    rate = float(np.median(result.runs["model only"]))
-    tflops = flops * rate / n / 1e12
-    result.model_only = {"samples_per_sec": rate, "gflop_per_sample": flops / n / 1e9, "tflops": tflops,
-                         "mfu": tflops / peak if peak else None, "peak_tflops": peak}
-    for key, pipe in pipes.items():
-        result.data_only[key] = float(np.median(result.runs[f"data path {key}"]))
-        result.end_to_end[key] = float(np.median(result.runs[f"end to end {key}"]))
-    if "official PIL pipeline" in result.runs:
-        result.official_pil = float(np.median(result.runs["official PIL pipeline"]))
-    key, value = _peak_memory(device)
-    result.model_only[key] = value
+    _note_skips(bad, pipes, result)
+    summary()
     return result
 
 
-def _measure(measure: dict, pipes: dict, spec: BenchSpec, result: BenchResult, log) -> None:
-    for r in range(max(1, spec.repeats)):
+def _check_paths(spec: BenchSpec, dataset, device: torch.device) -> dict[str, str]:
+    """Build each asked-for path once without workers, before any work: an unknown path name or data that cannot
+    be read (with ``strict_data``: any unreadable file) is raised; a path that cannot run here (its decoder
+    fails its self-test) is returned, path -> one line, and costs only that path's figures."""
+    errors = {}
+    for path in spec.data_paths:
+        choose_data_path(path, dataset, device)  # an unknown name is a ConfigError here
+        try:
+            build_pipeline(dataset, augment_config(spec.image_size), batch_size=spec.batch_size, seed=spec.seed,
+                           device=device, data_path=path, workers=0, strict=spec.strict_data)
+        except ConfigError as e:
+            errors[path] = str(e)
+    return errors
+
+
+def path_key(asked: str, kind: str, expected: str) -> str:
+    """The row of a data path: the one that was ``asked`` for (``expected``: what it resolves to here, e.g.
+    auto -> memory), or ``"<asked> (fell back to <kind>)"`` when the pipeline built is another one."""
+    return expected if kind == expected else f"{asked} (fell back to {kind})"
+
+
+def _data_path_measurement(pipe, model: "_Model | None", spec: BenchSpec, device: torch.device):
+    """The measurement of one data path: its views alone (``model`` None), or a training step on them."""
+    def run(deadline: float | None) -> Timing:
+        state = {"step": 0}
+
+        def epochs(e):
+            for batch, _, _ in pipe.epoch(e):
+                yield batch
+
+        def views(batch):
+            out = pipe.views(batch, state["step"])
+            state["step"] += 1
+            return out
+
+        consume = views if model is None else (lambda b: model.step(*_cl(views(b), spec, device)))
+        return measure_batches(_cycle(epochs), consume, spec.batch_size, spec.iters, spec.warmup, device, deadline)
+
+    return run
+
+
+def _note_skips(bad, pipes: dict, result: BenchResult) -> None:
+    """The unreadable files seen so far: the loaders' and the data paths' own counts."""
+    for pipe in pipes.values():
+        for f, why in pipe.skipped.items():
+            bad.add(f, short_reason(why))
+    result.skipped = bad.as_list()
+
+
+def _median(values) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def _summarise(result: BenchResult, flops: int | None, peak: float | None, n: int, device: torch.device) -> None:
+    """The figures from the runs so far: medians, FLOP/s and MFU, the ratios, peak memory."""
+    rate = _median(result.runs.get("model only"))
+    tflops = flops * rate / n / 1e12 if flops and rate else None
+    result.model_only = {"samples_per_sec": rate, "gflop_per_sample": flops / n / 1e9 if flops else None,
+                         "tflops": tflops, "mfu": tflops / peak if tflops and peak else None, "peak_tflops": peak}
+    data = {k: _median(result.runs.get(f"data path {k}")) for k in result.paths}
+    e2e = {k: _median(result.runs.get(f"end to end {k}")) for k in result.paths}
+    result.data_only = {k: v for k, v in data.items() if v is not None}
+    result.end_to_end = {k: v for k, v in e2e.items() if v is not None}
+    result.official_pil = _median(result.runs.get("official PIL pipeline"))
+    result.ratios = ratios(result)
+    key, value = _peak_memory(device)
+    result.model_only[key] = value
+
+
+def ratios(result: BenchResult) -> dict:
+    """Each path end to end over model only, each data path over the official pipeline and over the first data
+    path (device / cpu), from the medians measured so far."""
+    out = {}
+    model = result.model_only.get("samples_per_sec")
+    for k, v in result.end_to_end.items():
+        if model:
+            out[f"end to end {k} / model only"] = v / model
+    for k, v in result.data_only.items():
+        if result.official_pil:
+            out[f"data path {k} / official PIL"] = v / result.official_pil
+    keys = [k for k in result.paths if k in result.data_only]
+    for k in keys[1:]:
+        out[f"data path {k} / data path {keys[0]}"] = result.data_only[k] / result.data_only[keys[0]]
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    """An error as one line: its type and the last line of its message (a loader worker's error carries the
+    worker's traceback), at most 300 characters."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1] if lines else ''}".rstrip(": ")[:300]
+
+
+def _measure(measure: dict, pipes: dict, spec: BenchSpec, result: BenchResult, log, update) -> None:
+    """Run every measurement ``repeats`` times in turn, each run in its own try and under its own time limit;
+    ``update()`` after each. A measurement that failed is not run again (its error names the run)."""
+    repeats = max(1, spec.repeats)
+    hard = spec.time_limit * 1.5 if spec.time_limit else None
+    for r in range(repeats):
         for name, fn in measure.items():
-            result.runs.setdefault(name, []).append(fn())
-            for pipe in pipes.values():  # no worker of this measurement may still be busy during the next
-                pipe.close()
-            log(f"{name}: {result.runs[name][-1]:.1f} samples/s (run {r + 1} of {max(1, spec.repeats)})")
+            if name in result.errors:
+                continue
+            timing, run = None, f" (run {r + 1} of {repeats})"
+            try:
+                deadline = time.perf_counter() + spec.time_limit if spec.time_limit else None
+                with time_limit(hard, f"'{name}'"):
+                    timing = fn(deadline)
+            except Exception as e:  # noqa: BLE001 -- named in the result; the other measurements still run
+                if timing is None:  # a timer that fired just after the measurement ended takes nothing away
+                    result.errors[name] = _one_line(e) + (run if repeats > 1 else "")
+                    log(f"{name}: FAILED {result.errors[name]}")
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()  # what a failed run held (an out-of-memory one) is free again
+            finally:
+                for pipe in pipes.values():  # no worker of this measurement may still be busy during the next
+                    pipe.close()
+            if timing is not None:
+                result.runs.setdefault(name, []).append(timing.rate)
+                if timing.batches < spec.iters:
+                    result.notes.append(f"{name}: run {r + 1} stopped at the time limit after {timing.batches} of "
+                                        f"{spec.iters} timed batches")
+                log(f"{name}: {timing.rate:.1f} samples/s{run}")
+            if name in result.pending and (r == repeats - 1 or name in result.errors):
+                result.pending.remove(name)
+            update()
 
 
 def _cl(xs, spec: BenchSpec, device: torch.device):
@@ -437,22 +628,50 @@ def _cl(xs, spec: BenchSpec, device: torch.device):
 # --------------------------------------------------------------------------------------------------------
 
 def table(result: BenchResult) -> str:
-    """The printed summary: one line per measurement."""
+    """The printed summary: one line per measurement (a failed or pending one says so), the ratios, the errors."""
     m = result.model_only
+    model = m.get("samples_per_sec")
+    notes = (f"{_num(m.get('tflops'), '.3f')} TFLOP/s, MFU {_pct(m.get('mfu'))}, "
+             f"{_num(m.get('gflop_per_sample'), '.2f')} GFLOP/sample")
     lines = [f"{'measurement':38s} {'samples/s':>10s}  notes",
-             f"{'model only (synthetic device tensors)':38s} {m['samples_per_sec']:10.1f}  "
-             f"{m['tflops']:.3f} TFLOP/s, MFU {_pct(m['mfu'])}, {m['gflop_per_sample']:.2f} GFLOP/sample"]
-    for key, rate in result.data_only.items():
-        lines.append(f"{'data path ' + key + ' (no model)':38s} {rate:10.1f}")
-        e2e = result.end_to_end[key]
-        lines.append(f"{'end to end, ' + key:38s} {e2e:10.1f}  {e2e / m['samples_per_sec']:.2f} of model only")
-    if result.official_pil is not None:
-        lines.append(f"{'official PIL pipeline (no model)':38s} {result.official_pil:10.1f}")
+             f"{'model only (synthetic device tensors)':38s} {_cell(result, 'model only', model):>10s}  {notes}"]
+    for key in _keys(result):
+        lines.append(f"{'data path ' + key + ' (no model)':38s} "
+                     f"{_cell(result, 'data path ' + key, result.data_only.get(key)):>10s}")
+        e2e = result.end_to_end.get(key)
+        share = f"{e2e / model:.2f} of model only" if e2e and model else ""
+        lines.append(f"{'end to end, ' + key:38s} {_cell(result, 'end to end ' + key, e2e):>10s}  {share}".rstrip())
+    official = "official PIL pipeline"
+    if result.official_pil is not None or official in result.errors or official in result.pending:
+        lines.append(f"{'official PIL pipeline (no model)':38s} "
+                     f"{_cell(result, official, result.official_pil):>10s}")
         for key, rate in result.data_only.items():
-            lines.append(f"{'  ratio ' + key + ' / official':38s} {rate / result.official_pil:10.2f}x")
+            if result.official_pil:
+                lines.append(f"{'  ratio ' + key + ' / official':38s} {rate / result.official_pil:10.2f}x")
+    keys = [k for k in _keys(result) if k in result.data_only]
+    for key in keys[1:]:
+        lines.append(f"{'  ratio ' + key + ' / ' + keys[0]:38s} "
+                     f"{result.data_only[key] / result.data_only[keys[0]]:10.2f}x")
     mem_key = next(k for k in m if k.endswith("_gib"))
     lines.append(f"peak memory ({mem_key.replace('_gib', '').replace('_', ' ')}): {m[mem_key]:.2f} GiB")
+    lines += [f"failed: {name}: {why}" for name, why in result.errors.items()]
     return "\n".join(lines)
+
+
+def _keys(result: BenchResult) -> list[str]:
+    """The data-path rows: ``paths``, or (a result made by hand) the keys of the figures."""
+    return result.paths or list(dict.fromkeys([*result.data_only, *result.end_to_end]))
+
+
+def _cell(result: BenchResult, name: str, value: float | None, spec: str = ".1f") -> str:
+    """A figure, or why there is none: failed, not run yet."""
+    if value is not None:
+        return format(value, spec)
+    return "failed" if name in result.errors else "not run" if name in result.pending else "n/a"
+
+
+def _num(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def _pct(v: float | None) -> str:
@@ -465,21 +684,27 @@ RESULTS_HEADER = ("| date | device | torch / torchvision | backbone | size | bat
 
 
 def results_row(result: BenchResult) -> str:
-    """One Markdown row for ``benchmarks/RESULTS.md`` (samples/s are two-view samples per second)."""
+    """One Markdown row for ``benchmarks/RESULTS.md`` (samples/s are two-view samples per second); a figure
+    that failed or is still to come says so."""
     s, e, m = result.spec, result.environment, result.model_only
-    paths = "; ".join(f"{k} {result.data_only[k]:.1f} / {result.end_to_end[k]:.1f}" for k in result.data_only)
+    paths = "; ".join(f"{k} {_cell(result, 'data path ' + k, result.data_only.get(k))} / "
+                      f"{_cell(result, 'end to end ' + k, result.end_to_end.get(k))}" for k in _keys(result))
     mem = next(v for k, v in m.items() if k.endswith("_gib"))
-    official = "" if result.official_pil is None else f"{result.official_pil:.1f}"
+    official = _cell(result, "official PIL pipeline", result.official_pil)
+    official = "" if official == "n/a" else official  # not asked for
     net = s["backbone"] + (f" width {s['width']}" if s.get("width") else "")
     net += f", {s['stem']} stem" if s.get("stem", "standard") != "standard" else ""
     net += f", projector {s['projector']}" if s.get("projector") else ""
     return (f"| {e['date']} | {e['device']} | {e['torch']} / {e['torchvision']} | {net} | "
-            f"{s['image_size']} | {s['batch_size']} | {s['workers']} | {m['samples_per_sec']:.1f} | {paths} | "
-            f"{official} | {m['tflops']:.3f} | {_pct(m['mfu'])} | {mem:.2f} |")
+            f"{s['image_size']} | {s['batch_size']} | {s['workers']} | "
+            f"{_cell(result, 'model only', m.get('samples_per_sec'))} | {paths} | "
+            f"{official} | {_num(m.get('tflops'), '.3f')} | {_pct(m.get('mfu'))} | {mem:.2f} |")
 
 
-def append_results(path: str | os.PathLike, result: BenchResult) -> None:
-    """Append the row under a ``## barlowtwins bench`` table (created at the end of the file if missing)."""
+def append_results(path: str | os.PathLike, result: BenchResult, replace: str | None = None) -> str:
+    """Append the row under a ``## barlowtwins bench`` table (created at the end of the file if missing); with
+    ``replace`` (the row an earlier call returned) that row is rewritten in place instead, so a result saved
+    after every measurement stays one row. Returns the row written."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     title = "## `barlowtwins bench`: throughput (two-view samples/s)"
@@ -489,10 +714,17 @@ def append_results(path: str | os.PathLike, result: BenchResult) -> None:
     at = lines.index(title) + 1
     while at < len(lines) and not lines[at].startswith("|"):
         at += 1
+    first = at
     while at < len(lines) and lines[at].startswith("|"):  # the end of this table, even if sections follow
         at += 1
-    lines.insert(at, results_row(result))
+    row = results_row(result)
+    mine = [i for i in range(first, at) if replace is not None and lines[i] == replace]
+    if mine:
+        lines[mine[-1]] = row
+    else:
+        lines.insert(at, row)
     write_text_atomic(path, "\n".join(lines) + "\n")
+    return row
 
 
 def save_json(path: str | os.PathLike, result: BenchResult) -> None:

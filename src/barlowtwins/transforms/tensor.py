@@ -25,8 +25,17 @@ import torch
 import torch.nn.functional as F
 
 from barlowtwins.runtime.hardware import to_device
-from barlowtwins.transforms.params import ViewParams, generator_uniforms, params_from_uniforms
-from barlowtwins.transforms.spec import AugmentConfig, augment_config, channel_values, run_ops
+from barlowtwins.transforms.params import (
+    ViewParams,
+    generator_uniforms,
+    params_from_uniforms,
+)
+from barlowtwins.transforms.spec import (
+    AugmentConfig,
+    augment_config,
+    channel_values,
+    run_ops,
+)
 
 _GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
 
@@ -43,8 +52,8 @@ def resized_crop(images: torch.Tensor, boxes: torch.Tensor, size: int, mode: str
     torchvision's antialiased resize of the box (`_resize_weights`: PIL's bicubic a = -0.5 or triangle
     filter, taps inside the box, renormalised at its edges), so they equal ``resized_crop(..., antialias=True)``;
     a box of the output's size is a plain crop. A box larger than the output on either side is resized per image
-    with ``F.interpolate(antialias=True)``, torchvision's antialiased resize: ``grid_sample`` alone would point-sample and alias (a 2x downscale of noise keeps
-    nearly twice the standard deviation).
+    with ``F.interpolate(antialias=True)``, torchvision's antialiased resize: ``grid_sample`` alone would
+    point-sample and alias (a 2x downscale of noise keeps nearly twice the standard deviation).
     """
     b, _, height, width = images.shape
     boxes = boxes.to(torch.float64).cpu()
@@ -128,11 +137,13 @@ _CONSTANTS: dict = {}
 
 def _constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """A constant tensor of ``values``, built once per (values, device, dtype): creating it from a Python list
-    on a GPU is a blocking host copy, which at every step would stall the host (up to 4 per view)."""
+    on a GPU is a blocking host copy, which at every step would stall the host (up to 4 per view). The one copy
+    of the first step goes through `to_device` (pinned and non-blocking on CUDA), so even that step waits for
+    nothing."""
     key = (values, str(device), dtype)
     t = _CONSTANTS.get(key)
     if t is None:
-        t = _CONSTANTS[key] = torch.tensor(values, dtype=dtype).to(device)
+        t = _CONSTANTS[key] = to_device(torch.tensor(values, dtype=dtype), device)
     return t
 
 
@@ -290,8 +301,10 @@ class BatchViews:
     def __init__(self, cfg: AugmentConfig | None = None, ops=None):
         self.cfg = cfg or augment_config()
         self.ops = OPS if ops is None else ops
-        self._mean = torch.tensor(channel_values(self.cfg.mean)).view(1, 3, 1, 1)
-        self._std = torch.tensor(channel_values(self.cfg.std)).view(1, 3, 1, 1)
+        # (1, 3, 1, 1) on the host, kept there: the source of every device copy (a copy back would be a sync)
+        self._host_mean = torch.tensor(channel_values(self.cfg.mean)).view(1, 3, 1, 1)
+        self._host_std = torch.tensor(channel_values(self.cfg.std)).view(1, 3, 1, 1)
+        self._mean, self._std = self._host_mean, self._host_std  # on the device of the last views
         if self.cfg.blur_kernel % 2 == 0 or self.cfg.blur_kernel < 1:
             raise ValueError(f"blur_kernel must be odd and positive, got {self.cfg.blur_kernel}")
 
@@ -326,8 +339,8 @@ class BatchViews:
 
     def finish(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise float (B, 3, S, S) in [0, 1] with the configured mean and std."""
-        if self._mean.device != x.device:  # moved once, not copied at every step
-            self._mean, self._std = self._mean.to(x.device), self._std.to(x.device)
+        if self._mean.device != x.device:  # moved once (pinned, non-blocking on CUDA), not copied at every step
+            self._mean, self._std = to_device(self._host_mean, x.device), to_device(self._host_std, x.device)
         return (x - self._mean) / self._std
 
     def finish_hwc_uint8(self, x: torch.Tensor) -> torch.Tensor:
@@ -339,8 +352,10 @@ class BatchViews:
         b, h, w, c = x.shape
         key = (w, x.device)
         if getattr(self, "_row_key", None) != key:
-            mean255 = (self._mean.view(c) * 255).repeat(w).to(x.device)
-            inv_std255 = (1 / (self._std.view(c) * 255)).repeat(w).to(x.device)
+            # (w * c,) rows on the host, moved once per width (pinned, non-blocking on CUDA)
+            mean, std = self._host_mean.view(c), self._host_std.view(c)
+            mean255 = to_device((mean * 255).repeat(w), x.device)
+            inv_std255 = to_device((1 / (std * 255)).repeat(w), x.device)
             self._row_key, self._row_consts = key, (mean255, inv_std255)
         mean255, inv_std255 = self._row_consts
         y = x.reshape(b * h, w * c).float().sub_(mean255).mul_(inv_std255)
