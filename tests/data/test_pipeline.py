@@ -2,6 +2,7 @@
 of path, unreadable files, and pretraining runs (resumed; 2 processes) on a folder."""
 
 import json
+import os
 
 import dist_workers
 import numpy as np
@@ -251,7 +252,7 @@ def test_jpegs_nvjpeg_refuses_or_over_the_pixel_cap_are_decoded_by_pil_in_the_wo
     assert not device_decodable(rgb)
 
 
-def test_bytes_collate_into_one_tensor_with_offsets_and_are_not_pinned(folder):
+def test_bytes_collate_into_one_tensor_with_offsets_and_only_decoded_images_are_pinned(folder, monkeypatch):
     from barlowtwins.data.pipeline import DevicePath, _collate_bytes, batch_jpegs
 
     files = [_jpeg_bytes(), _jpeg_bytes(size=(20, 30)), _jpeg_bytes(size=(50, 10))]
@@ -266,7 +267,16 @@ def test_bytes_collate_into_one_tensor_with_offsets_and_are_not_pinned(folder):
     assert batch["offsets"].tolist() == [0, len(files[0]), len(files[0]) + len(files[1]), sum(map(len, files))]
     assert [t.numpy().tobytes() for t in batch_jpegs(batch)] == files
     assert batch["images"][1] is img and batch["images"][0] is None and batch["encoded"] == [True, False, True, True]
-    assert DevicePath.pin is False
+    # the loader's pin thread calls the batch's own pin_memory: the worker-decoded image, never the bytes
+    assert DevicePath.pin is True
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a, **k: pinned.append(t) or t.clone())
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    out = pin_memory(batch)
+    assert len(pinned) == 1 and pinned[0] is img, "only the decoded image is pinned"
+    assert out["bytes"] is batch["bytes"] and out["images"][1] is not img and torch.equal(out["images"][1], img)
+    assert out["images"][0] is None and out["offsets"] is batch["offsets"]
 
 
 def test_jpegs_the_device_decoder_refuses_are_decoded_by_pil_and_used(folder, monkeypatch):
@@ -380,3 +390,103 @@ def test_progressive_start_above_the_image_size_is_one_line(folder):
     with pytest.raises(ConfigError, match="progressive-start 32 is above --image-size 24"):
         build_pipeline(ds, aug(24), batch_size=4, seed=0, device=CPU, data_path="cpu", workers=0,
                        progressive=(32, 2))
+
+
+def _truncated(data: bytes) -> bytes:
+    """JPEG bytes cut in the middle of the scan data (a copy or download that stopped)."""
+    from barlowtwins.data.images import jpeg_markers
+
+    scan = next(i for marker, i in jpeg_markers(data) if marker == 0xDA)
+    return data[: scan + (len(data) - scan) // 2]
+
+
+def test_a_truncated_jpeg_goes_to_pil_in_the_worker_not_to_the_device_decoder(tmp_path):
+    """nvJPEG may return garbage for a JPEG cut short without an error: without its end-of-image marker a file
+    is decoded by PIL in the worker (which decodes it as the cpu path does, or reports it)."""
+    from barlowtwins.data.images import has_jpeg_end
+    from barlowtwins.data.pipeline import _Bytes, device_decodable
+
+    big = _jpeg_bytes(size=(200, 300))
+    cut = _truncated(big)
+    assert has_jpeg_end(big) and device_decodable(big)
+    assert not has_jpeg_end(cut) and not device_decodable(cut)
+    assert has_jpeg_end(big + b"\0" * 100), "padding after the end-of-image marker is allowed"
+    assert not has_jpeg_end(big + b"\0" * 2000), "beyond the bytes searched: decoded the careful way"
+    # an end-of-image marker before the scan (an embedded thumbnail's) does not count
+    thumb = b"\xff\xd8" + b"\xff\xfe\x00\x04\xff\xd9" + cut[2:]
+    assert not has_jpeg_end(thumb)
+    (tmp_path / "cut.jpg").write_bytes(cut)
+    (tmp_path / "big.jpg").write_bytes(big)
+    samples = _Bytes([str(tmp_path / "cut.jpg"), str(tmp_path / "big.jpg")], aug(), 0, False)
+    # PIL in the worker reports the cut file as the cpu path does, and the next readable file stands in
+    encoded, data, index, _, _, note, source = samples[(0, 0, 0)]
+    assert (index, source) == (0, 1) and note.startswith(str(tmp_path / "cut.jpg") + "\t"), note
+    only = _Bytes([str(tmp_path / "cut.jpg")] * 2, aug(), 0, False)
+    with pytest.raises(DataError):
+        only[(0, 0, 0)]
+    encoded, data, *_ = samples[(1, 0, 1)]
+    assert encoded is True and data.dtype == torch.uint8 and data.dim() == 1  # bytes for the device decoder
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_file_the_device_decoder_refused_is_decoded_by_pil_in_the_workers_from_then_on(tmp_path, monkeypatch,
+                                                                                      capsys, workers):
+    """The refusal is remembered in shared memory, so the loader workers (forked before it) read it: the second
+    epoch hands the file over decoded, the device decoder never sees it again, and one warning names it."""
+    from barlowtwins.transforms import device as dev
+
+    root = tmp_path / "train" / "a"
+    root.mkdir(parents=True)
+    for k in range(8):
+        (root / f"{k}.jpg").write_bytes(_jpeg_bytes(size=(20 + k, 30)))
+    odd = _jpeg_bytes(size=(33, 27))
+    (root / "odd.jpg").write_bytes(odd)
+    real, seen = dev._decode, []
+
+    def refuses_odd(enc, device):
+        seen.append(sum(t.numpy().tobytes() == odd for t in enc))
+        if seen[-1]:
+            raise RuntimeError("nvjpegDecodeBatchedPhaseOne failed: unsupported JPEG")
+        return real(enc, device)
+
+    ds = build_dataset("folder", tmp_path, "train")
+    pipe = build_pipeline(ds, aug(), batch_size=9, seed=0, device=CPU, data_path="device", workers=workers)
+    monkeypatch.setattr(dev, "_decode", refuses_odd)
+    for epoch in (0, 1):
+        for batch, _, _ in pipe.epoch(epoch):
+            images = pipe.decode(batch)
+            assert len(images) == 9
+            k = batch["index"].tolist().index(ds.files.index(str(root / "odd.jpg")))
+            assert batch["encoded"][k] is (epoch == 0), "the workers decode it themselves once it was refused"
+            assert images[k].shape == (3, 27, 33)  # 33 wide, 27 high
+    pipe.close()
+    assert sum(seen[:2]) == 2 and sum(seen[2:]) == 0, seen  # refused once: in the batch, then alone
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused 1 file(s)" in err[0] and "odd.jpg" in err[0], err
+    assert pipe.skipped == {} and pipe.refused_names == [str(root / "odd.jpg")]
+
+
+def test_the_shared_memory_check_counts_every_local_rank_and_the_device_paths_bytes(folder, monkeypatch, capsys):
+    """All ranks of a node hand their batches over in the same /dev/shm; a path's batch_bytes is its own rank's
+    batch (batch_size is already per rank); the device path's is estimated from the files' sizes."""
+    import collections
+
+    from barlowtwins.data import pipeline as P
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda path: usage(2**30, 0, 100 * 2**20))
+    batch = 10 * 2**20
+    assert P.prefetch_for_shm(batch, 2, local_ranks=1) == P.PREFETCH
+    assert P.prefetch_for_shm(batch, 2, local_ranks=2) == 2  # 4 workers share 80 MB usable: 2 batches each
+    assert "2 loader workers x 2 ranks on this node" in capsys.readouterr().err
+    with pytest.raises(DataError, match="x 8 ranks on this node need 160 MB"):
+        P.prefetch_for_shm(batch, 2, local_ranks=8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun's: the default
+    with pytest.raises(DataError, match="x 8 ranks"):
+        P.prefetch_for_shm(batch, 2)
+    ds = build_dataset("folder", folder, "train")
+    cpu = build_pipeline(ds, aug(), batch_size=4, seed=0, rank=1, world=2, device=CPU, data_path="cpu", workers=0)
+    assert cpu.batch_bytes() == 2 * 4 * aug().image_size ** 2 * 3, "per rank, not divided again"
+    dev = build_pipeline(ds, aug(), batch_size=4, seed=0, device=CPU, data_path="device", workers=0)
+    sizes = [os.path.getsize(f) for f in ds.files]
+    assert dev.batch_bytes() == int(np.mean(sizes) * 4)

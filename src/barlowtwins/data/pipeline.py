@@ -18,10 +18,13 @@ Three paths, one contract (`DataPath`):
   whole with PIL (`transforms.pil`), so every core works; the device only normalises.
 - ``device`` (the default for folders with a GPU): workers read bytes; JPEGs are decoded in batches on the
   device, cropped, resized and coloured there (`transforms.device`, its `OPS`). A batch's bytes travel as one
-  uint8 tensor with offsets. JPEGs nvJPEG cannot decode (CMYK, 12-bit, lossless, arithmetic-coded) or over
-  PIL's pixel cap, and other formats, are decoded by PIL in the workers; a JPEG the device decoder still
-  refuses is decoded by PIL here. The decoder is checked against PIL once per process (a torchvision without
-  it: the cpu path, with one warning line); device errors (out of memory) stop the run.
+  uint8 tensor with offsets (not pinned: the decoder reads it on the host); the images the workers decoded are
+  pinned by the loader and copied to the device asynchronously. JPEGs nvJPEG cannot decode (CMYK, 12-bit,
+  lossless, arithmetic-coded), over PIL's pixel cap or without their end-of-image marker (truncated: nvJPEG may
+  return garbage for them without an error), and other formats, are decoded by PIL in the workers; a JPEG the
+  device decoder still refuses is decoded by PIL here, and remembered: the workers decode it with PIL for the
+  rest of the run (one warning line names such files). The decoder is checked against PIL once per process (a
+  torchvision without it: the cpu path, with one warning line); device errors (out of memory) stop the run.
 
 On every path the parameters of a view are `transforms.params.view_params` of (seed, step, position in the
 global batch, view; small crop k is view stream 2 + k), so ranks draw different crops for their samples, W
@@ -35,6 +38,7 @@ is decoded once before training, and any unreadable one is an error.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -47,9 +51,19 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from barlowtwins.data.bad_files import collecting, note_unreadable, short_reason
 from barlowtwins.data.datasets import is_in_memory
-from barlowtwins.data.images import first_decodable, is_jpeg, read_file_bytes, read_image, scan_images
+from barlowtwins.data.images import (
+    SampleRef,
+    first_decodable,
+    has_jpeg_end,
+    is_jpeg,
+    jpeg_markers,
+    read_file_bytes,
+    read_image,
+    scan_images,
+)
 from barlowtwins.data.sampling import BatchStream, GlobalBatchSampler, default_workers
 from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.runtime.distributed import local_world_size
 from barlowtwins.runtime.hardware import to_device
 from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.device import OPS as DEVICE_OPS
@@ -145,11 +159,14 @@ PREFETCH = 4  # batches each loader worker prepares ahead
 SHM = "/dev/shm"
 
 
-def prefetch_for_shm(batch_bytes: int | None, workers: int, shm: str = SHM) -> int | None:
+def prefetch_for_shm(batch_bytes: int | None, workers: int, shm: str = SHM,
+                     local_ranks: int | None = None) -> int | None:
     """Batches each of ``workers`` loader workers may prepare ahead: `PREFETCH`, fewer when the shared memory
     they hand batches over in (``/dev/shm``; a Docker container has 64 MB unless told otherwise) cannot hold
-    ``workers x PREFETCH`` batches (it would end in a bus error mid-run); a one-line `DataError` naming the fix when
-    it cannot hold even one batch per worker. None without workers (no shared memory is used)."""
+    ``workers x PREFETCH`` batches of ``batch_bytes`` (this rank's batch) for each of the ``local_ranks``
+    training processes of this node, which share it (`local_world_size` by default); it would end in a bus
+    error mid-run. A one-line `DataError` naming the fix when it cannot hold even one batch per worker. None
+    without workers (no shared memory is used)."""
     if workers <= 0:
         return None
     if not batch_bytes:
@@ -158,18 +175,21 @@ def prefetch_for_shm(batch_bytes: int | None, workers: int, shm: str = SHM) -> i
         free = shutil.disk_usage(shm).free
     except OSError:  # no /dev/shm (macOS, Windows): PyTorch shares memory by other means
         return PREFETCH
-    fit = int(0.8 * free) // (batch_bytes * workers)
+    ranks = max(1, local_world_size() if local_ranks is None else local_ranks)
+    holders = workers * ranks  # every local rank's workers hold their batches in the same /dev/shm
+    fit = int(0.8 * free) // (batch_bytes * holders)
     if fit >= PREFETCH:
         return PREFETCH
     mb = lambda n: f"{n / 2**20:.0f} MB"  # noqa: E731
+    who = f"{workers} loader workers" + (f" x {ranks} ranks on this node" if ranks > 1 else "")
     if fit >= 1:
-        print(f"warning: {shm} has {mb(free)} free: the loader prepares {fit} batch(es) ahead per worker instead "
-              f"of {PREFETCH}; give it more shared memory (docker run --shm-size=2g) for full speed",
+        print(f"warning: {shm} has {mb(free)} free for {who}: the loader prepares {fit} batch(es) ahead per worker "
+              f"instead of {PREFETCH}; give it more shared memory (docker run --shm-size=2g) for full speed",
               file=sys.stderr, flush=True)
         return fit
-    raise DataError(f"{shm} has {mb(free)} free, but {workers} loader workers need {mb(batch_bytes * workers)} for "
-                    "one batch each; give the container more shared memory (docker run --shm-size=2g), or lower "
-                    "--workers or --batch-size")
+    raise DataError(f"{shm} has {mb(free)} free, but {who} need {mb(batch_bytes * holders)} for one batch each; "
+                    "give the container more shared memory (docker run --shm-size=2g), or lower --workers or "
+                    "--batch-size")
 
 
 class DataPath:
@@ -326,15 +346,19 @@ class _FileSamples(Dataset):
 
     def read_first_readable(self, i: int, read):
         """``read(path)`` of file i, else of the next readable file; returns (result, skip note or "")."""
+        return self.read_first_readable_at(i, lambda j: read(self.files[j]))
+
+    def read_first_readable_at(self, i: int, read_at):
+        """`read_first_readable` with ``read_at(index)``: the index of the file tried, not its path."""
         note = ""
         for k in range(min(MAX_REPLACEMENTS, len(self.files))):
-            path = self.files[(i + k) % len(self.files)]
+            j = (i + k) % len(self.files)
             try:
-                return read(path), note
+                return read_at(j), note
             except DataError as e:
                 if self.strict:
                     raise
-                note = note or f"{path}\t{getattr(e, 'reason', e)}"
+                note = note or f"{self.files[j]}\t{getattr(e, 'reason', e)}"
         raise DataError(f"{MAX_REPLACEMENTS} image files in a row from {self.files[i]} cannot be decoded; "
                         "check the data folder (run with --strict-data to list every unreadable file)")
 
@@ -386,32 +410,22 @@ _ALL_SOF = tuple(m for m in range(0xC0, 0xD0) if m not in (0xC4, 0xC8, 0xCC))
 def jpeg_header(data: bytes) -> tuple[int, int, int, int, int] | None:
     """(SOF marker, sample precision, height, width, components) of a JPEG's frame header, read from the
     bytes without decoding; None when no frame header is found (the decoder then reports the file)."""
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2: i + 4], "big")
+    for marker, i in jpeg_markers(data):
         if marker in _ALL_SOF:
-            if i + 10 > n:
+            if i + 10 > len(data):
                 return None
             return (marker, data[i + 4], int.from_bytes(data[i + 5: i + 7], "big"),
                     int.from_bytes(data[i + 7: i + 9], "big"), data[i + 9])
-        if marker == 0xDA or length < 2:  # scan data before any frame header
-            return None
-        i += 2 + length
-    return None
+    return None  # scan data before any frame header, or a damaged header
 
 
 def device_decodable(data: bytes) -> bool:
-    """True when nvJPEG can decode these JPEG bytes and PIL's pixel cap (``Image.MAX_IMAGE_PIXELS``, which
-    the device decoder ignores) allows them; the others are decoded by PIL (`read_image`: the cap applies)."""
+    """True when nvJPEG can decode these JPEG bytes, they end with the end-of-image marker (`has_jpeg_end`: a
+    truncated file may come back from nvJPEG as garbage, without an error) and PIL's pixel cap
+    (``Image.MAX_IMAGE_PIXELS``, which the device decoder ignores) allows them; the others are decoded by PIL
+    (`read_image`: the cap applies; a truncated file is reported as on the cpu path)."""
+    if not has_jpeg_end(data):
+        return False
     header = jpeg_header(data)
     if header is None:
         return True  # no readable frame header: the decoder refuses it, and the file is handled then
@@ -422,40 +436,75 @@ def device_decodable(data: bytes) -> bool:
 
 class _Bytes(_FileSamples):
     """Worker side of the device path: ``(index, step, position)`` -> the file's bytes (a JPEG nvJPEG can
-    decode), or the decoded (3, H, W) uint8 image (other formats, and JPEGs nvJPEG cannot decode: decoded here,
-    on the CPU, with PIL)."""
+    decode), or the decoded (3, H, W) uint8 image (other formats, JPEGs nvJPEG cannot decode, and those it
+    refused earlier in the run, ``refused[index]``: decoded here, on the CPU, with PIL). ``refused``: a (files,)
+    bool tensor in shared memory that the training process sets (`DevicePath`); None: none refused."""
+
+    def __init__(self, files: list[str], aug: AugmentConfig, seed: int, strict: bool,
+                 refused: torch.Tensor | None = None):
+        super().__init__(files, aug, seed, strict)
+        self.refused = refused
 
     def __getitem__(self, key):
         i, step, pos = key
 
-        def read(path):
+        def read(j):
+            path = self.files[j]
             data = read_file_bytes(path)  # transient storage errors retried; a vanished file is a DataError
-            if is_jpeg(data) and device_decodable(data):
-                return True, torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            earlier = self.refused is not None and bool(self.refused[j])
+            if not earlier and is_jpeg(data) and device_decodable(data):
+                return True, torch.frombuffer(bytearray(data), dtype=torch.uint8), j
             img = read_image(data, name=path)
-            return False, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+            return False, torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1), j
 
-        (encoded, data), note = self.read_first_readable(i, read)
-        return encoded, data, i, step, pos, note
+        (encoded, data, source), note = self.read_first_readable_at(i, read)
+        return encoded, data, i, step, pos, note, source
 
 
-def _collate_bytes(samples):
+class ByteBatch:
+    """A batch of the device path, read as a dict (``batch["bytes"]``; see `_collate_bytes`). Its own
+    `pin_memory`, which the loader's pin thread calls (``pin_memory=True`` on CUDA), pins the images the
+    workers decoded, for asynchronous copies to the device, and nothing else: the JPEG bytes are read by the
+    decoder on the host, pinning them would only cost time. Not a ``Mapping``, so that no loader version pins
+    its fields one by one instead."""
+
+    def __init__(self, fields: dict):
+        self.fields = fields
+
+    def __getitem__(self, key: str):
+        return self.fields[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.fields
+
+    def keys(self):
+        return self.fields.keys()
+
+    def pin_memory(self, device=None) -> ByteBatch:
+        """This batch with its worker-decoded images in pinned memory (the other fields shared, not copied)."""
+        images = [None if img is None else img.pin_memory() for img in self.fields["images"]]
+        return ByteBatch({**self.fields, "images": images})
+
+
+def _collate_bytes(samples) -> ByteBatch:
     """The device path's batch: the JPEG bytes of all samples in ONE uint8 tensor (one shared-memory file per
     batch, not one per sample), ``offsets`` (n_jpeg + 1,) int64 delimiting each file's bytes in sample order,
-    and the CPU-decoded (3, H, W) uint8 images of the other samples (None for JPEG samples). Not pinned: the
-    decoder reads the bytes on the host."""
-    encoded, data, idx, step, pos, note = zip(*samples)
+    the CPU-decoded (3, H, W) uint8 images of the other samples (None for JPEG samples), and ``source`` (n,) the
+    index of the file each sample was read from (the asked one, or its replacement when that was unreadable;
+    samples of six fields: the asked one)."""
+    encoded, data, idx, step, pos, note = list(zip(*(s[:6] for s in samples)))
+    source = [s[6] if len(s) > 6 else s[2] for s in samples]
     jpegs = [d for e, d in zip(encoded, data) if e]
     offsets = torch.zeros(len(jpegs) + 1, dtype=torch.int64)
     if jpegs:
         offsets[1:] = torch.tensor([len(d) for d in jpegs]).cumsum(0)
-    return {"encoded": list(encoded), "bytes": torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
-            "offsets": offsets, "images": [None if e else d for e, d in zip(encoded, data)],
-            "index": torch.tensor(idx), "step": torch.tensor(step), "position": torch.tensor(pos),
-            "skipped": list(note)}
+    return ByteBatch({"encoded": list(encoded), "bytes": torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
+                      "offsets": offsets, "images": [None if e else d for e, d in zip(encoded, data)],
+                      "index": torch.tensor(idx), "step": torch.tensor(step), "position": torch.tensor(pos),
+                      "source": torch.tensor(source), "skipped": list(note)})
 
 
-def batch_jpegs(batch: dict) -> list[torch.Tensor]:
+def batch_jpegs(batch: ByteBatch) -> list[torch.Tensor]:
     """The JPEG bytes of a `_collate_bytes` batch, one 1-D uint8 view of ``bytes`` per JPEG sample."""
     o = batch["offsets"].tolist()
     return [batch["bytes"][o[k]: o[k + 1]] for k in range(len(o) - 1)]
@@ -540,9 +589,10 @@ class CpuPath(_FilePath):
             tables()  # built here once: loader workers forked from this process share them
 
     def batch_bytes(self) -> int:
-        # two uint8 views (B, S, S, 3) per batch of this rank, and multi-crop's (B, s, s, 3) small crops
+        # two uint8 views (B, S, S, 3) per batch of this rank (``batch_size`` is already per rank), and
+        # multi-crop's (B, s, s, 3) small crops
         small = self.multicrop.count * self.multicrop.config(self.aug).image_size ** 2 if self.multicrop else 0
-        return (self.batch_size // self.world) * (2 * self.aug.image_size ** 2 + small) * 3
+        return self.batch_size * (2 * self.aug.image_size ** 2 + small) * 3
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
         samples = lambda: _PilViews(self.files, self.aug, self.seed, self.strict, self.sizes,  # noqa: E731
@@ -575,29 +625,69 @@ class DevicePath(_FilePath):
     """Files, read as bytes in the workers; JPEG decode, crops and colour batched on the device."""
 
     kind = "device"
-    pin = False  # nvJPEG reads the bytes on the host: pinning them would only cost time
+    # The loader pins a batch (`ByteBatch.pin_memory`: only the images the workers decoded, not the bytes, which
+    # nvJPEG reads on the host), so that those images reach the device by asynchronous copies.
+    pin = True
+    SIZE_SAMPLE = 64  # files whose sizes estimate a batch's bytes
+
+    def __init__(self, dataset, aug, **kw):
+        super().__init__(dataset, aug, **kw)
+        # (files,) bool in shared memory, made before the loader workers fork: a file the device decoder refused
+        # is marked here by this process, and the workers decode it with PIL for the rest of the run.
+        self.refused = torch.zeros(len(self.files), dtype=torch.bool).share_memory_()
+        self.refused_names: list[str] = []
+
+    def batch_bytes(self) -> int | None:
+        """One batch of this rank in shared memory: the mean size of up to `SIZE_SAMPLE` files (spread over the
+        data set) times the batch. Images the workers decode (other formats, refused JPEGs) are larger than
+        their files but rare in a JPEG folder: not counted. None when no size can be read."""
+        n = len(self.files)
+        sizes = []
+        for k in np.linspace(0, n - 1, min(n, self.SIZE_SAMPLE)).astype(int) if n else []:
+            f = self.files[k]
+            try:
+                size = f.size if isinstance(f, SampleRef) else os.stat(f).st_size
+            except OSError:
+                continue
+            if size > 0:
+                sizes.append(size)
+        return int(np.mean(sizes) * self.batch_size) if sizes else None
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
-        samples = lambda: _Bytes(self.files, self.aug, self.seed, self.strict)  # noqa: E731
+        samples = lambda: _Bytes(self.files, self.aug, self.seed, self.strict, self.refused)  # noqa: E731
         for batch in self._batches(samples, epoch, start, collate=_collate_bytes):
             self._note_skips(batch["skipped"])
             yield batch, self.labels[batch["index"]], batch["index"]
 
-    def decode(self, batch: dict) -> list[torch.Tensor]:
+    def decode(self, batch: ByteBatch) -> list[torch.Tensor]:
         """The batch's images as (3, H_i, W_i) uint8 on the device. A JPEG the device decoder refuses is
-        decoded by PIL (the CPU path's decoder) and used as is; only a file PIL cannot read either is replaced
-        by the next readable file, with a warning."""
+        decoded by PIL (the CPU path's decoder) and used as is, and remembered (`refused`), so that the workers
+        decode it with PIL from then on; only a file PIL cannot read either is replaced by the next readable
+        file, with a warning."""
         jpeg = [k for k, e in enumerate(batch["encoded"]) if e]
         encoded = batch_jpegs(batch)
         images = [d.to(self.device, non_blocking=True) if d is not None else None for d in batch["images"]]
         decoded, errors = decode_batch(encoded, self.device)
-        failures = iter(errors)
+        failures, refused = iter(errors), []
         for j, (k, img) in enumerate(zip(jpeg, decoded)):
             if img is None:
-                images[k] = self._cpu_decode(int(batch["index"][k]), encoded[j], next(failures))
+                source = int(batch["source"][k]) if "source" in batch else int(batch["index"][k])
+                self.refused[source] = True
+                refused.append(self.files[source])
+                images[k] = self._cpu_decode(source, encoded[j], next(failures))
             else:
                 images[k] = img
+        if refused:
+            self._say_refused(refused)
         return images
+
+    def _say_refused(self, paths: list[str]) -> None:
+        """One warning line for the files the device decoder refused in a batch (the first three named)."""
+        self.refused_names += paths
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        print(f"warning: the device JPEG decoder refused {len(paths)} file(s) ({shown}); they are decoded with PIL "
+              f"in the loader workers from now on ({len(self.refused_names)} in this run)", file=sys.stderr,
+              flush=True)
 
     def _cpu_decode(self, i: int, data: torch.Tensor, reason: str) -> torch.Tensor:
         """A JPEG refused by the device decoder, decoded by PIL; if PIL cannot read it either, the next

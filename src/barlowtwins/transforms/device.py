@@ -8,9 +8,9 @@ Loader workers only read bytes. JPEGs are decoded together with torchvision's ba
 device (nvJPEG on CUDA; libjpeg-turbo when the device is the CPU), other formats (and JPEGs nvJPEG cannot
 decode) were already decoded in the workers. Every device decode goes through `decode_jpegs`, the one place
 that orders the decoder's writes after the work already queued on the device. The executor `OPS` crops the
-images of their own sizes (`crop_resize`: torchvision's antialiased resize, as batched matmuls per group of
-same-shape images on an accelerator, `transforms.resize`); every later op runs batched, with the functions of
-the batched executor (`tensor.OPS`).
+images of their own sizes (`crop_resize`: torchvision's antialiased resize, on an accelerator as batched
+matmuls over the zero-padded batch, `transforms.resize`, whatever the images' sizes; `crop_method` says when);
+every later op runs batched, with the functions of the batched executor (`tensor.OPS`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,7 +34,14 @@ except ImportError:  # pragma: no cover - depends on the installed torchvision
 from barlowtwins.errors import ConfigError
 from barlowtwins.transforms import tensor
 from barlowtwins.transforms.params import ViewParams
-from barlowtwins.transforms.resize import CHUNK_PIXELS, crop_resize_grouped
+from barlowtwins.transforms.resize import (
+    CHUNK_PIXELS,
+    PADDED_CALL_LAUNCHES,
+    PADDED_CHUNK_LAUNCHES,
+    PADDED_IMAGE_LAUNCHES,
+    crop_resize_padded,
+    padded_layout,
+)
 
 # torchvision 0.29 deprecates its image decoders and warns at every call; one warning per batch would flood
 # the training log, so it is silenced at the call site (only that message).
@@ -214,24 +222,57 @@ def crop_resize_each(images: list[torch.Tensor], boxes: torch.Tensor, size: int,
     return out.clamp_(0, 1) if mode == "bicubic" else out
 
 
+# The kernels `crop_resize_each` launches (its dispatched ops that are not views, counted on CPU tensors; the
+# tests keep them true): per image the crop's float copy, its scaling, the resize and the copy into the batch,
+# and one more for an average-pooled crop; per call the output and the clamp.
+EACH_IMAGE_LAUNCHES = 4
+EACH_POOL_LAUNCHES = 1
+EACH_CALL_LAUNCHES = 2
+
+
+def crop_method(device_type: str, shapes: Sequence[tuple[int, int]], size: int) -> str:
+    """Which crop the device path uses for images of ``shapes`` ((height, width) each) resized to ``size`` on a
+    device of ``device_type``: ``"batched"`` (`crop_resize_padded`) or ``"each"`` (`crop_resize_each`).
+
+    Why: on the CPU a kernel launch costs next to nothing, and the arithmetic decides: the per-image resize
+    touches each crop's pixels a few times (about 4 filter taps per source pixel and axis), the batched matmuls
+    every padded pixel ``size`` times, so ``"each"``. On an accelerator the host's launches decide (a step of
+    ResNet-50 is 80-100 ms; 30k launches of a few microseconds each cost more): the method with fewer kernel
+    launches, counted (`EACH_IMAGE_LAUNCHES` and the like, kept true by the tests): per image 4 (5 when its crop
+    may be pooled: a side above `POOL_ABOVE` x ``size``) against about 70 per chunk of `CHUNK_PIXELS` padded
+    pixels plus 1 per image, so the batched crop from about 24 images of a chunk on. Images above `CHUNK_PIXELS`
+    take the per-image crop either way (`crop_resize`), and count for neither."""
+    if device_type == "cpu":
+        return "each"
+    small = [(int(h), int(w)) for h, w in shapes if h * w <= CHUNK_PIXELS]
+    if not small:
+        return "each"
+    pooled = sum(max(h, w) > POOL_ABOVE * size for h, w in small)
+    each = EACH_CALL_LAUNCHES + EACH_IMAGE_LAUNCHES * len(small) + EACH_POOL_LAUNCHES * pooled
+    chunks = len(padded_layout(small)[3])
+    batched = PADDED_CALL_LAUNCHES + PADDED_CHUNK_LAUNCHES * chunks + PADDED_IMAGE_LAUNCHES * len(small)
+    return "batched" if batched < each else "each"
+
+
 def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, mode: str = "bicubic",
                 grouped: bool | None = None) -> torch.Tensor:
-    """The device path's crop and resize: on an accelerator `crop_resize_grouped` (two batched matmuls per group
-    of same-shape images, so the kernel launches do not grow with the batch); on the CPU, where launches are
-    cheap and the matmuls over whole images are not, `crop_resize_each`. ``grouped`` forces either. Images
-    above `CHUNK_PIXELS` (a float copy of the whole image would cost over 384 MB) are cropped first, each on its
+    """The device path's crop and resize: `crop_resize_padded` (two batched matmuls per chunk of the batch,
+    whatever the images' sizes) or `crop_resize_each` (one ``F.interpolate`` per image), as `crop_method` picks
+    for the device and the shapes; ``grouped`` forces the batched (True) or the per-image (False) one. With the
+    batched crop, images above `CHUNK_PIXELS` (their float copy would cost over 384 MB) are cropped each on its
     own."""
+    shapes = [tuple(img.shape[-2:]) for img in images]
     if grouped is None:
-        grouped = images[0].device.type != "cpu"
+        grouped = crop_method(images[0].device.type, shapes, size) == "batched"
     if not grouped:
         return crop_resize_each(images, boxes, size, mode)
-    big = [k for k, img in enumerate(images) if img.shape[-1] * img.shape[-2] > CHUNK_PIXELS]
+    big = [k for k, (h, w) in enumerate(shapes) if h * w > CHUNK_PIXELS]
     if not big:
-        return crop_resize_grouped(images, boxes, size, mode)
+        return crop_resize_padded(images, boxes, size, mode)
     rest = [k for k in range(len(images)) if k not in set(big)]
     parts = [crop_resize_each([images[k] for k in big], boxes[big], size, mode)]
     if rest:
-        parts.append(crop_resize_grouped([images[k] for k in rest], boxes[rest], size, mode))
+        parts.append(crop_resize_padded([images[k] for k in rest], boxes[rest], size, mode))
     order = torch.from_numpy(np.argsort(np.array(big + rest)))  # back to the samples' order
     if images[0].device.type == "cuda":
         order = order.pin_memory().to(images[0].device, non_blocking=True)
