@@ -1,4 +1,4 @@
-"""Worker functions for tests/test_distributed.py (spawned processes import them from here)."""
+"""Worker functions for the tests of tests/runtime/ (spawned processes import them from here)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from barlowtwins.models.barlow_twins import build_model
 from barlowtwins.runtime import distributed as D
@@ -147,4 +148,107 @@ def sync_bn_offset(rank: int, world: int, port: int, out_dir: str) -> None:
     (y * torch.arange(1.0, 4.0).view(1, 3, 1, 1)).sum().backward()
     torch.save({"y": y.detach(), "grad": x.grad, "running_var": bn.running_var},
                os.path.join(out_dir, f"bn{rank}.pt"))
+    dist.destroy_process_group()
+
+
+# ---- SyncBatchNorm against plain BatchNorm on the global batch (tests/runtime/test_sync_batchnorm.py) ----------
+
+def sync_bn_case_data(case: dict, steps: int) -> dict:
+    """The float64 data of one SyncBN case, the same in every process: per step a global batch ``x`` and an
+    upstream gradient ``g`` (loss = sum(y * g)), and the module's starting weight, bias and running statistics
+    (not 1/0, so a skipped update or a wrong formula shows)."""
+    g = torch.Generator().manual_seed(case["seed"])
+    shape, c = tuple(case["shape"]), case["shape"][1]
+    batches = [(case["offset"] + torch.randn(shape, generator=g, dtype=torch.float64) * (1 + torch.arange(c).view(
+        [1, c] + [1] * (len(shape) - 2))), torch.randn(shape, generator=g, dtype=torch.float64)) for _ in range(steps)]
+    return {"batches": batches, "weight": 1 + 0.5 * torch.randn(c, generator=g, dtype=torch.float64),
+            "bias": torch.randn(c, generator=g, dtype=torch.float64),
+            "running_mean": torch.randn(c, generator=g, dtype=torch.float64),
+            "running_var": 0.5 + torch.rand(c, generator=g, dtype=torch.float64)}
+
+
+def rank_rows(split: list, rank: int) -> slice:
+    """The rows of the global batch that ``rank`` holds when the ranks hold ``split[r]`` rows each."""
+    start = sum(split[:rank])
+    return slice(start, start + split[rank])
+
+
+def sync_bn_cases(rank: int, world: int, port: int, out_dir: str, cases: dict, steps: int) -> None:
+    """Every case of ``cases`` (name -> shape, momentum, dtype, split, seed, offset) on this rank: ``steps``
+    training steps of `SyncBatchNorm` on this rank's rows, then one eval forward of the last batch."""
+    init(rank, world, port)
+    results = {}
+    for name, case in cases.items():
+        data, dtype = sync_bn_case_data(case, steps), getattr(torch, case["dtype"])
+        c, mine = case["shape"][1], rank_rows(case["split"], rank)
+        bn = D.SyncBatchNorm(c, momentum=case["momentum"]).to(dtype)
+        with torch.no_grad():
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(bn, key).copy_(data[key])
+        per_step = []
+        for x, g in data["batches"]:
+            xr = x[mine].to(dtype).requires_grad_()
+            bn.zero_grad()
+            y = bn(xr)
+            (y * g[mine].to(dtype)).sum().backward()
+            per_step.append({"y": y.detach(), "grad_x": xr.grad, "grad_weight": bn.weight.grad.clone(),
+                             "grad_bias": bn.bias.grad.clone()})
+        bn.eval()
+        with torch.no_grad():
+            eval_y = bn(data["batches"][-1][0][mine].to(dtype))
+        results[name] = {"steps": per_step, "eval_y": eval_y, "running_mean": bn.running_mean.clone(),
+                         "running_var": bn.running_var.clone(), "num_batches_tracked": bn.num_batches_tracked.clone()}
+    torch.save(results, os.path.join(out_dir, f"bn_cases{rank}.pt"))
+    dist.destroy_process_group()
+
+
+class HostSyncOps(TorchDispatchMode):
+    """Records every op dispatched under it, and separately the ones that make the host wait for the device:
+    reading a value (``_local_scalar_dense``: ``.item()``, ``float()``, ``bool()``), data-dependent shapes
+    (``nonzero``, ``masked_select``, ``unique``) and indexing with a boolean mask (``index``/``index_put`` with
+    a bool index, which runs ``nonzero``). On CPU tensors nothing waits, but the ops are the same as on a GPU."""
+
+    SYNCING = {"aten._local_scalar_dense", "aten.item", "aten.is_nonzero", "aten.equal", "aten.nonzero",
+               "aten.nonzero_static", "aten.masked_select", "aten._unique2", "aten.unique_dim",
+               "aten.unique_consecutive"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+        self.syncing: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func.overloadpacket)
+        self.ops.append(name)
+        indexing = name in ("aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_")
+        if name in self.SYNCING or (indexing and _has_bool_index(args)):
+            self.syncing.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def _has_bool_index(args) -> bool:
+    """True when an ``index``-family call is given a boolean (mask) index tensor."""
+    indices = args[1] if len(args) > 1 else []
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (indices or []))
+
+
+def sync_bn_ops(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Forward + backward of a small network whose BatchNorms were converted, under `HostSyncOps`, for both
+    momenta (0.1 and None, the cumulative average), 4-D and 2-D BatchNorm, two steps each."""
+    init(rank, world, port)
+    report = {}
+    for momentum in (0.1, None):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4, momentum=momentum), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6),
+                            nn.BatchNorm1d(6, momentum=momentum))
+        net = D.convert_sync_batchnorm(net, "cuda")  # what a CUDA run gets, checked here on CPU tensors
+        x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(rank))
+        with HostSyncOps() as mode:
+            for _ in range(2):
+                net.zero_grad()
+                net(x).square().sum().backward()
+        report[str(momentum)] = {"ops": mode.ops, "syncing": mode.syncing,
+                                 "types": [f"{type(m).__module__}.{type(m).__name__}" for m in net.modules()]}
+    torch.save(report, os.path.join(out_dir, f"ops{rank}.pt"))
     dist.destroy_process_group()

@@ -13,7 +13,9 @@ import pytest
 import torch
 from conftest import free_port, spawn
 
+from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.distributed import _first_slurm_host, launcher_env
+from barlowtwins.runtime.hardware import select_device
 from barlowtwins.training.config import PretrainConfig
 from barlowtwins.training.trainer import pretrain
 from barlowtwins.weights.run_files import load_checkpoint
@@ -101,14 +103,120 @@ def test_launcher_environment(monkeypatch):
     assert launcher_env({}) is None
     assert launcher_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1"}) == {"rank": 3, "world_size": 8,
                                                                                 "local_rank": 1}
-    slurm = launcher_env({"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-                          "SLURM_JOB_NODELIST": "gpu[012-015]", "SLURM_JOB_ID": "4242"})
+    step = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "8",
+            "SLURM_STEP_ID": "0", "SLURM_STEP_NODELIST": "gpu[014-015]", "SLURM_JOB_NODELIST": "gpu[012-015]",
+            "SLURM_JOB_ID": "4242"}
+    slurm = launcher_env(step)
     assert slurm["rank"] == 5 and slurm["world_size"] == 8 and slurm["local_rank"] == 1
-    assert slurm["master_addr"] in ("gpu012", "gpu[012-015]") and slurm["master_port"] == str(15000 + 4242)
+    assert slurm["master_addr"] in ("gpu014", "gpu[014-015]")  # the step's first node, not the job's
+    assert slurm["master_port"] == str(15000 + 4242)
+    # a step of 4 tasks in a job of 8 is a world of 4 (srun -n 4 inside sbatch -n 8)
+    assert launcher_env({**step, "SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3"})["world_size"] == 4
+    no_step_nodes = {k: v for k, v in step.items() if k != "SLURM_STEP_NODELIST"}
+    assert launcher_env(no_step_nodes)["master_addr"] in ("gpu012", "gpu[012-015]")  # the job's list instead
+    # two concurrent steps of one job get different ports; srun --resv-ports and MASTER_PORT are used first
+    assert launcher_env({**step, "SLURM_STEP_ID": "1"})["master_port"] == str(15000 + 4243)
+    assert launcher_env({**step, "SLURM_STEP_RESV_PORTS": "12000-12003"})["master_port"] == "12000"
+    assert launcher_env({**step, "SLURM_STEP_RESV_PORTS": "12000-12003", "MASTER_PORT": "29400"})[
+        "master_port"] == "29400"
+    # torchrun inside an allocation: torchrun's variables win
+    assert launcher_env({**step, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})["world_size"] == 2
     assert launcher_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) is None  # one task: no process group
+    assert launcher_env({**step, "SLURM_STEP_NUM_TASKS": "1", "SLURM_PROCID": "0"}) is None  # srun -n 1
     monkeypatch.setenv("PATH", "")  # no scontrol: parse the list ourselves
     assert _first_slurm_host("node[3-5,9]") == "node3"
     assert _first_slurm_host("a01,a02") == "a01"
+
+
+def test_a_batch_scripts_plain_python_is_one_process_with_one_warning(monkeypatch, capsys):
+    """``sbatch -n 8`` then a plain ``python`` in the script: SLURM_NTASKS=8 and SLURM_PROCID=0, but no srun step.
+    One process, one warning line; inside an srun step, under torchrun, or with one task there is no warning."""
+    batch = {"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[012-013]"}
+    assert launcher_env(batch) is None
+    line = D.slurm_batch_warning(batch)
+    assert line == ("warning: SLURM allocated 8 tasks but this process was not started by srun: running as one "
+                    "process; launch with srun to use them")
+    for env in ({**batch, "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_ID": "0"},
+                {**batch, "SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_ID": "0"},
+                {**batch, "RANK": "0", "WORLD_SIZE": "2"}, {"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}, {}):
+        assert D.slurm_batch_warning(env) is None, env
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in batch.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(D, "_warned_slurm_batch", False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda *a, **k: pytest.fail("no process group is started"))
+    assert D.init_distributed("cpu") == D.DistInfo() and D.init_distributed("cpu").world_size == 1
+    assert capsys.readouterr().err == line + "\n"  # said once, however often asked
+
+
+def test_cli_in_a_batch_script_runs_as_one_process(fmnist_dir, tmp_path):
+    """The whole CLI in a faked ``sbatch -n 8`` shell: it trains as one process (before, it waited 30 minutes for
+    7 ranks that never came) and says why, in one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in
+           ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(SLURM_PROCID="0", SLURM_NTASKS="8", SLURM_LOCALID="0", SLURM_JOB_NODELIST="localhost",
+               OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    run = subprocess.run([sys.executable, "-m", "barlowtwins", "pretrain", "--dataset", "fashion-mnist", "--data-dir",
+                          str(fmnist_dir), "--image-size", "16", "--backbone", "resnet18", "--width", "8", "--stem",
+                          "small", "--projector", "32-32", "--epochs", "1", "--batch-size", "16", "--max-steps", "1",
+                          "--no-progress", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stderr.count("SLURM allocated 8 tasks but this process was not started by srun") == 1, run.stderr
+    assert load_checkpoint(out / "checkpoint.pth")["world_size"] == 1
+
+
+def test_torchrun_restarts_with_a_shared_store_are_warned_of():
+    """torchrun with --max-restarts hands its workers the agent's store, which keeps the previous attempt's
+    addresses (tests/runtime/test_two_hosts.py saw restarts hang on them): warned of, with the fix."""
+    restarts = {"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_MAX_RESTARTS": "1"}
+    line = D.elastic_store_warning(restarts)
+    assert line is not None and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in line and "\n" not in line
+    assert D.elastic_store_warning({**restarts, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None  # no restart: no stale data
+    assert D.elastic_store_warning({**restarts, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None  # the fix applied
+    assert D.elastic_store_warning({}) is None
+
+
+@pytest.mark.parametrize("visible, local_rank, index", [(1, 3, 0), (4, 3, 3), (2, 3, 1)])
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_each_rank_sets_the_cuda_device_select_device_picks(monkeypatch, visible, local_rank, index, launcher):
+    """Where SLURM or a container shows each task one GPU, local rank 3 must use device 0 ("invalid device
+    ordinal" otherwise); torch.cuda is faked, the process group start is recorded, not made."""
+    calls = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.setdefault("device", i))
+    monkeypatch.setattr(D.dist, "init_process_group", lambda backend, **k: calls.setdefault("backend", backend))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",
+                "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST"):
+        # init_distributed writes some: set first, so that monkeypatch removes them again after the test even
+        # where they were absent (a delenv of an absent key records nothing, and a leaked RANK/WORLD_SIZE makes
+        # every later subprocess wait for ranks that never come)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    if launcher == "torchrun":
+        env = {"RANK": str(4 + local_rank), "WORLD_SIZE": "8", "LOCAL_RANK": str(local_rank)}
+    else:
+        env = {"SLURM_PROCID": str(4 + local_rank), "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8",
+               "SLURM_LOCALID": str(local_rank), "SLURM_STEP_NODELIST": "localhost", "MASTER_PORT": "29400"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    info = D.init_distributed()
+    assert calls == {"device": index, "backend": "nccl"}
+    assert info.local_rank == local_rank and info.rank == 4 + local_rank and info.world_size == 8
+    assert select_device("auto", info.local_rank) == torch.device("cuda", calls["device"])
+    assert select_device("cuda", info.local_rank) == torch.device("cuda", calls["device"])
+
+
+def test_local_world_size():
+    assert D.local_world_size({}) == 1
+    assert D.local_world_size({"LOCAL_WORLD_SIZE": "4"}) == 4
+    assert D.local_world_size({"SLURM_STEP_TASKS_PER_NODE": "4(x2),2"}) == 4  # this step's first node
+    assert D.local_world_size({"SLURM_STEP_TASKS_PER_NODE": "3"}) == 3
+    assert D.local_world_size({"LOCAL_WORLD_SIZE": "2", "SLURM_STEP_TASKS_PER_NODE": "8"}) == 2  # torchrun's first
+    assert D.local_world_size({"SLURM_TASKS_PER_NODE": "8", "SLURM_NTASKS": "8"}) == 1  # the job's: a batch script
+    assert D.local_world_size({"LOCAL_WORLD_SIZE": "0"}) == 1 and D.local_world_size({"LOCAL_WORLD_SIZE": "x"}) == 1
 
 
 def test_sigusr1_checkpoints_requeues_and_resumes(fmnist_dir, tmp_path):

@@ -1,9 +1,10 @@
 """One code path for one process, torchrun and SLURM.
 
-`init_distributed()` reads the launcher's environment (torchrun's RANK/WORLD_SIZE/LOCAL_RANK, or SLURM's
-SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID when torchrun's are absent) and starts a process group only when the
-world has more than one process. Everything else in the package asks `world_size()` / `rank()` and works the
-same with or without a process group.
+`init_distributed()` reads the launcher's environment (torchrun's RANK/WORLD_SIZE/LOCAL_RANK, or, when those are
+absent, an srun step's SLURM_PROCID/SLURM_STEP_NUM_TASKS/SLURM_LOCALID) and starts a process group only when the
+world has more than one process. A batch script's own shell is not an srun step: a plain ``python`` there is one
+process, whatever ``sbatch -n`` allocated. Everything else in the package asks `world_size()` / `rank()` and works
+the same with or without a process group.
 
 `all_reduce_sum` is the autograd-aware collective the loss needs: its backward all-reduces the incoming
 gradient, so that (with DDP averaging gradients over ranks) every parameter gets exactly the gradient one
@@ -16,11 +17,14 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from barlowtwins.runtime.hardware import cuda_index
 
 
 @dataclass(frozen=True)
@@ -67,19 +71,78 @@ def _first_slurm_host(nodelist: str) -> str:
     return head + first
 
 
+def _int_or_zero(value: str | None) -> int:
+    """A SLURM count such as ``8``; 0 for a missing or malformed one."""
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def _slurm_port(env) -> str:
+    """The rendezvous port of an srun step: the first port srun reserved for it (``--resv-ports``), else one
+    derived from the job and step ids, so that two jobs (or two concurrent steps of one job) that share a node
+    use different ports."""
+    reserved = env.get("SLURM_STEP_RESV_PORTS", "").split(",")[0].split("-")[0].strip()
+    if reserved.isdigit():
+        return reserved
+    return str(15000 + (_int_or_zero(env.get("SLURM_JOB_ID")) + _int_or_zero(env.get("SLURM_STEP_ID"))) % 20000)
+
+
 def launcher_env(environ: dict[str, str] | None = None) -> dict[str, int | str] | None:
-    """Rank layout from torchrun's variables, else from SLURM's, else None (a single process)."""
+    """Rank layout from torchrun's variables, else from an srun step's, else None (a single process).
+
+    Only srun sets ``SLURM_STEP_NUM_TASKS`` (the step's processes); the job's ``SLURM_NTASKS`` is also set in the
+    batch script's shell, where a plain ``python`` is the only process and would wait forever for the others.
+    The step's nodes (``SLURM_STEP_NODELIST``, else the job's) give the rendezvous host."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return {"rank": int(env["RANK"]), "world_size": int(env["WORLD_SIZE"]),
                 "local_rank": int(env.get("LOCAL_RANK", 0))}
-    if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and int(env["SLURM_NTASKS"]) > 1:
-        addr = env.get("MASTER_ADDR") or _first_slurm_host(env.get("SLURM_JOB_NODELIST", "localhost"))
-        # A job id-derived port keeps two jobs on one node apart.
-        port = env.get("MASTER_PORT") or str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
-        return {"rank": int(env["SLURM_PROCID"]), "world_size": int(env["SLURM_NTASKS"]),
+    world = _int_or_zero(env.get("SLURM_STEP_NUM_TASKS"))
+    if "SLURM_PROCID" in env and world > 1:
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or "localhost"
+        addr = env.get("MASTER_ADDR") or _first_slurm_host(nodes)
+        port = env.get("MASTER_PORT") or _slurm_port(env)
+        return {"rank": int(env["SLURM_PROCID"]), "world_size": world,
                 "local_rank": int(env.get("SLURM_LOCALID", 0)), "master_addr": addr, "master_port": port}
     return None
+
+
+def slurm_batch_warning(environ: dict[str, str] | None = None) -> str | None:
+    """The line to warn with when SLURM allocated several tasks but this process is no srun step (a plain
+    ``python`` in a batch script) and no other launcher started it; None otherwise."""
+    env = os.environ if environ is None else environ
+    tasks = _int_or_zero(env.get("SLURM_NTASKS"))
+    if tasks > 1 and "SLURM_STEP_NUM_TASKS" not in env and not ("RANK" in env and "WORLD_SIZE" in env):
+        return (f"warning: SLURM allocated {tasks} tasks but this process was not started by srun: running as one "
+                "process; launch with srun to use them")
+    return None
+
+
+_warned_slurm_batch = False  # the warning above is said once per process, however often the group is asked for
+
+
+def elastic_store_warning(environ: dict[str, str] | None = None) -> str | None:
+    """The line to warn with when torchrun may restart its workers (``--max-restarts`` > 0) while handing them the
+    store its agent keeps across restarts (torchrun's default with the c10d rendezvous): that store still holds
+    the previous attempt's gloo/NCCL addresses, so a restarted rank can read a dead peer's address and fail to
+    connect, leaving the others waiting until the process-group timeout. None otherwise."""
+    env = os.environ if environ is None else environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and _int_or_zero(env.get("TORCHELASTIC_MAX_RESTARTS")) > 0:
+        return ("warning: torchrun --max-restarts with its shared rendezvous store: a restart can hang connecting "
+                "to a peer's old address; start torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 set")
+    return None
+
+
+def local_world_size(environ: dict[str, str] | None = None) -> int:
+    """Processes of this job on this node (they share its ``/dev/shm`` and CPUs): torchrun's LOCAL_WORLD_SIZE,
+    else the tasks of this srun step on this node (``SLURM_STEP_TASKS_PER_NODE``, its first entry: ``4(x2),2`` ->
+    4; the job's ``SLURM_TASKS_PER_NODE`` is not read: a plain ``python`` in a batch script is one process), else 1."""
+    env = os.environ if environ is None else environ
+    for key in ("LOCAL_WORLD_SIZE", "SLURM_STEP_TASKS_PER_NODE"):
+        value = env.get(key, "").split(",")[0].split("(")[0].strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
 
 
 def init_distributed(device_type: str | None = None, timeout_minutes: float = 30.0) -> DistInfo:
@@ -92,6 +155,7 @@ def init_distributed(device_type: str | None = None, timeout_minutes: float = 30
                         dist.get_backend())
     layout = launcher_env()
     if layout is None or int(layout["world_size"]) == 1:
+        _warn_slurm_batch()
         return DistInfo()
     os.environ.setdefault("MASTER_ADDR", str(layout.get("master_addr", "127.0.0.1")))
     os.environ.setdefault("MASTER_PORT", str(layout.get("master_port", "29500")))
@@ -101,10 +165,22 @@ def init_distributed(device_type: str | None = None, timeout_minutes: float = 30
     if device_type is None:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
     backend = "nccl" if device_type == "cuda" else "gloo"
-    if device_type == "cuda":
-        torch.cuda.set_device(int(layout["local_rank"]))
+    if device_type == "cuda":  # the device `select_device` picks for this rank
+        torch.cuda.set_device(cuda_index(int(layout["local_rank"])))
+    line = elastic_store_warning()
+    if line and int(layout["rank"]) == 0:
+        print(line, file=sys.stderr, flush=True)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return DistInfo(int(layout["rank"]), int(layout["local_rank"]), int(layout["world_size"]), backend)
+
+
+def _warn_slurm_batch() -> None:
+    """Print `slurm_batch_warning` to stderr, the first time only."""
+    global _warned_slurm_batch
+    line = slurm_batch_warning()
+    if line and not _warned_slurm_batch:
+        _warned_slurm_batch = True
+        print(line, file=sys.stderr, flush=True)
 
 
 def shutdown() -> None:
@@ -182,10 +258,15 @@ def broadcast_object(obj):
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm over the global batch on any device (torch's ``nn.SyncBatchNorm`` only runs on GPUs).
+    """BatchNorm over the global batch, on every device, with no host sync.
 
-    Batch mean and variance come from two autograd-aware all-reduces (sum and count, then the sum of squared
-    deviations from the global mean), so the backward pass is exact and the variance does not cancel; outside training or without a process group it is plain BatchNorm.
+    Batch mean and variance come from two autograd-aware all-reduces (the sums and the count, then the sum of
+    squared deviations from the global mean), so the backward pass is exact and the variance does not cancel.
+    torch's ``nn.SyncBatchNorm`` (CUDA only) drops ranks with an empty batch through a boolean mask, which makes
+    the host wait for the GPU in every BN layer (over 110 times a step for a ResNet-50 with two views); this one
+    never reads a device value on the host, so the host can run ahead. The count is summed, not assumed, so
+    unequal (even empty) per-rank batches stay exact too. Outside training or without a process group it is
+    plain BatchNorm.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -197,39 +278,44 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         c = x.shape[1]
-        dims = [0, *range(2, x.dim())]
-        shape = [1, c] + [1] * (x.dim() - 2)
-        xf = x.float()
-        count = x.numel() // c
+        dims = [0, *range(2, x.dim())]  # every dimension but the channels
+        shape = [1, c] + [1] * (x.dim() - 2)  # a (C,) statistic broadcast over x
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))  # bf16/fp16 -> fp32; fp32 and fp64 unchanged
         # Two passes (mean, then the mean of squared deviations), each one autograd-aware all-reduce: the
         # one-pass E[x^2] - E[x]^2 cancels catastrophically in float32 when |mean| >> std (an input offset of
-        # 1000 gave a variance error of 0.2).
-        stats = all_reduce_sum(torch.cat([xf.sum(dims), xf.new_full((1,), float(count))]))
-        n = stats[-1]
-        mean = stats[:c] / n
+        # 1000 gave a variance error of 0.2). The count is a shape, known on the host: no device read.
+        stats = all_reduce_sum(torch.cat([xf.sum(dims), xf.new_full((1,), float(x.numel() // max(c, 1)))]))
+        n = stats[-1]  # () the global count, a device tensor
+        mean = stats[:c] / n  # (C,)
         centered = xf - mean.view(shape)
-        var = all_reduce_sum(centered.square().sum(dims)) / n
+        var = all_reduce_sum(centered.square().sum(dims)) / n  # (C,) biased, as normalisation uses
         if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self._momentum()
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1).clamp_min(1), alpha=m)
+            self._update_running_stats(mean.detach(), var.detach(), n)
         y = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
-    def _momentum(self) -> float:
-        if self.momentum is None:  # cumulative moving average
-            return 1.0 / float(self.num_batches_tracked) if self.num_batches_tracked is not None else 0.0
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: torch.Tensor) -> None:
+        """running = (1 - m) running + m batch (the unbiased variance), as BatchNorm does, all on the device."""
+        self.num_batches_tracked.add_(1)
+        m = self._momentum()
+        self.running_mean.mul_(1 - m).add_(mean * m)
+        self.running_var.mul_(1 - m).add_(var * (n / (n - 1).clamp_min(1)) * m)
+
+    def _momentum(self) -> float | torch.Tensor:
+        """The momentum, or with ``momentum=None`` (a cumulative average) 1 / batches seen as a device tensor:
+        ``float(num_batches_tracked)`` would be a host sync."""
+        if self.momentum is None:
+            return 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
         return self.momentum
 
 
 def convert_sync_batchnorm(module: nn.Module, device_type: str = "cpu") -> nn.Module:
-    """Every BatchNorm*d -> a synchronised one: torch's on CUDA (fused kernels), ours elsewhere."""
-    if device_type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    """Every BatchNorm*d -> our `SyncBatchNorm`, on every device (``device_type`` is accepted for callers, and no
+    longer picks torch's ``nn.SyncBatchNorm`` on CUDA: that one syncs the host in every layer). Parameters and
+    running statistics are the module's own tensors, so the converted model is on the module's device."""
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
         out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,

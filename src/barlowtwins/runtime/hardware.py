@@ -10,18 +10,25 @@ import torch
 from barlowtwins.errors import ConfigError
 
 
+def cuda_index(local_rank: int) -> int:
+    """The CUDA device of the process with this node-local rank: ``local_rank`` modulo the GPUs it sees. Where
+    SLURM or a container shows each task only its own GPU (``CUDA_VISIBLE_DEVICES``), local rank 3 sees one
+    device, index 0; `init_distributed` and `select_device` both use this, so they name the same device."""
+    return local_rank % max(1, torch.cuda.device_count())
+
+
 def select_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's CUDA GPU, else Apple's MPS, else the CPU."""
+    """``auto``: this rank's CUDA GPU (`cuda_index`), else Apple's MPS, else the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return torch.device("cuda", cuda_index(local_rank))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
-        return torch.device("cuda", local_rank % torch.cuda.device_count()) if name == "cuda" else torch.device(name)
+        return torch.device("cuda", cuda_index(local_rank)) if name == "cuda" else torch.device(name)
     if name == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
             raise ConfigError("--device mps was asked for but MPS is not available; use --device cpu")
