@@ -18,6 +18,7 @@ import argparse
 import datetime
 import json
 import platform
+import time
 
 import numpy as np
 import torch
@@ -110,6 +111,20 @@ def count(fn, images, boxes, size: int) -> OpCount:
     return c
 
 
+def host_ms(fn, images, boxes, size: int, repeats: int = 5) -> float:
+    """Host milliseconds per view with the images on the ``meta`` device: every op is dispatched and its output
+    shape computed, but no arithmetic runs, so this is the time the host spends issuing the crop (what a GPU step
+    waits for when the crop is launch-bound), the median of ``repeats``. Run it alone on the machine."""
+    meta = [img.to("meta") for img in images]
+    fn(meta, boxes, size)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(meta, boxes, size)
+        times.append((time.perf_counter() - t0) * 1000)
+    return round(float(np.median(times)), 2)
+
+
 def padding(shapes: list[tuple[int, int]], transpose: bool) -> float:
     """Padded pixels of the batched crop's buffers per image pixel (``transpose=False``: portraits placed as they
     are, the layout without the orientation step, for comparison)."""
@@ -146,16 +161,17 @@ def main() -> None:
         for name, fn in methods.items():
             c = count(fn, images, boxes, args.size)
             rows.append({"distinct_sizes": d, "batch": args.batch, "method": name, "ops_per_view": c.ops,
-                         "kernels_per_view": c.kernels})
+                         "kernels_per_view": c.kernels, "host_ms_per_view": host_ms(fn, images, boxes, args.size)})
     shapes = imagenet_like(128)
     pad = {"batch": 128, "shapes": "500 px long side, 333-375 short, 1 in 4 portrait",
            "padded_per_image_pixel": round(padding(shapes, True), 3),
            "padded_per_image_pixel_without_transposing_portraits": round(padding(shapes, False), 3)}
 
     print(f"ops per view of the device path's crop, batch {args.batch} (dispatched ops; kernels = not views)")
-    print(f"{'distinct sizes':>14}  {'method':30s} {'ops':>7} {'kernels':>8}")
+    print(f"{'distinct sizes':>14}  {'method':30s} {'ops':>7} {'kernels':>8} {'host ms (meta)':>15}")
     for r in rows:
-        print(f"{r['distinct_sizes']:>14}  {r['method']:30s} {r['ops_per_view']:>7} {r['kernels_per_view']:>8}")
+        print(f"{r['distinct_sizes']:>14}  {r['method']:30s} {r['ops_per_view']:>7} {r['kernels_per_view']:>8} "
+              f"{r['host_ms_per_view']:>15}")
     print(f"padded pixels per image pixel, ImageNet-like batch of 128: {pad['padded_per_image_pixel']} "
           f"({pad['padded_per_image_pixel_without_transposing_portraits']} without transposing portraits)")
 
