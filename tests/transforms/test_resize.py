@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from device_crop_ops import OpCount  # benchmarks/: the same count the benchmark reports
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from barlowtwins.transforms import resize
@@ -129,19 +130,6 @@ def test_very_large_downscale_needs_no_pooling():
     assert (out.double() - reference([img], boxes, 8, "bicubic")).abs().max() < 2e-5
     # the per-sample path pools first: close to, not equal to, the exact resize
     assert (crop_resize_each([img], boxes, 8) - out).abs().max() < 0.05
-
-
-class OpCount(TorchDispatchMode):
-    """Counts the dispatched ops, and apart the kernels (the ops that are not views)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = self.kernels = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        self.kernels += not func.is_view
-        return func(*args, **(kwargs or {}))
 
 
 def counted(fn, shapes, size=16, mode="bicubic", seed=0):
