@@ -7,7 +7,7 @@ import textwrap
 import torch
 
 from barlowtwins.models.backbones import create_backbone
-from barlowtwins.runtime.memory_format import narrowest_conv, use_channels_last
+from barlowtwins.runtime.memory_format import as_input_format, narrowest_conv, use_channels_last
 
 
 def test_the_choice_per_device_and_width():
@@ -50,3 +50,42 @@ def test_evaluation_keeps_a_narrow_backbone_in_nchw_on_the_cpu():
     narrow = load_eval_backbone(None, random_init=True, backbone="resnet18", stem="small", width=8, device="cpu")
     wide = load_eval_backbone(None, random_init=True, backbone="resnet18", stem="small", width=16, device="cpu")
     assert not is_channels_last(narrow.backbone) and is_channels_last(wide.backbone)
+
+
+def test_a_batch_is_put_in_the_networks_format_whatever_strides_it_came_with():
+    """The CPU data path's views are permuted height-width-channel decodes: channels-last strides. A network kept
+    in NCHW must get NCHW, or its convolutions run channels-last after all."""
+    hwc = torch.rand(2, 5, 6, 3)
+    x = hwc.permute(0, 3, 1, 2)  # (B, C, H, W) with channels-last strides, as the loader makes them
+    assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    nchw = as_input_format(x, channels_last=False)
+    assert nchw.is_contiguous() and torch.equal(nchw, x)
+    cl = as_input_format(torch.rand(2, 3, 5, 6), channels_last=True)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and not cl.is_contiguous()
+    already = torch.rand(2, 3, 5, 6)
+    assert as_input_format(already, channels_last=False) is already  # no copy when the format is right
+    flat = torch.rand(4, 7).t()
+    assert as_input_format(flat, channels_last=True).is_contiguous()
+
+
+def test_the_cpu_paths_views_reach_a_narrow_network_in_nchw(image_tree, tmp_path):
+    """The trainer hands the network its own format: a width-8 ResNet on the CPU (kept NCHW) gets NCHW views from
+    the CPU data path (a channels-last input would run oneDNN's channels-last backward, which segfaulted a
+    width-8 ResNet-18 at 224 px, batch 16)."""
+    from barlowtwins.runtime import distributed as D
+    from barlowtwins.training.config import PretrainConfig
+    from barlowtwins.training.trainer import Trainer
+
+    cfg = PretrainConfig(dataset="images", data_dir=str(image_tree / "train"), data_path="cpu", image_size=32,
+                         backbone="resnet18", stem="small", width=8, projector="32-32", epochs=1, batch_size=4,
+                         workers=0, progress=False, out=str(tmp_path / "r"), time_budget_minutes=0)
+    t = Trainer(cfg, D.DistInfo())
+    try:
+        assert not t.channels_last
+        images = next(iter(t.pipeline.epoch(0)))[0]
+        raw = t.pipeline.all_views(images, 0)
+        assert any(not v.is_contiguous() for v in raw)  # the path's own strides: what made the bug possible
+        views = t._views(images)
+        assert len(views) == 2 and all(v.is_contiguous() for v in views)
+    finally:
+        t.pipeline.close()

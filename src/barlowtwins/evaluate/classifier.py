@@ -26,7 +26,7 @@ from barlowtwins.evaluate.knn import topk_accuracy
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
-from barlowtwins.runtime.memory_format import is_channels_last
+from barlowtwins.runtime.memory_format import as_input_format, is_channels_last
 from barlowtwins.transforms.params import generator_uniforms, params_from_uniforms
 from barlowtwins.transforms.spec import augment_config, run_ops
 from barlowtwins.transforms.tensor import OPS, to_float_rgb
@@ -70,7 +70,7 @@ def _train_batch(images, run: ClassifierRun, in_memory: bool, g: torch.Generator
     aug = augment_config(run.image_size, crop_scale=run.crop_scale, interpolation="bilinear")
     p = params_from_uniforms(generator_uniforms(g, n, k=aug.spec.num_uniforms), aug, 0, h, w, ops=("crop", "flip"))
     x = normalize(run_ops(OPS, x, p, aug, kind="geometry"), run.mean, run.std)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and run.device.type != "mps" else x
+    return as_input_format(x, channels_last and run.device.type != "mps")
 
 
 def lr_factor(run: ClassifierRun, epoch: int) -> float:

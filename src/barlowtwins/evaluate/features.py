@@ -25,7 +25,7 @@ from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.files import describe_os_error, save_atomic
 from barlowtwins.runtime.hardware import autocast
-from barlowtwins.runtime.memory_format import is_channels_last
+from barlowtwins.runtime.memory_format import as_input_format, is_channels_last
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.transforms.tensor import to_float_rgb
 from barlowtwins.weights.run_files import load_checkpoint
@@ -51,9 +51,7 @@ def prepare_batch(images: torch.Tensor, image_size: int, device: torch.device, m
     x = normalize(images.to(device, non_blocking=True), mean, std)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
-    if channels_last and device.type != "mps":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    return as_input_format(x, channels_last and device.type != "mps")
 
 
 @torch.no_grad()

@@ -4,7 +4,10 @@ Channels-last is what GPU convolutions are fastest in, and what the trainer asks
 PyTorch's oneDNN convolution backward corrupts the heap ("double free or corruption", then an abort that takes
 the process and its run with it) for layers of fewer than 16 channels in channels-last: seen with torch 2.14 on
 a width-8 ResNet-18 at odd batch sizes and at 224 px. Such narrow networks are only ever CPU demos, where the
-format gains little; they run in the default (NCHW) format instead.
+format gains little; they run in the default (NCHW) format instead. Their inputs must then be NCHW too: a
+convolution runs channels-last when its input is, and the CPU data path hands over views permuted from
+height-width-channel decodes (channels-last strides), which took a width-8 run down with a segfault in backward.
+`as_input_format` puts a batch in the network's format either way.
 """
 
 from __future__ import annotations
@@ -40,3 +43,12 @@ def is_channels_last(model: nn.Module) -> bool:
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     return conv is not None and conv.weight.dim() == 4 and \
         conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+
+
+def as_input_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``x`` (B, C, H, W) laid out as the network runs: channels-last when ``channels_last``, else the default
+    contiguous (NCHW) format, whatever strides ``x`` arrived with (a copy only when they differ)."""
+    if x.dim() != 4:
+        return x.contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)

@@ -35,7 +35,7 @@ from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import autocast, autocast_dtype, select_device, to_device
 from barlowtwins.runtime.lock import FolderLock, describe_stale
-from barlowtwins.runtime.memory_format import use_channels_last
+from barlowtwins.runtime.memory_format import as_input_format, use_channels_last
 from barlowtwins.training import signals
 from barlowtwins.training.budget import TimeBudget, warmup_steps
 from barlowtwins.training.checkpoints import CheckpointStore, remove_stale_temps
@@ -104,12 +104,14 @@ class RunFolderLock:
 
     def __init__(self, out, info: D.DistInfo):
         self.lock, self.info, self.held = FolderLock(out), info, False
+        self.created = False  # whether take() made the folder: a run refused after it leaves none behind
 
     def take(self) -> None:
         if self.held:
             return
         error = None
         if self.info.is_main:
+            self.created = not self.lock.folder.exists()
             try:
                 self.lock.acquire()
             except ConfigError as e:
@@ -127,8 +129,15 @@ class RunFolderLock:
     def __enter__(self) -> "RunFolderLock":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.lock.release()
+        if exc_type is not None and self.created:  # refused before any work (bad data ...): the folder goes too
+            try:
+                if [p.name for p in self.lock.folder.iterdir()] == [self.lock.path.name]:
+                    self.lock.path.unlink()
+                    self.lock.folder.rmdir()
+            except OSError:
+                pass
 
 
 class Trainer:
@@ -271,10 +280,7 @@ class Trainer:
     # ---- one step ------------------------------------------------------------------------------------
     def _views(self, images) -> list[torch.Tensor]:
         """x1, x2 and multi-crop's small crops (when on): per-sample parameters of (seed, step, position)."""
-        views = list(self.pipeline.all_views(images, self.step))
-        if self.channels_last:
-            views = [x.contiguous(memory_format=torch.channels_last) for x in views]
-        return views
+        return [as_input_format(x, self.channels_last) for x in self.pipeline.all_views(images, self.step)]
 
     def _crop_weight(self):
         """Multi-crop's weight as a 0-d device tensor, made once (a compiled step would otherwise specialise)."""
