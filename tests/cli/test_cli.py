@@ -61,6 +61,8 @@ def test_print_config_resolves_preset_then_flags(capsys, tmp_path):
     (["pretrain", "--dataset", "images", "--data-dir", "{tree}/train", "--batch-size", "1"], "at least 2 samples"),
     (["pretrain", "--dataset", "images", "--data-dir", "{empty}"], "no images found"),
     (["pretrain", "--dataset", "folder", "--data-dir", "{empty}"], "does not exist"),
+    (["pretrain", "--dataset", "folder", "--data-dir", "{junk}"], "junk.pth is a file, not a folder"),
+    (["pretrain", "--dataset", "images", "--data-dir", "{junk}"], "junk.pth is a file, not a folder"),
     (["pretrain", "--config", "{tree}/missing.yaml"], "cannot read config file"),
     (["knn", "--checkpoint", "{junk}", "--dataset", "folder", "--data-dir", "{tree}"],
      "not a readable PyTorch checkpoint"),
@@ -126,6 +128,11 @@ def test_export_bad_input_is_one_line(tmp_path, capsys):
     (["--knn-every", "1", "--knn-dataset", "folder", "--knn-data-dir", "{tree}/nope"], "does not exist"),
     (["--config", "{binary}"], "not a text (YAML) file"),
     (["--config", "{badyaml}"], "not valid YAML"),
+    (["--multicrop-count", "2", "--multicrop-size", "32"], "--multicrop-size 32 is not smaller than --image-size 16"),
+    (["--multicrop-count", "2", "--multicrop-size", "1"], "--multicrop-size 1 is below 8 px"),
+    (["--progressive-start", "6", "--progressive-epochs", "1"], "--progressive-start 6 is not a multiple of 4"),
+    (["--progressive-start", "8", "--progressive-epochs", "0"], "--progressive-start 8 needs --progressive-epochs"),
+    (["--progressive-epochs", "3"], "--progressive-epochs 3 needs --progressive-start"),
 ])
 def test_every_bad_setting_is_one_line_exit_2_before_work(args, message, image_tree, tmp_path, capsys):
     (tmp_path / "file").write_text("x")

@@ -51,7 +51,7 @@ def test_an_interrupted_shard_run_keeps_its_complete_shards(folder, tmp_path, ca
         p.unlink()
     (out / ".train-000099.tar.123.tmp").write_bytes(b"half")
     assert main(args) == 0
-    assert "(2 kept from an earlier run)" in capsys.readouterr().out
+    assert "(2 kept from an earlier run" in capsys.readouterr().out
     assert sorted(out.glob("*.tar")) == first and not list(out.glob(".*.tmp"))
     assert json.loads((out / "manifest.json").read_text())["shards"] == manifest["shards"]
 
@@ -114,3 +114,54 @@ def test_linear_and_embed_read_a_hugging_face_table(tmp_path, capsys):
     import numpy as np
 
     assert np.load(tmp_path / "e.npy").shape[0] == 8
+
+
+def test_a_shard_rerun_with_another_plan_or_a_bad_prefix_is_one_line_exit_2(folder, tmp_path, capsys):
+    out = tmp_path / "shards"
+    args = ["shard", "--dataset", "folder", "--data-dir", str(folder), "--out", str(out)]
+    assert main([*args, "--shard-size", "5KB"]) == 0
+    before = sorted(p.name for p in out.glob("*.tar"))
+    capsys.readouterr()
+    assert main([*args, "--shard-size", "20KB"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another plan (--shard-size (5000 then, 20000 now))" in err
+    assert "--overwrite" in err and sorted(p.name for p in out.glob("*.tar")) == before
+    assert main([*args, "--shard-size", "20KB", "--overwrite"]) == 0
+    assert f"replaced the {len(before)} shards of an earlier run" in capsys.readouterr().out
+    assert main([*args, "--prefix", "a/b"]) == 2
+    assert "--prefix 'a/b': give a plain name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["pretrain", "knn", "linear", "embed"])
+def test_a_table_with_float_labels_is_the_same_line_in_every_command(tmp_path, capsys, command):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    import io
+
+    from PIL import Image
+
+    rows = []
+    for i in range(6):
+        buf = io.BytesIO()
+        Image.new("RGB", (20, 20), (200 * (i % 2), 80, 40)).save(buf, format="PNG")
+        rows.append(buf.getvalue())
+    (tmp_path / "hf").mkdir()
+    for split in ("train", "test"):
+        pq.write_table(pa.table({"image": rows, "label": [0.5 * i for i in range(6)]}),
+                       tmp_path / "hf" / f"{split}-0.parquet")
+    arch = ["--backbone", "resnet18", "--width", "8", "--stem", "small", "--image-size", "16"]
+    data = ["--dataset", "hf", "--data-dir", str(tmp_path / "hf"), "--workers", "0"]
+    if command == "pretrain":
+        args = ["pretrain", *data, *arch, "--projector", "32-32", "--no-progress", "--out", str(tmp_path / "r")]
+    elif command == "embed":
+        from barlowtwins import create_backbone, save_backbone
+
+        save_backbone(create_backbone("resnet18", stem="small", width=8), tmp_path / "net.safetensors")
+        args = ["embed", "--checkpoint", str(tmp_path / "net.safetensors"), "--image-size", "16", *data,
+                "--output", str(tmp_path / "e.npy")]
+    else:
+        args = [command, "--random-init", *arch, *data, "--val-split", "test"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "column 'label': label 0 is the float 0.0" in err[0], err
+    assert not (tmp_path / "r").exists()

@@ -101,6 +101,24 @@ def test_folder_errors(tmp_path):
         build_dataset("mnist2")
 
 
+def test_a_file_given_as_the_data_folder_says_it_is_a_file(tmp_path, image_tree):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes((image_tree / "train" / "cat" / "cat_0.jpg").read_bytes())
+    for make, needed in ((lambda: labelled_folder(photo, "train"), "a folder of train/<class>/<image>"),
+                         (lambda: build_dataset("folder", photo), "a folder of train/<class>/<image>"),
+                         (lambda: labelled_folder(photo, None), "a folder of <class>/<image>"),
+                         (lambda: image_folder(photo), "a folder of images"),
+                         (lambda: build_dataset("images", photo), "a folder of images")):
+        with pytest.raises(DataError) as e:
+            make()
+        assert f"data folder {photo} is a file, not a folder; --data-dir takes {needed}" in str(e.value), e.value
+        assert "does not exist" not in str(e.value)
+    (tmp_path / "flat").mkdir()
+    (tmp_path / "flat" / "train").write_text("x")  # the split a file
+    with pytest.raises(DataError, match="flat/train is a file, not a folder"):
+        labelled_folder(tmp_path / "flat", "train")
+
+
 def test_registry_names_splits_and_storage(fmnist_dir, image_tree):
     assert set(DATASETS) == {"fashion-mnist", "cifar10", "cifar100", "stl10", "folder", "images", "webdataset", "hf"}
     assert default_val_split("cifar10") == "test" and default_val_split("folder") == "val"

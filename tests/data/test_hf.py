@@ -122,3 +122,21 @@ def test_a_truncated_table_or_a_broken_saved_folder_is_one_line(tmp_path):
     (tmp_path / "saved" / "state.json").write_text("{not json")
     with pytest.raises(DataError, match="state.json.*re-save the data set"):
         build_dataset("hf", str(tmp_path / "saved"))
+
+
+def test_table_labels_are_read_by_the_one_label_reader(tmp_path):
+    """Float labels once became 0/1 silently, a string column a ValueError, a label of 1e12 a list of 10^12
+    class names (the process killed)."""
+    images = [encoded(i) for i in range(4)]
+    (tmp_path / "f").mkdir()
+    pq.write_table(pa.table({"image": images, "label": [0.5, 1.7, 0.0, 1.0]}), tmp_path / "f" / "train.parquet")
+    with pytest.raises(DataError, match="column 'label': label 0 is the number 0.5"):
+        build_dataset("hf", str(tmp_path / "f"), "train")
+    (tmp_path / "s").mkdir()
+    pq.write_table(pa.table({"image": images, "label": ["dog", "cat", None, "dog"]}), tmp_path / "s" / "train.parquet")
+    ds = build_dataset("hf", str(tmp_path / "s"), "train")
+    assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [1, 0, -1, 1] and ds.named_classes
+    (tmp_path / "b").mkdir()
+    pq.write_table(pa.table({"image": images, "label": [0, 1, 10 ** 12, 0]}), tmp_path / "b" / "train.parquet")
+    with pytest.raises(DataError, match="label 1000000000000 is not a class index"):
+        build_dataset("hf", str(tmp_path / "b"), "train")

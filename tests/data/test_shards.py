@@ -74,7 +74,7 @@ def test_brace_patterns_folders_and_list_files(tmp_path):
 def test_written_shards_hold_the_folders_images_and_labels_byte_for_byte(shards):
     out, folder_ds = shards
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["classes"] == ["cat", "dog"] and len(manifest["shards"]) == manifest["planned"]
+    assert manifest["classes"] == ["cat", "dog"] and len(manifest["shards"]) == manifest["plan"]["shards"]
     for entry in manifest["shards"]:
         assert verify_shard(out / entry["name"], entry)  # the manifest's offsets are the tar's
     ds = build_dataset("webdataset", str(out))
@@ -283,3 +283,175 @@ def test_a_file_that_is_neither_a_shard_nor_a_list_is_one_line(tmp_path):
     (tmp_path / "cut.tar").write_bytes(b"\x00" * 100)  # a .tar name is a shard, whatever its content
     with pytest.raises(DataError, match="cut.tar"):
         shard_dataset(str(tmp_path / "cut.tar"))
+
+
+# ---- a manifest is checked before it is trusted; every bad record is one line ------------------------------
+
+def _edit_manifest(out, change):
+    m = json.loads((out / "manifest.json").read_text())
+    change(m)
+    (out / "manifest.json").write_text(json.dumps(m))
+
+
+def test_a_shard_cut_at_a_member_boundary_is_said_and_refused_under_strict_data(shards, capsys):
+    """Case 4: a tar truncated exactly between members, with its manifest: 45 of 48 samples, no word. Now one
+    warning with the count, and --strict-data refuses."""
+    out, _ = shards
+    first = sorted(out.glob("*.tar"))[0]
+    entry = json.loads((out / "manifest.json").read_text())["shards"][0]
+    last = entry["samples"][-1]  # cut where the last sample's first member (its image) starts
+    first.write_bytes(first.read_bytes()[: last[2] - 512])
+    ds = shard_dataset(str(out))
+    err = capsys.readouterr().err
+    assert len(ds) == 19 and "warning: 1 samples that the manifest lists are gone from 1 truncated shard" in err
+    with pytest.raises(DataError, match="is truncated: 1 of the samples its manifest lists are gone"):
+        ds.verify_integrity()
+    with pytest.raises(DataError, match="truncated"):
+        build_pipeline(ds, augment_config(16), batch_size=4, seed=0, device=CPU, data_path="cpu", workers=0,
+                       strict=True)
+
+
+def test_a_manifest_whose_offsets_do_not_match_the_shard_is_refused(shards):
+    """Case 5: swapped offsets were read as they were (another sample's bytes, or a failed decode)."""
+    out, _ = shards
+
+    def swap(m):  # two samples' offsets and sizes exchanged, the digest recomputed as a careless tool would
+        from barlowtwins.data.manifest import index_digest
+        s = m["shards"][0]["samples"]
+        s[0][1], s[-1][1] = s[-1][1], s[0][1]
+        s[0][0], s[-1][0] = s[-1][0], s[0][0]
+        m["shards"][0]["index_sha256"] = index_digest(s)
+
+    _edit_manifest(out, swap)
+    with pytest.raises(DataError, match="does not match .*the tar headers at its offsets name other members"):
+        shard_dataset(str(out))
+
+
+def test_a_member_read_at_a_wrong_offset_is_an_unreadable_sample_not_another_image(shards):
+    out, _ = shards
+    ds = shard_dataset(str(out))
+    a, b = ds.files[0], ds.files[1]
+    wrong = TarMember(a.shard, a.member, b.offset, b.size)  # a's name, b's bytes
+    with pytest.raises(DataError, match="names another member: the manifest does not match the shard"):
+        wrong.read_bytes()
+    assert TarMember(a.shard, a.member, a.offset, a.size).read_bytes() == a.read_bytes()
+
+
+def test_a_zeroed_sha256_or_dropped_samples_in_the_manifest(shards):
+    out, _ = shards
+    _edit_manifest(out, lambda m: m["shards"][0].__setitem__("sha256", "0" * 64))
+    ds = shard_dataset(str(out))
+    with pytest.raises(DataError, match="does not match the SHA-256 its manifest records"):
+        ds.verify_integrity()
+    _edit_manifest(out, lambda m: m["shards"][1]["samples"].pop())
+    with pytest.raises(DataError, match="does not match its index_sha256"):
+        shard_dataset(str(out))
+
+
+def test_a_resume_on_a_changed_manifest_is_noticed(shards):
+    """Case 5: the fingerprint was names, count and size: an edited manifest passed."""
+    out, _ = shards
+    before = fingerprint(shard_dataset(str(out)))
+
+    def relabel(m):  # the labels of one shard flipped, its digest dropped (a version-1 manifest has none)
+        entry = m["shards"][0]
+        del entry["index_sha256"]
+        for sample in entry["samples"]:
+            sample[4] = 1 - sample[4]
+
+    _edit_manifest(out, relabel)
+    change = compare(before, fingerprint(shard_dataset(str(out))))
+    assert change and "the shards' index or manifest" in change
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: s.__setitem__(3, 10 ** 12), "outside the"),  # once a MemoryError in f.read
+    (lambda s: s.__setitem__(2, "abc"), "has offset 'abc'"),  # once ValueError: not enough values to unpack
+])
+def test_a_manifest_with_impossible_records_is_one_line(shards, change, match):
+    out, _ = shards
+
+    def edit(m):
+        change(m["shards"][0]["samples"][0])
+        del m["shards"][0]["index_sha256"]
+
+    _edit_manifest(out, edit)
+    with pytest.raises(DataError, match=match):
+        shard_dataset(str(out))
+    _edit_manifest(out, lambda m: m["shards"][0].__setitem__("samples", [["a"]]))
+    with pytest.raises(DataError, match="not \\[key, member, offset, size, label\\]"):
+        shard_dataset(str(out))
+
+
+def test_a_key_twice_in_a_shard_is_two_samples_and_one_warning(tmp_path, capsys):
+    """Case 6: 12 members with 6 keys each twice became 6 samples silently."""
+    tar_by_hand(tmp_path / "a.tar", [(f"k{i % 6}", {"jpg": jpeg(i), "cls": b"0"}) for i in range(12)])
+    ds = shard_dataset(str(tmp_path / "a.tar"))
+    assert len(ds) == 12
+    assert "warning: 6 samples in the shards of" in capsys.readouterr().err
+
+
+def test_labels_of_shards_are_read_as_tables_are(tmp_path):
+    """Cases 9 and 10: a .cls of 1e12 allocated a list of 10^12 class names; text labels were unlabelled in
+    pretraining and a TypeError in kNN."""
+    tar_by_hand(tmp_path / "big.tar", [("a", {"jpg": jpeg(0), "cls": b"1000000000000"})])
+    with pytest.raises(DataError, match="label 1000000000000 is not a class index"):
+        shard_dataset(str(tmp_path / "big.tar"))
+    tar_by_hand(tmp_path / "names.tar", [(f"k{i}", {"jpg": jpeg(i), "cls": [b"dog", b"cat"][i % 2]})
+                                         for i in range(4)])
+    ds = shard_dataset(str(tmp_path / "names.tar"))
+    assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [1, 0, 1, 0] and ds.named_classes
+    tar_by_hand(tmp_path / "float.tar", [("a", {"jpg": jpeg(0), "json": b'{"label": 0.5}'})])
+    with pytest.raises(DataError, match="is the number 0.5"):
+        shard_dataset(str(tmp_path / "float.tar"))
+
+
+def test_numbered_shards_align_with_a_named_split_by_index(folder, tmp_path, capsys):
+    """Case 6: shards copied without their manifest (classes '0', '1') against a val split whose manifest names
+    'cat', 'dog' once scored kNN top-1 0.00. The numbers are indices into the named split's classes."""
+    from barlowtwins.data.datasets import align_classes
+
+    for split in ("train", "val"):
+        write_shards(build_dataset("folder", folder, split), tmp_path / split, shard_bytes=6000)
+    (tmp_path / "train" / "manifest.json").unlink()
+    train, val = shard_dataset(str(tmp_path / "train")), shard_dataset(str(tmp_path / "val"))
+    assert train.classes == ["0", "1"] and not train.named_classes and val.classes == ["cat", "dog"]
+    aligned, alignment = align_classes(train, val)
+    assert torch.equal(aligned.labels, val.labels) and alignment.unscorable_images == 0
+    assert "records no class names; its labels are taken as indices" in capsys.readouterr().err
+    back, _ = align_classes(val, train)
+    assert torch.equal(back.labels, train.labels)
+
+
+def test_a_pipe_that_writes_nothing_is_never_cached(tmp_path, monkeypatch):
+    """Case 7: an empty result of a pipe: source was cached, and every later run failed on it."""
+    monkeypatch.setenv("BARLOWTWINS_SHARD_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src.tar"
+    cmd = f"pipe:cat {src} 2>/dev/null || true"
+    src.write_bytes(b"")
+    with pytest.raises(DataError, match="exited 0 but wrote nothing"):
+        shard_dataset(cmd)
+    src.write_bytes(b"x" * 700)
+    with pytest.raises(DataError, match="exited 0 but wrote 700 bytes that are not a whole tar file"):
+        shard_dataset(cmd)
+    assert not any((tmp_path / "cache").iterdir())
+    tar_by_hand(src, [("a", {"jpg": jpeg(0)})])  # the source fixed: the next run reads it
+    assert len(shard_dataset(cmd)) == 1
+
+
+def test_an_empty_cache_file_an_earlier_version_kept_is_fetched_again(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("BARLOWTWINS_SHARD_CACHE", str(tmp_path / "cache"))
+    tar_by_hand(tmp_path / "src.tar", [("a", {"jpg": jpeg(0)})])
+    cmd = f"cat {tmp_path / 'src.tar'}"
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / (hashlib.sha256(cmd.encode()).hexdigest()[:20] + ".tar")).write_bytes(b"")
+    assert len(shard_dataset(f"pipe:{cmd}")) == 1
+
+
+def test_a_list_files_comments_are_not_shards(tmp_path):
+    for i in range(2):
+        tar_by_hand(tmp_path / f"s-{i}.tar", [(f"k{i}", {"jpg": jpeg(i)})])
+    (tmp_path / "list.txt").write_text("# the shards\n  # an indented comment\ns-0.tar   # the first\n\ns-1.tar\n")
+    assert shard_sources(str(tmp_path / "list.txt")) == [str(tmp_path / "s-0.tar"), str(tmp_path / "s-1.tar")]

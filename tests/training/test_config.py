@@ -59,6 +59,21 @@ def test_values_are_range_checked(kw, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("kw,message", [
+    (dict(multicrop_count=2, multicrop_size=64, image_size=32),
+     "--multicrop-size 64 is not smaller than --image-size 32"),
+    (dict(multicrop_count=2, multicrop_size=1), "--multicrop-size 1 is below 8 px"),
+    (dict(progressive_start=16), "--progressive-start 16 needs --progressive-epochs"),
+    (dict(progressive_epochs=3), "--progressive-epochs 3 needs --progressive-start"),
+])
+def test_settings_that_only_work_together_are_refused_on_construction(kw, message):
+    with pytest.raises(ConfigError) as e:
+        PretrainConfig(**kw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(kw)
+
+
 def test_unknown_keys_and_flags_suggest_the_closest(capsys):
     with pytest.raises(ConfigError, match=r"unknown config field 'epoch' \(did you mean epochs\?\)"):
         config_from_dict({"epoch": 3})

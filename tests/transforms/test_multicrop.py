@@ -8,7 +8,15 @@ from conftest import epoch_views, make_image_folder
 
 from barlowtwins.data.datasets import build_dataset, load_fashion_mnist
 from barlowtwins.data.pipeline import build_pipeline
-from barlowtwins.transforms.multicrop import MultiCrop, default_scale, default_size, multicrop_from
+from barlowtwins.errors import ConfigError
+from barlowtwins.transforms.multicrop import (
+    MIN_SIZE,
+    MultiCrop,
+    check_multicrop,
+    default_scale,
+    default_size,
+    multicrop_from,
+)
 from barlowtwins.transforms.params import SampleView, counter_uniforms, sample_uniforms, sample_views_from, view_params
 from barlowtwins.transforms.pil import draft_size
 from barlowtwins.transforms.spec import augment_config, blur_kernel_for
@@ -51,6 +59,25 @@ def test_defaults_follow_swav_and_off_is_none():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError, match="multi-crop"):
         MultiCrop(**{**dict(count=2, size=12, scale=(0.1, 0.4)), **bad})
+
+
+def test_small_crops_below_the_minimum_or_not_smaller_than_the_views_are_refused():
+    for count, size, image_size, message in [
+        (2, 64, 32, "--multicrop-size 64 is not smaller than --image-size 32: the small crops are low-resolution "
+                    "views of a part of the image; use 8 to 31, or 0 for 3/7 of --image-size"),
+        (2, 32, 32, "--multicrop-size 32 is not smaller than --image-size 32"),  # equal: no smaller crops at all
+        (2, 1, 32, "--multicrop-size 1 is below 8 px, too small for the network's strides; use 8 to 31"),
+        (6, 7, 224, "--multicrop-size 7 is below 8 px"),
+        (2, 0, 12, "default --multicrop-size at --image-size 12 is 4 px (3/7 of it), below 8 px; set "
+                   "--multicrop-size 8 to 11"),
+        (2, 0, 8, "--multicrop-count 2 needs --image-size above 8"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            check_multicrop(count, size, image_size)
+        assert message in str(e.value) and "\n" not in str(e.value)
+    for count, size, image_size in [(0, 64, 32), (0, 1, 32), (2, 0, 32), (2, MIN_SIZE, 32), (2, 31, 32), (6, 0, 224),
+                                    (2, 0, 14)]:
+        check_multicrop(count, size, image_size)  # count 0: multi-crop off, its size unused
 
 
 def test_crop_k_draws_its_own_stream_with_the_settings_of_view_k_mod_2():

@@ -4,7 +4,14 @@ import pickle
 
 import pytest
 
-from barlowtwins.transforms.progressive import ViewSizes, size_multiple
+from barlowtwins import PretrainConfig, pretrain
+from barlowtwins.errors import ConfigError
+from barlowtwins.transforms.progressive import (
+    ViewSizes,
+    check_progressive_epochs,
+    check_progressive_start,
+    size_multiple,
+)
 from barlowtwins.transforms.spec import augment_config, blur_kernel_for
 
 
@@ -43,3 +50,39 @@ def test_picklable_for_loader_workers():
 def test_a_start_above_the_image_size_is_refused():
     with pytest.raises(ValueError, match="start size"):
         ViewSizes(augment_config(28), start=32, ramp_epochs=2, steps_per_epoch=4)
+
+
+def test_a_start_off_the_step_of_the_sizes_is_refused_naming_the_nearest_valid_starts():
+    for start, image_size, message in [
+        (3, 32, "--progressive-start 3 is not a multiple of 4: the view sizes grow in steps of 4 px at --image-size 32 "
+                "(8 px above 64); use 4"),
+        (13, 32, "use 12 or 16"),
+        (100, 224, "--progressive-start 100 is not a multiple of 8: the view sizes grow in steps of 8 px at "
+                   "--image-size 224 (4 px at 64 and below); use 96 or 104"),
+        (70, 72, "use 64"),  # 72 would be the image size itself: no growth
+    ]:
+        with pytest.raises(ConfigError) as e:
+            check_progressive_start(start, image_size)
+        assert message in str(e.value) and "\n" not in str(e.value)
+    for start, image_size in [(0, 32), (4, 32), (16, 28), (96, 224), (64, 72), (28, 28), (30, 30)]:
+        check_progressive_start(start, image_size)  # 0: off; the image size itself: no growth, as before
+
+
+@pytest.mark.parametrize("start,epochs,message", [
+    (16, 0, "--progressive-start 16 needs --progressive-epochs"),
+    (0, 3, "--progressive-epochs 3 needs --progressive-start"),
+    (0, 0.5, "--progressive-epochs 0.5 needs --progressive-start"),
+])
+def test_a_start_without_epochs_or_epochs_without_a_start_is_refused(start, epochs, message):
+    with pytest.raises(ConfigError, match=message):
+        check_progressive_epochs(start, epochs)
+    check_progressive_epochs(0, 0)
+    check_progressive_epochs(16, 2)
+
+
+def test_pretrain_refuses_a_start_off_the_step_before_the_run_folder(tmp_path):
+    cfg = PretrainConfig(dataset="images", data_dir=str(tmp_path / "no-data"), out=str(tmp_path / "run"),
+                         image_size=32, progressive_start=3, progressive_epochs=2, device="cpu")
+    with pytest.raises(ConfigError, match="--progressive-start 3 is not a multiple of 4"):
+        pretrain(cfg)
+    assert not (tmp_path / "run").exists()

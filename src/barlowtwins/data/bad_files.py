@@ -136,9 +136,13 @@ def refuse_unreadable(files: Sequence[str], workers: int = 0) -> None:
 
 
 def refuse_unreadable_in(*datasets) -> None:
-    """`refuse_unreadable` over the files of several data sets (in-memory ones have none)."""
+    """`refuse_unreadable` over the files of several data sets (in-memory ones have none), after each data set's
+    own ``verify_integrity`` where it has one."""
     files: list[str] = []
     for ds in datasets:
+        verify = getattr(ds, "verify_integrity", None)  # shards: cut short, or not their recorded SHA-256
+        if verify is not None:
+            verify()
         files += [str(f) for f in (getattr(ds, "files", None) or [])]
     if files:
         refuse_unreadable(list(dict.fromkeys(files)))

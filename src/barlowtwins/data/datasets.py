@@ -23,6 +23,7 @@ import copy
 import gzip
 import os
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +196,13 @@ def labelled_folder(root: str | os.PathLike, split: str | None = "train",
     Items are ``(transform(img), class index)`` with ``img`` an RGB PIL image, as torchvision's ``ImageFolder``."""
     base = Path(root).expanduser()
     folder = base / split if split else base
+    if base.exists() and not base.is_dir():  # a file given as --data-dir
+        raise DataError(f"data folder {base} is a file, not a folder; --data-dir takes a folder of "
+                        f"{split + '/' if split else ''}<class>/<image> (the ImageNet layout)")
     if not folder.is_dir():
         hint = f" (expected {base}/{split}/<class>/<image>, the ImageNet layout)" if split else ""
-        raise DataError(f"data folder {folder} does not exist{hint}; check --data-dir")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise DataError(f"data folder {folder} {what}{hint}; check --data-dir")
     classes = sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(folder / n))
     if not classes:
         raise DataError(f"data folder {folder} has no class sub-folders; put images in {folder}/<class>/, "
@@ -225,6 +230,9 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> 
         >>> (x1, x2), _ = ds[0]
     """
     folder = Path(root).expanduser()
+    if folder.exists() and not folder.is_dir():  # a file given as --data-dir
+        raise DataError(f"data folder {folder} is a file, not a folder; --data-dir takes a folder of images (at any "
+                        "depth)")
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist; check --data-dir")
     files = find_image_files(folder)
@@ -305,6 +313,21 @@ def align_classes(train, evaluation, train_split: str = "train", eval_split: str
         if len(labels) and int(labels.max()) >= len(classes):
             raise DataError(f"the {split} split has label {int(labels.max())} but only {len(classes)} class names; "
                             "its labels and classes do not match")
+    train_named, eval_named = getattr(train, "named_classes", True), getattr(evaluation, "named_classes", True)
+    if train_named != eval_named:  # one split's classes are bare label numbers (shards without a manifest ...)
+        named, numbered = (train_classes, eval_classes) if train_named else (eval_classes, train_classes)
+        if len(numbered) > len(named):
+            raise DataError(f"the {train_split if not train_named else eval_split} split has labels up to "
+                            f"{len(numbered) - 1} without class names, the other split only {len(named)} named "
+                            "classes; their labels cannot be the same classes")
+        # the numbers are indices into the named split's classes (WebDataset's .cls convention)
+        print(f"note: the {train_split if not train_named else eval_split} split records no class names; its "
+              f"labels are taken as indices into the {eval_split if not train_named else train_split} split's "
+              f"{len(named)} classes", file=sys.stderr)
+        if not train_named:
+            train_classes = named  # the training split's numbering, with the names the other split records
+        else:
+            eval_classes = train_classes[:len(eval_classes)] if eval_classes else []
     in_train = set(_present(tl, train_classes))
     in_eval = _present(el, eval_classes)
     index = {c: i for i, c in enumerate(train_classes) if c in in_train}

@@ -60,6 +60,9 @@ def fingerprint(dataset, sizes: bool = False) -> dict:
         shards = getattr(dataset, "shards", None)
         if shards:  # shards: their names, sample counts and byte sizes (a shard re-written in place shows here)
             out["shards_sha256"] = _sha(f"{name}\t{count}\t{size}" for name, count, size in shards)
+        index = getattr(dataset, "index_sha256", "")
+        if index:  # every member, offset, size and label, and the SHA-256 each shard's manifest records
+            out["shard_index_sha256"] = index
         return out
     images = getattr(dataset, "images", None)
     if isinstance(images, torch.Tensor):
@@ -102,6 +105,8 @@ def compare(saved: dict | None, now: dict) -> str | None:
                       ("order_sha256", "the order of its files (the same names, indexed in another order)"),
                       ("sizes_sha256", "the size of some files (replaced files?)"),
                       ("shards_sha256", "the shards (their names, sample counts or sizes)"),
+                      ("shard_index_sha256", "the shards' index or manifest (members, offsets, sizes, labels or "
+                                             "recorded SHA-256)"),
                       ("content_sha256", "the images"), ("labels_sha256", "the labels")):
         if key in saved and key in now and saved[key] != now[key]:
             shown = f" ({saved[key]} then, {now[key]} now)" if key in ("name", "shape", "dtype") else ""

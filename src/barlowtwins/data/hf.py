@@ -10,7 +10,8 @@ Both forms are Arrow tables: a ``save_to_disk`` folder holds Arrow stream files 
 (``<dir>/<split>/*.parquet``, ``<dir>/<split>-*.parquet`` as on the Hub, or every ``*.parquet`` of the folder).
 They are read with pyarrow (the ``hf`` extra), so the ``datasets`` package itself is not needed at run time.
 The image column holds the encoded file (``datasets``' ``Image`` feature: a struct of ``bytes`` and ``path``, or
-plain binary); the label column integers (``ClassLabel``, whose names become the class names). Without
+plain binary); the label column class indices (``ClassLabel``, whose names become the class names) or class
+names, read by `barlowtwins.data.labels.read_labels` (floats and out-of-range indices are refused in one line). Without
 ``image_column`` the column of the ``Image`` feature, or else the first binary or image-struct column, is used;
 without ``label_column`` the ``ClassLabel`` column, or else one named ``label``, ``labels`` or ``cls`` (none:
 unlabelled, -1).
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from barlowtwins.data.image_files import ImageFiles
 from barlowtwins.data.images import SampleRef
+from barlowtwins.data.labels import read_labels
 from barlowtwins.errors import DataError
 
 LABEL_NAMES = ("label", "labels", "cls")
@@ -170,31 +172,33 @@ class TableImages(ImageFiles):
 
     def subset(self, indices) -> "TableImages":
         idx = [int(i) for i in indices]
-        return TableImages([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
-                           self.transform)
+        out = TableImages([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
+                          self.transform)
+        out.named_classes = getattr(self, "named_classes", True)
+        return out
 
 
 def table_dataset(root: str, split: str | None = None, image_column: str | None = None,
                   label_column: str | None = None, transform=None) -> TableImages:
     """The rows of the tables under ``root`` (see the module docstring) for ``split``."""
     paths, features = table_files(root, split)
-    files, labels, classes = [], [], []
+    files, raw = [], []
     for path in paths:
         t = table(path)
         image, label = _columns(t.schema, features, image_column, label_column, path)
         image_column, label_column = image, label  # every file of a data set has the same columns
         files += [TableRow(path, r, image) for r in range(t.num_rows)]
-        if label is not None:
-            labels += [-1 if v is None else int(v) for v in t.column(label).to_pylist()]
-        else:
-            labels += [-1] * t.num_rows
+        raw += t.column(label).to_pylist() if label is not None else [None] * t.num_rows
     if not files:
         raise DataError(f"the data set in {root} has no rows")
+    names = None
     if label_column and isinstance(features.get(label_column), dict):
-        classes = list(features[label_column].get("names", []))
-    if not classes and max(labels) >= 0:
-        classes = [str(i) for i in range(max(labels) + 1)]
-    return TableImages(files, labels, classes, str(root), transform)
+        names = list(features[label_column].get("names", [])) or None
+    where = f"the data set {root}, column '{label_column}'"
+    labels, classes, named = read_labels(raw, where, names)
+    ds = TableImages(files, labels, classes, str(root), transform)
+    ds.named_classes = named
+    return ds
 
 
 __all__ = ["TableImages", "TableRow", "table_dataset", "table_files"]

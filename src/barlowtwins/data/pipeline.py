@@ -520,6 +520,9 @@ class _FilePath(DataPath):
         if not self.strict:
             first_decodable(self.files, getattr(dataset, "name", "") or "the data set")  # stops at the first good one
         else:
+            verify = getattr(dataset, "verify_integrity", None)  # shards: cut short, or not their recorded SHA-256
+            if verify is not None:
+                verify()
             bad = scan_images(self.files, workers=self.workers)
             if bad:
                 listing = "; ".join(f for f, _ in bad[:3])

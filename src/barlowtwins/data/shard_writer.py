@@ -8,9 +8,15 @@ made before anything is written, so a rerun makes the same plan. Each shard is a
 ``<position>.<jpg|png|webp>`` (the file's bytes as they are; other formats re-encoded as PNG) and, for labelled
 data, ``<position>.cls``, plus ``<position>.json`` naming the source file. A shard is written to a temporary name
 and renamed when complete, then recorded in ``manifest.json`` (its samples with their member offsets, its size and
-SHA-256), which is rewritten atomically after every shard: an interrupted run, rerun, keeps the shards the
-manifest lists and writes the others. Files that cannot be decoded are left out and listed, as in training.
-Shards are written by ``workers`` processes in parallel.
+SHA-256), which is rewritten atomically after every shard.
+
+The writer owns its output folder. The manifest records the plan (the source's listing digest, the shard size,
+the seed, the name prefix). A rerun under the same plan keeps a shard only when its bytes still match the
+SHA-256 recorded for it (an interrupted run, rerun, finishes; a damaged shard is written again); under another
+plan it refuses in one line saying what changed, unless ``overwrite`` (then the old shards are removed first).
+Shards it wrote beyond the plan are removed; ``.tar`` files it did not write (not in the manifest, not named
+``<prefix>-<number>.tar``) make it refuse, since training on the folder would read them too. Files that cannot
+be decoded are left out and listed, as in training. Shards are written by ``workers`` processes in parallel.
 """
 
 from __future__ import annotations
@@ -30,10 +36,10 @@ import torch
 from PIL import Image
 
 from barlowtwins.data.images import read_file_bytes, read_image
-from barlowtwins.data.shards import MANIFEST, read_manifest, scan_shard
+from barlowtwins.data.manifest import VERSION, file_sha256, index_digest, read_manifest, write_manifest
+from barlowtwins.data.shards import scan_shard
 from barlowtwins.errors import ConfigError, DataError
 
-MANIFEST_VERSION = 1
 _FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # stored as they are; other formats become PNG
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20,
           "gib": 2 ** 30, "k": 10 ** 3, "m": 10 ** 6, "g": 10 ** 9}
@@ -56,6 +62,9 @@ class ShardResult:
     kept: int  # shards found complete from an earlier run and kept
     skipped: list[dict] = field(default_factory=list)  # {"file", "reason"} of every file left out
     seconds: float = 0.0
+    rewritten: list[str] = field(default_factory=list)  # shards of an earlier run whose bytes no longer matched
+    removed: int = 0  # files of an earlier run removed (another plan with overwrite, or beyond the plan)
+    replaced_plan: str = ""  # what changed since the earlier run, when overwrite replaced its shards
 
 
 def plan_shards(files: list[str], seed: int, shard_bytes: int) -> list[list[int]]:
@@ -123,28 +132,61 @@ def write_one(job: tuple) -> dict:
                 _member(tf, f"{key}.json", json.dumps({"file": rel, "label": label}).encode())
         raw.flush()
         os.fsync(raw.fileno())
-    digest = hashlib.sha256()
-    with open(tmp, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    digest = file_sha256(tmp)
     os.replace(tmp, target)
-    return {"name": name, "bytes": target.stat().st_size, "sha256": digest.hexdigest(), "samples": entry_samples,
-            "skipped": skipped}
+    return {"name": name, "bytes": target.stat().st_size, "sha256": digest, "samples": entry_samples,
+            "index_sha256": index_digest(entry_samples), "skipped": skipped}
 
 
-def _write_manifest(out: Path, meta: dict, entries: dict[str, dict]) -> None:
-    data = {**meta, "shards": [entries[n] for n in sorted(entries)]}
-    tmp = out / f".{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, out / MANIFEST)
+def check_prefix(prefix: str) -> str:
+    """``prefix`` when it can start a shard's file name in ``--out``; one line otherwise."""
+    if not prefix or prefix.startswith(".") or re.search(r"[/\\\x00-\x1f{}*?\[\]]", prefix) or len(prefix) > 200:
+        raise ConfigError(f"--prefix {prefix!r}: give a plain name (no folders, no leading dot, no wildcards or "
+                          "braces); the shards are written as <prefix>-000000.tar in --out")
+    return prefix
+
+
+def source_digest(files: list[str], labels: list[int], classes: list[str], root: str) -> str:
+    """SHA-256 of what the shards are made from: each file's name relative to ``root``, its size and its label,
+    in order, and the class names (a source moved elsewhere keeps its digest)."""
+    h = hashlib.sha256()
+    for f, label in zip(files, labels):
+        try:
+            size = os.stat(f).st_size
+        except OSError:
+            size = -1
+        h.update(f"{os.path.relpath(f, root) if root else f}\t{size}\t{label}\n".encode("utf-8", "surrogateescape"))
+    h.update(json.dumps(classes).encode())
+    return h.hexdigest()
+
+
+_PLAN_WORDS = {"source_sha256": "the source (its files, their sizes or labels)", "samples": "the number of images",
+               "shard_bytes": "--shard-size", "seed": "--seed", "prefix": "--prefix", "shards": "the number of shards"}
+
+
+def _plan_change(old: dict, new: dict) -> str:
+    """What differs between two plans, in words ("" when nothing does)."""
+    if not old:
+        return "the manifest records no plan (written by an older version)"
+    parts = []
+    for key, words in _PLAN_WORDS.items():
+        if key == "shards" and parts:
+            continue  # follows from the rest
+        if old.get(key) != new.get(key):
+            shown = "" if key == "source_sha256" else f" ({old.get(key)} then, {new.get(key)} now)"
+            parts.append(words + shown)
+    return ", ".join(parts)  # the source's path is not compared: the same files moved make the same shards
 
 
 def write_shards(dataset, out: str | os.PathLike, shard_bytes: int, seed: int = 0, workers: int = 0,
-                 prefix: str = "train") -> ShardResult:
-    """Shards of ``dataset`` (an image-file data set: ``files``, ``labels``, ``classes``) in folder ``out``."""
+                 prefix: str = "train", overwrite: bool = False) -> ShardResult:
+    """Shards of ``dataset`` (an image-file data set: ``files``, ``labels``, ``classes``) in folder ``out`` (see
+    the module docstring for what a rerun keeps, rewrites, removes or refuses)."""
     t0 = time.time()
+    prefix = check_prefix(prefix)
     files = [str(f) for f in dataset.files]
     labels = dataset.labels.tolist()
+    classes = [str(c) for c in getattr(dataset, "classes", [])]
     labelled = any(v >= 0 for v in labels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,34 +196,66 @@ def write_shards(dataset, out: str | os.PathLike, shard_bytes: int, seed: int = 
     plan = plan_shards(files, seed, shard_bytes)
     width = max(6, len(str(len(plan) - 1)))
     names = [f"{prefix}-{k:0{width}d}.tar" for k in range(len(plan))]
-    meta = {"version": MANIFEST_VERSION, "source": root, "seed": seed, "shard_bytes": shard_bytes,
-            "planned": len(plan), "samples_planned": len(files), "classes": list(getattr(dataset, "classes", []))}
-    previous = read_manifest(out)
-    old_meta = previous.get("", {})
+    meta = {"version": VERSION, "source": root, "classes": classes,
+            "plan": {"source": root, "source_sha256": source_digest(files, labels, classes, root),
+                     "samples": len(files), "shard_bytes": shard_bytes, "seed": seed, "prefix": prefix,
+                     "shards": len(plan)}}
+    ours = re.compile(rf"{re.escape(prefix)}-\d{{6,}}\.tar")
+    try:
+        previous = read_manifest(out)
+    except DataError as e:
+        if not overwrite:
+            raise DataError(f"{e}; or rerun with --overwrite to write the shards again") from None
+        previous = None
+    recorded = set(previous.entries) if previous is not None else set()
+    foreign = sorted(p.name for p in out.glob("*.tar") if p.name not in recorded and not ours.fullmatch(p.name))
+    if foreign:
+        raise DataError(f"{out} holds {len(foreign)} .tar file{'s' if len(foreign) > 1 else ''} this command did not "
+                        f"write ({', '.join(foreign[:3])}); training on the folder would read them too: move them, "
+                        "or choose another --out")
     entries: dict[str, dict] = {}
-    if old_meta and all(old_meta.get(k) == meta[k] for k in ("seed", "shard_bytes", "planned", "samples_planned")):
-        for name in names:  # complete shards of the same plan: kept (their size says the file is whole)
-            e = previous.get(name)
-            if e and (out / name).is_file() and (out / name).stat().st_size == e.get("bytes"):
+    rewritten: list[str] = []
+    removed = 0
+    change = ""
+    if previous is not None:
+        change = _plan_change(previous.plan, meta["plan"])
+        if change and not overwrite:
+            raise ConfigError(f"{out} holds the shards of another plan ({change}); rerun with --overwrite to replace "
+                              "them, or choose another --out")
+        for name, e in previous.entries.items():
+            path = out / name
+            if change or name not in names:  # another plan, or beyond this one: the earlier run's file goes
+                if path.is_file():
+                    path.unlink()
+                    removed += 1
+            elif path.is_file() and path.stat().st_size == e["bytes"] and file_sha256(path) == e["sha256"]:
                 entries[name] = e
+            else:
+                rewritten.append(name)
+    for path in out.glob("*.tar"):  # ours by name but in no manifest (a kill before it was recorded), not planned
+        if path.name not in names and ours.fullmatch(path.name):
+            path.unlink()
+            removed += 1
     kept = len(entries)
     positions = {i: p for p, i in enumerate(i for shard in plan for i in shard)}
     jobs = [(str(out), name, [(positions[i], files[i], labels[i]) for i in shard], root, labelled)
             for name, shard in zip(names, plan) if name not in entries]
+    write_manifest(out, meta, entries)  # what is on disk now, before anything new is written
     if workers > 0 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             for entry in pool.map(write_one, jobs):
                 entries[entry["name"]] = entry
-                _write_manifest(out, meta, entries)
+                write_manifest(out, meta, entries)
     else:
         for job in jobs:
             entry = write_one(job)
             entries[entry["name"]] = entry
-            _write_manifest(out, meta, entries)
-    _write_manifest(out, meta, entries)
+            write_manifest(out, meta, entries)
+    write_manifest(out, meta, entries)
     skipped = [s for e in entries.values() for s in e.get("skipped", [])]
     samples = sum(len(e["samples"]) for e in entries.values())
-    return ShardResult(out, len(entries), samples, kept, skipped, time.time() - t0)
+    return ShardResult(out, len(entries), samples, kept, skipped, time.time() - t0, rewritten, removed,
+                       change if previous is not None else "")
 
 
 def verify_shard(path: str | os.PathLike, entry: dict) -> bool:

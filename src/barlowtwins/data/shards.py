@@ -7,7 +7,8 @@
 
 A shard is a tar file in the WebDataset layout: the members of one sample share a key (the member name up to
 the first dot of its base name), the image is the ``jpg``/``jpeg``/``png``/``webp`` member, a label the ``cls``
-member (an integer as text) or the ``json`` member (``{"label": k}`` or ``{"cls": k}``). ``pipe:CMD`` sources
+member (an integer or a class name as text) or the ``json`` member (``{"label": k}`` or ``{"cls": k}``), read
+by `barlowtwins.data.labels.read_labels` (the class names a manifest records number the classes). ``pipe:CMD`` sources
 (``pipe:aws s3 cp s3://bucket/train-000000.tar -``) are streamed once into a local cache folder
 (``$BARLOWTWINS_SHARD_CACHE``, default ``~/.cache/barlowtwins/shards``) and read from there.
 
@@ -43,12 +44,13 @@ import torch
 
 from barlowtwins.data.image_files import ImageFiles
 from barlowtwins.data.images import SampleRef
+from barlowtwins.data.labels import read_labels
+from barlowtwins.data.manifest import BLOCK, Manifest, file_sha256, read_manifest
 from barlowtwins.data.sampling import GlobalBatchSampler
 from barlowtwins.errors import DataError
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # the members that hold a sample's image, in order of preference
 LABEL_KEYS = ("cls", "json")
-MANIFEST = "manifest.json"
 WINDOW = 4  # shards whose samples are shuffled together in the pretraining order
 CACHE_ENV = "BARLOWTWINS_SHARD_CACHE"
 
@@ -78,6 +80,15 @@ def expand_braces(pattern: str) -> list[str]:
     return [out for item in items for out in expand_braces(head + item + tail)]
 
 
+def _list_line(line: str) -> str:
+    """A shard list's line without its comment: a line whose first character (after spaces) is ``#``, and the
+    text from a ``#`` that follows a space (``a.tar  # note``); a ``#`` inside a name stays."""
+    text = line.strip()
+    if text.startswith("#"):
+        return ""
+    return re.split(r"\s+#", text, maxsplit=1)[0].strip()
+
+
 def shard_sources(spec: str) -> list[str]:
     """The shards a ``--data-dir`` names, in order: a brace pattern, a glob, a folder (its ``*.tar``, sorted), a
     list file (one shard per line, relative to the list's folder), or ``pipe:`` commands. One line when a local
@@ -100,7 +111,8 @@ def shard_sources(spec: str) -> list[str]:
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read {path} as a shard list ({type(e).__name__}); give a .tar shard, a "
                             "folder of them, a pattern or a text file with one shard per line") from None
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        lines = [_list_line(ln) for ln in text.splitlines()]
+        lines = [ln for ln in lines if ln]
         out = [ln if ln.startswith("pipe:") or os.path.isabs(ln) else str(base / ln) for ln in lines]
         if not out:
             raise DataError(f"the shard list {path} names no shards; one shard per line")
@@ -110,6 +122,10 @@ def shard_sources(spec: str) -> list[str]:
             out += sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
         if not out:
             raise DataError(f"the shard pattern {spec} matches nothing; check --data-dir")
+    dirs = [s for s in out if not s.startswith("pipe:") and os.path.isdir(s)]
+    if dirs:
+        raise DataError(f"{dirs[0]} is a folder, not a shard (from {spec}); name .tar files, or give the folder "
+                        "itself as --data-dir")
     missing = [s for s in out if not s.startswith("pipe:") and not os.path.isfile(s)]
     if missing:
         raise DataError(f"shard {missing[0]} does not exist ({len(missing)} of {len(out)} missing, from {spec}); "
@@ -128,19 +144,37 @@ def local_copy(source: str) -> str:
     cmd = source[len("pipe:"):]
     folder = cache_folder()
     target = folder / (hashlib.sha256(cmd.encode()).hexdigest()[:20] + ".tar")
-    if target.is_file():
+    if target.is_file() and _whole_tar(target):
         return str(target)
+    target.unlink(missing_ok=True)  # an empty or broken copy an earlier version kept: fetched again
     folder.mkdir(parents=True, exist_ok=True)
-    part = target.with_suffix(f".part{os.getpid()}")
+    part = target.with_name(f".{target.name}.{os.getpid()}.part")
     with open(part, "wb") as out:
         done = subprocess.run(cmd, shell=True, stdout=out, stderr=subprocess.PIPE)
+    why = done.stderr.decode(errors="replace").strip().splitlines()
     if done.returncode != 0:
         part.unlink(missing_ok=True)
-        why = done.stderr.decode(errors="replace").strip().splitlines()
         raise DataError(f"the shard command '{cmd}' failed (exit {done.returncode}{': ' + why[-1][:200] if why else ''})"
                         "; check the command and its credentials")
+    if not _whole_tar(part):  # exit 0 but no shard (nothing written, cut short): never cached
+        n = part.stat().st_size
+        part.unlink(missing_ok=True)
+        wrote = "nothing" if n == 0 else f"{n} bytes that are not a whole tar file"
+        raise DataError(f"the shard command '{cmd}' exited 0 but wrote {wrote}; check that it writes the shard to "
+                        "its standard output")
     os.replace(part, target)
     return str(target)
+
+
+def _whole_tar(path: Path) -> bool:
+    """Whether ``path`` is a non-empty tar whose headers read to the end (a cut-short stream is not)."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with tarfile.open(path, "r:") as tf:
+            return sum(1 for _ in tf) > 0
+    except (tarfile.TarError, OSError, EOFError):
+        return False
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -178,15 +212,36 @@ class TarMember(SampleRef):
         return self._size
 
     def read_bytes(self) -> bytes:
+        """The member's data, read with its tar header in one read; the header must name this member and its
+        size (a manifest whose offsets do not match the shard is an unreadable sample, never another image)."""
         f = _handle(self.shard)
-        f.seek(self.offset)
-        data = f.read(self._size)
-        if len(data) != self._size:
-            err = DataError(f"corrupt or unreadable image {self} (the shard ends {self._size - len(data)} bytes "
-                            "into it: truncated); re-create the shard")
+        head = BLOCK if self.offset >= BLOCK else 0
+        f.seek(self.offset - head)
+        data = f.read(head + self._size)
+        if len(data) != head + self._size:
+            err = DataError(f"corrupt or unreadable image {self} (the shard ends {head + self._size - len(data)} "
+                            "bytes into it: truncated); re-create the shard")
             err.reason = "truncated shard"
             raise err
-        return data
+        if head and not header_matches(data[:BLOCK], self.member, self._size):
+            err = DataError(f"corrupt or unreadable image {self} (the tar header at its offset names another "
+                            "member: the manifest does not match the shard); re-create the shard or its manifest")
+            err.reason = "manifest does not match the shard"
+            raise err
+        return data[head:]
+
+
+def header_matches(block: bytes, member: str, size: int) -> bool:
+    """Whether a 512-byte tar header is ``member``'s, of ``size`` bytes (a long name kept in an extended header
+    before it: the short name here is a piece of the member's)."""
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.TarError:
+        return False
+    if info.size != size:
+        return False
+    return info.name == member or (len(member.encode()) > 99 and bool(info.name) and
+                                   (member.startswith(info.name) or member.endswith(info.name)))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -195,13 +250,18 @@ class TarMember(SampleRef):
 
 @dataclass
 class ShardIndex:
-    """One shard's samples: (key, image member, data offset, size, label) each, in tar order; ``bytes``: the
-    shard file's size; ``without_image``: keys skipped for having no image member."""
+    """One shard's samples: (key, image member, data offset, size, raw label) each, in tar order; ``bytes``: the
+    shard file's size; ``without_image``: keys skipped for having no image member; ``duplicates``: samples whose
+    key an earlier sample of the shard already had; ``lost``: samples its manifest lists that the file no longer
+    holds (cut short); ``sha256``: the shard's digest its manifest records ("" without one)."""
 
     path: str
-    samples: list[tuple[str, str, int, int, int]]
+    samples: list[tuple[str, str, int, int, object]]
     bytes: int
     without_image: list[str]
+    duplicates: int = 0
+    lost: int = 0
+    sha256: str = ""
 
 
 def sample_key(name: str) -> tuple[str, str]:
@@ -211,82 +271,98 @@ def sample_key(name: str) -> tuple[str, str]:
     return (os.path.join(folder, stem) if folder else stem), ext.lower()
 
 
-def _label(ext: str, data: bytes) -> int:
-    text = data.decode("utf-8", errors="replace").strip()
+def _raw_label(ext: str, data: bytes):
+    """A label member's value as stored (text of ``.cls``; ``label``/``cls`` of a ``.json`` object, or the JSON
+    value itself), read by `read_labels` with the others; a ``.json`` that holds no label: None."""
     if ext == "cls":
-        return int(text)
-    value = json.loads(text)
+        return data
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None  # metadata that is not JSON text: no label
     if isinstance(value, dict):
-        value = value.get("label", value.get("cls", -1))
-    return int(value)
+        return value.get("label", value.get("cls"))
+    return value if isinstance(value, (int, float, str)) else None
 
 
 def scan_shard(path: str) -> ShardIndex:
     """Index a tar shard from its headers (member data is skipped, not read; labels are read, they are tiny).
-    A shard whose header chain is broken (truncated, not a tar) is one `DataError` naming it; a member whose data
-    runs past the end of the file stays in the index and is an unreadable sample when read."""
+    As in WebDataset's reader, consecutive members with one key are a sample; a key met again later (or an
+    extension twice) starts another sample, counted in ``duplicates``. A shard whose header chain is broken
+    (truncated, not a tar) is one `DataError` naming it; a member whose data runs past the end of the file stays
+    in the index and is an unreadable sample when read."""
     size = os.path.getsize(path)
-    members: dict[str, dict] = {}
-    order: list[str] = []
+    groups: list[tuple[str, dict]] = []
+    seen: set[str] = set()
+    duplicates = 0
     try:
         with tarfile.open(path, "r:") as tf:
             for m in tf:
                 if not m.isfile():
                     continue
                 key, ext = sample_key(m.name)
-                if key not in members:
-                    members[key] = {}
-                    order.append(key)
-                members[key][ext] = (m.name, m.offset_data, m.size)
-                if ext in LABEL_KEYS and m.offset_data + m.size <= size:
+                if not groups or groups[-1][0] != key or ext in groups[-1][1]:
+                    if key in seen:
+                        duplicates += 1
+                    seen.add(key)
+                    groups.append((key, {}))
+                entry = groups[-1][1]
+                entry[ext] = (m.name, m.offset_data, m.size)
+                if ext in LABEL_KEYS and m.offset_data + m.size <= size and m.size <= 1 << 20:
                     f = tf.fileobj
                     here = f.tell()
                     f.seek(m.offset_data)
-                    members[key]["label:" + ext] = f.read(m.size)
+                    entry["label:" + ext] = f.read(m.size)
                     f.seek(here)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"shard {path} is truncated or not a tar file ({type(e).__name__}: {str(e)[:120]}); "
                         "re-create it, or leave it out of --data-dir") from None
     samples, without = [], []
-    for key in order:
-        entry = members[key]
+    for key, entry in groups:
         image = next((entry[k] for k in IMAGE_KEYS if k in entry), None)
         if image is None:
             without.append(key)
             continue
-        label = -1
-        for ext in LABEL_KEYS:
-            if "label:" + ext in entry:
-                try:
-                    label = _label(ext, entry["label:" + ext])
-                except (ValueError, TypeError):
-                    label = -1
-                break
+        label = next((_raw_label(ext, entry["label:" + ext]) for ext in LABEL_KEYS if "label:" + ext in entry), None)
         samples.append((key, image[0], image[1], image[2], label))
-    return ShardIndex(path, samples, size, without)
+    return ShardIndex(path, samples, size, without, duplicates)
 
 
-def read_manifest(folder: Path) -> dict:
-    """``manifest.json`` of a shard folder by shard name ({} when there is none or it cannot be read)."""
-    path = folder / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-        return {s["name"]: s for s in data.get("shards", [])} | {"": data}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
+def _headers_match(path: str, samples, picks=3) -> bool:
+    """Whether the tar headers at a few recorded offsets (first, middle, last) name their members."""
+    if not samples:
+        return True
+    chosen = {0, len(samples) // 2, len(samples) - 1}
+    with open(path, "rb") as f:
+        for k in sorted(chosen)[:picks]:
+            _, member, offset, size, _ = samples[k]
+            f.seek(offset - BLOCK)
+            if not header_matches(f.read(BLOCK), member, size):
+                return False
+    return True
 
 
 def index_shard(path: str, manifests: dict) -> ShardIndex:
-    """The shard's index from its folder's manifest when it describes this very file (name and size), else
-    from its headers."""
+    """The shard's index from its folder's checked manifest (`barlowtwins.data.manifest`) when it describes this
+    very file (name and size, and the tar headers at a few of its offsets), else from its headers. A manifest
+    that lists more samples than the file now holds gives ``lost``."""
     folder = Path(path).parent
     if folder not in manifests:
         manifests[folder] = read_manifest(folder)
-    entry = manifests[folder].get(Path(path).name)
+    manifest: Manifest | None = manifests[folder]
+    entry = manifest.entries.get(Path(path).name) if manifest is not None else None
     size = os.path.getsize(path)
-    if entry and entry.get("bytes") == size and "samples" in entry:
-        return ShardIndex(path, [tuple(s) for s in entry["samples"]], size, [])
-    return scan_shard(path)
+    if entry and entry["bytes"] == size:
+        samples = [tuple(s) for s in entry["samples"]]
+        if not _headers_match(path, samples):
+            raise DataError(f"{manifest.path} does not match {path} (the tar headers at its offsets name other "
+                            "members); re-create the shards with 'barlowtwins shard', or delete the manifest to "
+                            "index the shards from their headers")
+        return ShardIndex(path, samples, size, [], sha256=entry["sha256"])
+    index = scan_shard(path)
+    if entry:  # the file is not the one the manifest describes: cut short, or re-written
+        index.lost = max(0, len(entry["samples"]) - len(index.samples))
+    return index
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -298,15 +374,33 @@ class ShardImages(ImageFiles):
     the shard of each sample (for `ShardOrder`); items are ``(transform(RGB PIL image), label)``."""
 
     def __init__(self, files: Sequence[TarMember], labels, classes: Sequence[str], name: str,
-                 shards: Sequence[tuple[str, int, int]], shard_of: torch.Tensor, transform=None):
+                 shards: Sequence[tuple[str, int, int]], shard_of: torch.Tensor, transform=None,
+                 named_classes: bool = True, index_sha256: str = "", checks: Sequence[tuple[str, str, int]] = ()):
         super().__init__(files, torch.as_tensor(labels, dtype=torch.int64).tolist(), classes, name, transform)
         self.shards = list(shards)  # (shard file name, samples, bytes) each, in order
         self.shard_of = shard_of  # (n,) int64: the shard of each sample
+        self.named_classes = named_classes  # False: the classes are the label numbers (no names recorded)
+        self.index_sha256 = index_sha256  # of every shard's index (members, offsets, sizes, labels; manifest digests)
+        self.checks = list(checks)  # (shard path, manifest SHA-256 or "", samples lost) each, for verify_integrity
 
     def subset(self, indices) -> "ShardImages":
         idx = torch.as_tensor(list(indices), dtype=torch.int64)
         return ShardImages([self.files[i] for i in idx.tolist()], self.labels[idx], self.classes, self.name,
-                           self.shards, self.shard_of[idx], self.transform)
+                           self.shards, self.shard_of[idx], self.transform, self.named_classes, self.index_sha256,
+                           self.checks)
+
+    def verify_integrity(self) -> None:
+        """``--strict-data``: one `DataError` for a shard cut short (samples its manifest lists are gone) or one
+        whose bytes differ from its manifest's SHA-256 (each shard with a manifest is read once, in full)."""
+        lost = [(p, n) for p, _, n in self.checks if n]
+        if lost:
+            raise DataError(f"shard {lost[0][0]} is truncated: {lost[0][1]} of the samples its manifest lists are "
+                            f"gone{f' ({len(lost)} shards cut short)' if len(lost) > 1 else ''}; re-create or copy "
+                            "it again, or run without --strict-data to train on what is left")
+        for path, sha, _ in self.checks:
+            if sha and file_sha256(path) != sha:
+                raise DataError(f"shard {path} does not match the SHA-256 its manifest records (damaged or "
+                                "replaced); re-create or copy it again")
 
     def batch_order(self, batch_size: int, seed: int, rank: int, world_size: int) -> "ShardOrder":
         """The pretraining order (`ShardOrder`) for a per-rank batch of ``batch_size``."""
@@ -346,27 +440,40 @@ def shard_dataset(spec: str, split: str | None = None, transform=None) -> ShardI
         spec = str(Path(spec).expanduser() / split)
     sources = [local_copy(s) for s in shard_sources(spec)]
     manifests: dict = {}
-    files, labels, shard_rows, shard_of, without = [], [], [], [], 0
+    files, raw, shard_rows, shard_of, without, duplicates, checks = [], [], [], [], 0, 0, []
     for k, path in enumerate(sources):
         index = index_shard(path, manifests)
         without += len(index.without_image)
+        duplicates += index.duplicates
         for key, member, offset, size, label in index.samples:
             files.append(TarMember(path, member, offset, size))
-            labels.append(label)
+            raw.append(label)
             shard_of.append(k)
         shard_rows.append((Path(path).name, len(index.samples), index.bytes))
+        checks.append((path, index.sha256, index.lost))
     if without:
         print(f"warning: {without} samples in the shards of {spec} have no image member ({', '.join(IMAGE_KEYS)}) "
               "and are left out", file=sys.stderr)
+    if duplicates:
+        print(f"warning: {duplicates} samples in the shards of {spec} repeat a key an earlier sample of their shard "
+              "has; each is read as a sample of its own (re-create the shards with unique keys)", file=sys.stderr)
+    lost = [(p, n) for p, _, n in checks if n]
+    if lost:
+        print(f"warning: {sum(n for _, n in lost)} samples that the manifest lists are gone from {len(lost)} "
+              f"truncated shard{'s' if len(lost) > 1 else ''} ({lost[0][0]} ...); training on the rest "
+              "(--strict-data makes this an error; re-create or copy the shards again)", file=sys.stderr)
     if not files:
         raise DataError(f"the shards of {spec} hold no images (looked for members {', '.join(IMAGE_KEYS)}); check "
                         "that they are WebDataset shards")
-    folder_manifest = next((m[""] for m in manifests.values() if "" in m), {})
-    classes = list(folder_manifest.get("classes", []))
-    if not classes and max(labels) >= 0:
-        classes = [str(i) for i in range(max(labels) + 1)]
+    recorded = next((m.classes for m in manifests.values() if m is not None and m.classes), None)
+    labels, classes, named = read_labels(raw, f"the shards of {spec}", recorded)
+    digest = hashlib.sha256()  # what the samples are: members, offsets, sizes, labels; each manifest's SHA-256
+    for (path, sha, _), (name, _, _) in zip(checks, shard_rows):
+        digest.update(f"{name}\t{sha}\n".encode())
+    for f, label in zip(files, labels):
+        digest.update(f"{f.member}\t{f.offset}\t{f.size}\t{label}\n".encode("utf-8", "surrogateescape"))
     return ShardImages(files, labels, classes, spec, shard_rows, torch.tensor(shard_of, dtype=torch.int64),
-                       transform)
+                       transform, named, digest.hexdigest(), checks)
 
 
 __all__ = ["ShardImages", "ShardOrder", "TarMember", "expand_braces", "scan_shard", "shard_dataset", "shard_sources"]

@@ -26,6 +26,9 @@ from barlowtwins.models.projector import parse_projector_spec
 from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import write_text_atomic
 from barlowtwins.training.optim import OPTIMIZERS
+from barlowtwins.transforms.multicrop import MIN_SIZE as MULTICROP_MIN_SIZE
+from barlowtwins.transforms.multicrop import check_multicrop
+from barlowtwins.transforms.progressive import check_progressive_epochs
 from barlowtwins.transforms.spec import CLI_SETTINGS, SPEC
 
 # Allowed values of each choice field, read from the registries of the code that implements them.
@@ -136,14 +139,17 @@ class PretrainConfig:
     eta: float = opt(0.001, "LARS trust coefficient: caps each layer's relative change per step", gt=0)
     warmup_epochs: float = opt(10, "epochs of linear learning-rate warm-up before the cosine decay", ge=0)
     final_lr_ratio: float = opt(0.001, "learning rate at the end of the cosine as a share of the peak", ge=0, le=1)
-    progressive_start: int = opt(0, "progressive resolution: the view size of the first epoch in pixels, growing "
-                                    "linearly to --image-size over --progressive-epochs (0: off, the paper's recipe)",
+    progressive_start: int = opt(0, "progressive resolution: the view size of the first epoch in pixels, a multiple "
+                                    "of 4 (of 8 above 64-px images), growing linearly to --image-size over "
+                                    "--progressive-epochs (0: off, the paper's recipe)",
                                  ge=0, le=MAX_IMAGE_SIZE)
-    progressive_epochs: float = opt(0.0, "progressive resolution: epochs from the start size to the full size", ge=0)
+    progressive_epochs: float = opt(0.0, "progressive resolution: epochs from the start size to the full size (set "
+                                         "with --progressive-start)", ge=0)
     multicrop_count: int = opt(0, "multi-crop: small crops per image besides the two views, each compared with both "
                                   "views (0: off, the paper's recipe; SwAV uses 6)", ge=0, le=16)
-    multicrop_size: int = opt(0, "multi-crop: side of the small crops in pixels (0: 3/7 of --image-size, SwAV's 96 "
-                                 "of 224)", ge=0, le=MAX_IMAGE_SIZE)
+    multicrop_size: int = opt(0, f"multi-crop: side of the small crops in pixels, at least {MULTICROP_MIN_SIZE} and "
+                                 "smaller than --image-size (0: 3/7 of --image-size, SwAV's 96 of 224)", ge=0,
+                              le=MAX_IMAGE_SIZE)
     multicrop_scale: tuple[float, float] | None = opt(None, "multi-crop: smallest and largest area of a small crop as "
                                                             "shares of the image (default: SwAV's 0.05 0.14; 0.14 0.5 "
                                                             "at 64 px and below)", gt=0, le=1, ordered=True)
@@ -210,6 +216,10 @@ class PretrainConfig:
 
     def __post_init__(self):
         validate_config(self)
+        # the settings that only make sense together, before any work (a start checked against --image-size by
+        # check_progressive_start, where the trainer knows the size it trains at)
+        check_progressive_epochs(self.progressive_start, self.progressive_epochs)
+        check_multicrop(self.multicrop_count, self.multicrop_size, self.image_size)
 
     def augment_overrides(self) -> dict:
         """The augmentation settings set here (the spec's `CLI_SETTINGS`), for `augment_config`."""

@@ -13,7 +13,8 @@ The random numbers of small crop ``k`` are those of uniform stream ``2 + k`` of 
 workers and a resumed run draw the crops one process draws, on every data path. Crops alternate the per-view
 settings of the paper's two views (crop 0 blurs like view 1, crop 1 solarises like view 2, ...), so the small
 crops see both kinds of distortion; every other setting (colour jitter, grayscale, flip) is the full views'.
-With progressive resolution the small crops keep their size unless the full views are smaller still.
+With progressive resolution the small crops keep their size unless the full views are smaller still. A run's
+small crops are `MIN_SIZE` px or more and smaller than its ``--image-size`` (`check_multicrop`).
 """
 
 from __future__ import annotations
@@ -21,15 +22,40 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from barlowtwins.errors import ConfigError
 from barlowtwins.transforms.params import ViewParams, view_params
 from barlowtwins.transforms.spec import AugmentConfig, blur_kernel_for
 
 FIRST_STREAM = 2  # uniform streams 0 and 1 are the two full views
+MIN_SIZE = 8  # px: the smallest small crop, --image-size's own lower bound (smaller leaves nothing for the strides)
 
 
 def default_size(image_size: int) -> int:
     """The small crops' side for full views of ``image_size``: SwAV's 96 of 224 (3/7), in multiples of 4."""
     return max(4, round(image_size * 3 / 7 / 4) * 4)
+
+
+def check_multicrop(count: int, size: int, image_size: int) -> None:
+    """One line (`ConfigError`) when the small crops of ``size`` px (0: `default_size`) would not be smaller than
+    the full views of ``image_size`` px, or under `MIN_SIZE`; nothing to check with ``count`` 0 (off)."""
+    if count <= 0:
+        return
+    if image_size <= MIN_SIZE:
+        raise ConfigError(f"--multicrop-count {count} needs --image-size above {MIN_SIZE}: the small crops are at "
+                          f"least {MIN_SIZE} px and smaller than the full views; raise --image-size or set "
+                          "--multicrop-count 0")
+    default = default_size(image_size)
+    fix = f"use {MIN_SIZE} to {image_size - 1}" + (", or 0 for 3/7 of --image-size" if default >= MIN_SIZE else "")
+    if size and size < MIN_SIZE:
+        raise ConfigError(f"--multicrop-size {size} is below {MIN_SIZE} px, too small for the network's strides; "
+                          f"{fix}")
+    if size >= image_size:
+        raise ConfigError(f"--multicrop-size {size} is not smaller than --image-size {image_size}: the small crops "
+                          f"are low-resolution views of a part of the image; {fix}")
+    if not size and default < MIN_SIZE:
+        raise ConfigError(f"multi-crop's default --multicrop-size at --image-size {image_size} is {default} px (3/7 "
+                          f"of it), below {MIN_SIZE} px; set --multicrop-size {MIN_SIZE} to {image_size - 1}, or "
+                          "raise --image-size")
 
 
 def default_scale(image_size: int) -> tuple[float, float]:
@@ -98,4 +124,5 @@ def multicrop_from(count: int, size: int, scale, image_size: int) -> MultiCrop |
                      tuple(scale) if scale else default_scale(image_size))
 
 
-__all__ = ["FIRST_STREAM", "MultiCrop", "default_scale", "default_size", "multicrop_from"]
+__all__ = ["FIRST_STREAM", "MIN_SIZE", "MultiCrop", "check_multicrop", "default_scale", "default_size",
+           "multicrop_from"]

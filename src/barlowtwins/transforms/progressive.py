@@ -6,9 +6,10 @@
 
 The size is a pure function of the step: it grows linearly with the epoch (``start`` at epoch 0, the full size
 from ``ramp_epochs`` on), changes only at epoch boundaries and is rounded down to a multiple of 8 (4 at 64 px
-and below), so a run sees a few sizes, each for whole epochs, and a resumed run the sizes of the uninterrupted
-one. Only the view size changes (and the blur kernel derived from it, when it was not set): the random draws
-of a sample are those of the full-size run, so the crops cover the same image regions at every size.
+and below; the start is one such multiple, `check_progressive_start`), so a run sees a few sizes, each for whole
+epochs, and a resumed run the sizes of the uninterrupted one. Only the view size changes (and the blur kernel
+derived from it, when it was not set): the random draws of a sample are those of the full-size run, so the crops
+cover the same image regions at every size.
 """
 
 from __future__ import annotations
@@ -20,14 +21,33 @@ from barlowtwins.transforms.spec import AugmentConfig, blur_kernel_for
 
 
 def check_progressive_start(start: int, image_size: int) -> None:
-    """One line (`ConfigError`) when progressive resolution would start above the image size."""
+    """One line (`ConfigError`) when progressive resolution would start above the image size, or at a size that
+    is not a multiple of the step of its sizes (`size_multiple`; ``start`` 0: off, always valid)."""
     if start > image_size:
         raise ConfigError(f"--progressive-start {start} is above --image-size {image_size}: progressive "
                           "resolution starts smaller and ends at the image size")
+    m = size_multiple(image_size)
+    if start and start != image_size and start % m:
+        below, above = start // m * m, start // m * m + m
+        nearest = " or ".join(str(s) for s in (below, above) if 0 < s < image_size) or "0 (off)"
+        other = "8 px above 64" if m == 4 else "4 px at 64 and below"
+        raise ConfigError(f"--progressive-start {start} is not a multiple of {m}: the view sizes grow in steps of {m} "
+                          f"px at --image-size {image_size} ({other}); use {nearest}")
+
+
+def check_progressive_epochs(start: int, epochs: float) -> None:
+    """One line (`ConfigError`) when only one of the two settings of progressive resolution is given: a start
+    size without epochs to grow over, or epochs without a start size, would be silently ignored."""
+    if start and not epochs:
+        raise ConfigError(f"--progressive-start {start} needs --progressive-epochs, the epochs over which the views "
+                          "grow to --image-size; set both, or --progressive-start 0 to train at the full size")
+    if epochs and not start:
+        raise ConfigError(f"--progressive-epochs {epochs:g} needs --progressive-start, the view size of the first "
+                          "epoch; set both, or --progressive-epochs 0 to train at the full size")
 
 
 def size_multiple(size: int) -> int:
-    """The granularity of the sizes on the way to ``size``: 8 px, 4 px for small images."""
+    """The granularity of the sizes on the way to ``size``: 8 px, 4 px for small images (64 px and below)."""
     return 4 if size <= 64 else 8
 
 
@@ -78,4 +98,4 @@ class ViewSizes:
             epoch += 1
 
 
-__all__ = ["ViewSizes", "check_progressive_start", "size_multiple"]
+__all__ = ["ViewSizes", "check_progressive_epochs", "check_progressive_start", "size_multiple"]
