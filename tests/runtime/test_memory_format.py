@@ -81,11 +81,11 @@ def test_the_cpu_paths_views_reach_a_narrow_network_in_nchw(image_tree, tmp_path
                          workers=0, progress=False, out=str(tmp_path / "r"), time_budget_minutes=0)
     t = Trainer(cfg, D.DistInfo())
     try:
-        assert not t.channels_last
-        images = next(iter(t.pipeline.epoch(0)))[0]
-        raw = t.pipeline.all_views(images, 0)
+        assert not t.run_parts.channels_last
+        images = next(iter(t.run_parts.pipeline.epoch(0)))[0]
+        raw = t.run_parts.pipeline.all_views(images, 0)
         assert any(not v.is_contiguous() for v in raw)  # the path's own strides: what made the bug possible
         views = t._views(images)
         assert len(views) == 2 and all(v.is_contiguous() for v in views)
     finally:
-        t.pipeline.close()
+        t.run_parts.pipeline.close()

@@ -40,10 +40,11 @@ def test_resume_compatibility_includes_the_seed(tmp_path):
 def test_online_knn_data_is_checked_before_the_training_data(fmnist_dir, tmp_path, monkeypatch):
     from conftest import tiny_config
 
+    from barlowtwins.training import run as R
     from barlowtwins.training import trainer as train
 
     scanned = []
-    monkeypatch.setattr(train, "build_dataset", lambda *a, **k: scanned.append(a))
+    monkeypatch.setattr(R, "build_dataset", lambda *a, **k: scanned.append(a))
     with pytest.raises(DataError, match="does not exist"):
         train.pretrain(tiny_config(fmnist_dir, tmp_path / "r", knn_every=1, knn_dataset="folder",
                                    knn_data_dir=str(tmp_path / "missing")))

@@ -62,16 +62,16 @@ def fake_scontrol(tmp_path, monkeypatch=None):
 def test_a_stop_during_set_up_exits_cleanly_and_requeues(fmnist_dir, tmp_path, monkeypatch):
     """SIGTERM while the data set is being read (a long folder scan): no step, no traceback, requeued, exit 75."""
     from barlowtwins.cli import main
-    from barlowtwins.training import trainer as train
+    from barlowtwins.training import run as R
 
     fake_scontrol(tmp_path, monkeypatch)
-    real = train.build_dataset
+    real = R.build_dataset
 
     def slow_scan(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of set-up
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "build_dataset", slow_scan)
+    monkeypatch.setattr(R, "build_dataset", slow_scan)
     code = main(["pretrain", *TINY, "--data-dir", str(fmnist_dir), "--out", str(tmp_path / "r")])
     assert code == GRACEFUL_STOP_EXIT
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "777"]

@@ -202,7 +202,7 @@ def test_non_finite_weights_are_never_checkpointed(fmnist_dir, tmp_path, monkeyp
         result = real(self, images)
         if self.step == 3:  # the loss of this step was finite, but the update left an Inf behind
             with torch.no_grad():
-                self.raw_model.projector[0].weight[0, 0] = float("inf")
+                self.run_parts.model.projector[0].weight[0, 0] = float("inf")
         return result
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
@@ -229,29 +229,32 @@ def test_non_finite_backbone_files_are_refused_by_readers(tmp_path):
 
 
 # ---- resume on any device, and --max-steps ------------------------------------------------------------------------
-def test_resumed_optimizer_state_follows_the_model(fmnist_dir, tmp_path):
+def test_resumed_optimizer_state_follows_the_model(fmnist_dir, tmp_path, monkeypatch):
     """A resumed run placed elsewhere than the CPU it was loaded on (here: float64, standing in for a GPU) has every
     optimiser state tensor on its parameter's device and dtype."""
     from barlowtwins.runtime import distributed as D
+    from barlowtwins.training import run as R
     from barlowtwins.training.trainer import Trainer
 
     pretrain(tiny_config(fmnist_dir, tmp_path / "r", max_steps=3))
+    real = R.place_model
 
-    class Float64Trainer(Trainer):
-        def _place(self, model):
-            raw, called = super()._place(model)
-            raw.double()
-            return raw, raw
+    def float64(model, device, **kw):
+        placed = real(model, device, **kw)
+        placed.raw.double()
+        return placed
 
-    t = Float64Trainer(tiny_config(fmnist_dir, tmp_path / "r"), D.DistInfo())
+    monkeypatch.setattr(R, "place_model", float64)
+    t = Trainer(tiny_config(fmnist_dir, tmp_path / "r"), D.DistInfo())
+    r = t.run_parts
     assert t.step == 3
     checked = 0
-    for group in t.optimizer.param_groups:
+    for group in r.optimizer.param_groups:
         for p in group["params"]:
-            for value in t.optimizer.state[p].values():
+            for value in r.optimizer.state[p].values():
                 assert value.dtype == p.dtype == torch.float64 and value.device == p.device
                 checked += 1
-    assert checked == len(list(t.raw_model.parameters()))
+    assert checked == len(list(r.model.parameters()))
 
 
 def test_max_steps_means_stop_at_step_n_on_every_rerun(fmnist_dir, tmp_path):

@@ -27,6 +27,7 @@ from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
 from barlowtwins.runtime.memory_format import as_input_format, is_channels_last
+from barlowtwins.runtime.placement import per_rank_batch, place_model
 from barlowtwins.transforms.params import generator_uniforms, params_from_uniforms
 from barlowtwins.transforms.spec import augment_config, run_ops
 from barlowtwins.transforms.tensor import OPS, to_float_rgb
@@ -125,10 +126,9 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
                      run: ClassifierRun, *, freeze_backbone: bool, weight_decay: float) -> dict:
     """SGD over ``train_set`` for ``run.epochs``; validation every epoch. Returns last/best top-1/top-5."""
     world = D.world_size()
-    if run.batch_size % world:
-        raise ValueError(f"--batch-size {run.batch_size} must divide evenly over {world} processes")
+    per_rank = per_rank_batch(run.batch_size, world)
     in_memory = is_in_memory(train_set)
-    stream = ReadableBatches(train_set, run.batch_size // world, shuffle=True, seed=run.seed, rank=D.rank(),
+    stream = ReadableBatches(train_set, per_rank, shuffle=True, seed=run.seed, rank=D.rank(),
                              world_size=world, workers=run.workers, pin_memory=run.device.type == "cuda",
                              transform=None if in_memory else train_transform(run.image_size, run.crop_scale),
                              lockstep_device=run.device)
@@ -138,10 +138,7 @@ def train_classifier(backbone: nn.Module, head: nn.Module, train_set, val_set, p
         group.setdefault("base_lr", group["lr"])
     optimizer = torch.optim.SGD(param_groups, lr=0.0, momentum=0.9, weight_decay=weight_decay)
     trainable = head if freeze_backbone else nn.Sequential(backbone, head)
-    model = trainable
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(
-            trainable, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    model = place_model(trainable, run.device, world=world).called  # DDP under a process group
 
     def forward(x):
         if freeze_backbone:

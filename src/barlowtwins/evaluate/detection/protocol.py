@@ -34,6 +34,7 @@ from barlowtwins.evaluate.detection.data import DetectionDataset, collate
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
+from barlowtwins.runtime.placement import per_rank_batch, place_model
 
 STANDARD_SCHEDULES = {
     "voc": dict(iterations=24_000, steps=(18_000, 22_000), warmup=100),
@@ -142,15 +143,9 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
     """SGD on ``train_set`` for ``run.schedule.iterations`` batches; returns the loss history."""
     sched = run.schedule
     world = D.world_size()
-    if sched.batch_size % world:
-        raise ValueError(f"--batch-size {sched.batch_size} must divide evenly over {world} processes")
-    per_rank = sched.batch_size // world
-    if world > 1:
-        model = D.convert_sync_batchnorm(model, run.device.type)
-        ddp = nn.parallel.DistributedDataParallel(
-            model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    else:
-        ddp = model
+    per_rank = per_rank_batch(sched.batch_size, world)
+    placed = place_model(model, run.device, world=world, sync_bn=True)  # SyncBN and DDP under a process group
+    model, ddp = placed.raw, placed.called
     optimizer = torch.optim.SGD(_param_groups(model, sched.weight_decay), lr=sched.lr_at(0),
                                 momentum=sched.momentum)
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=D.rank(), shuffle=True,
