@@ -1,6 +1,8 @@
-"""Every `barlowtwins ...` command shown in README.md and docs/*.md parses with the real parser: its sub-command,
-flags and choices exist. A renamed flag or command therefore fails here, not for a reader. Nothing is run."""
+"""Every `barlowtwins ...` command shown in README.md and docs/**/*.md parses with the real parser: its sub-command,
+flags and choices exist. A renamed flag or command therefore fails here, not for a reader. Nothing is run.
+The layers that docs/architecture.md lists are the import structure of the source."""
 
+import ast
 import contextlib
 import dataclasses
 import io
@@ -13,7 +15,7 @@ import pytest
 from barlowtwins.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 SHELL = {"", "bash", "sh", "shell", "console", "zsh"}
 PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.|…")
 
@@ -97,7 +99,7 @@ def _examples():
                 lines = [ln.lstrip()[2:] if ln.lstrip().startswith("$ ") else "" for ln in lines]
             for offset, argv in _commands(lines, env):
                 if argv and not argv[0].startswith("$"):
-                    out.append(pytest.param(argv, id=f"{doc.name}:{start + offset}"))
+                    out.append(pytest.param(argv, id=f"{doc.relative_to(ROOT)}:{start + offset}"))
     return out
 
 
@@ -152,3 +154,50 @@ def test_the_run_folder_table_names_every_file_a_run_writes(tmp_path):
         shown = "*.sha256" if name.endswith(".sha256") else shown
         assert f"`{shown}`" in table, f"{name} is missing from the run-folder table of pretrain-your-images.md"
     assert "at the end" not in table.split("`backbone.pth`", 1)[1].split("\n", 1)[0]
+
+
+def _architecture_layers() -> list[str]:
+    """The layers of docs/architecture.md's first text block, top to bottom (``cli``, ..., ``errors``)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = next(lines for lang, _, lines in _blocks(text) if lang == "text")
+    return [m.group(1) for line in block if (m := re.match(r"^(\w+)(?:/|\.py)\s", line))]
+
+
+def _package_imports():
+    """(importing unit, imported unit, inside a function?) of every import of the package's own modules."""
+    src = ROOT / "src" / "barlowtwins"
+    for path in sorted(src.rglob("*.py")):
+        unit = path.relative_to(src).parts[0].removesuffix(".py")
+        tree = ast.parse(path.read_text())
+        inner = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path}: a relative import"
+                # `from barlowtwins import x`: a sub-package or module x, else a name of the top-level module
+                names = [f"barlowtwins.{a.name}" if (src / a.name).is_dir() or (src / f"{a.name}.py").exists()
+                         else "barlowtwins" for a in node.names] if node.module == "barlowtwins" else [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "barlowtwins":
+                    yield path, unit, parts[1] if len(parts) > 1 else "", id(node) in inner
+
+
+def test_the_layers_of_the_architecture_page_are_the_imports_of_the_source():
+    layers = _architecture_layers()
+    assert layers[:3] == ["cli", "report", "training"] and layers[-2:] == ["errors", "version"], layers
+    src = ROOT / "src" / "barlowtwins"
+    units = {p.name.removesuffix(".py") for p in src.iterdir() if (p / "__init__.py").exists() or p.suffix == ".py"}
+    assert units - {"__init__", "__main__", "configs"} == set(layers), "the page lists every sub-package"
+    for path, unit, imported, in_function in _package_imports():
+        where = path.relative_to(ROOT)
+        assert imported in layers or imported in ("configs", "__init__", "__main__"), f"{where} imports {imported}"
+        assert imported != "", f"{where} imports the top-level barlowtwins module"
+        assert not in_function, f"{where} imports barlowtwins.{imported} inside a function"
+        if unit in layers and imported in layers:
+            assert layers.index(imported) >= layers.index(unit), f"{where}: {unit} imports {imported}, a layer above"
+        assert {unit, imported} != {"models", "transforms"}, f"{where}: models and transforms import each other"
