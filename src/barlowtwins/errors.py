@@ -10,7 +10,13 @@ class ConfigError(BarlowTwinsError):
 
 
 class DataError(BarlowTwinsError):
-    """Missing, empty or unreadable data."""
+    """Missing, empty or unreadable data.
+
+    ``reason``: a short reason (e.g. ``"truncated shard"``) that the code raising an unreadable sample's error sets
+    after construction (``err = DataError(msg); err.reason = "..."``). Declared only: an error without one has no
+    such attribute, so ``getattr(e, "reason", default)`` still falls back to its default."""
+
+    reason: str
 
 
 class CheckpointError(BarlowTwinsError):

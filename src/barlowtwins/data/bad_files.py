@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import NamedTuple, cast
 
 import torch
 import torch.distributed
@@ -32,7 +32,8 @@ from barlowtwins.errors import DataError
 class Unreadable(NamedTuple):
     """A sample whose file could not be read: its index in the data set, the file and a short reason."""
 
-    index: int
+    # mypy refuses a NamedTuple field that shadows a tuple method (tuple.index); at run time the field wins
+    index: int  # type: ignore[assignment]
     file: str
     reason: str
 
@@ -62,7 +63,7 @@ def file_of(dataset, i: int) -> str:
 class BadFiles:
     """Unreadable files met by one command: file -> short reason, each counted once, in the order met."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.files: dict[str, str] = {}
 
     def add(self, file: str, reason: str) -> None:
@@ -169,7 +170,7 @@ class ItemsOrUnreadable(Dataset):
         self.dataset, self.files = dataset, files
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # map-style data sets have a length (torch's Dataset declares none)
 
     def __getitem__(self, i: int):
         try:
@@ -197,7 +198,7 @@ class SkipUnreadable(Dataset):
         self.dataset, self.transform = dataset, transform
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # map-style data sets have a length (torch's Dataset declares none)
 
     def __getitem__(self, i: int):
         try:
@@ -229,8 +230,8 @@ class ReadableBatches:
         self.stream = BatchStream(dataset, batch_size, shuffle=shuffle, drop_last=False, seed=seed, rank=rank,
                                   world_size=world_size, transform=transform, workers=workers,
                                   pin_memory=pin_memory)
-        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                          drop_last=False)
+        self.sampler: DistributedSampler[int] = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                                                   shuffle=shuffle, seed=seed, drop_last=False)
         self.workers = default_workers(world_size) if workers is None else workers
         self.pin_memory = pin_memory
         self.skipped: list[Unreadable] = []
@@ -261,6 +262,7 @@ class ReadableBatches:
             torch.distributed.all_reduce(more, op=torch.distributed.ReduceOp.MIN)
             if not int(more):
                 return
+            assert batch is not None  # a rank without a batch made the minimum 0: returned above
             yield batch
 
     def _readable(self, loader) -> Iterator[tuple]:

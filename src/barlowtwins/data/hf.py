@@ -74,6 +74,10 @@ def table(path: str):
 class TableRow(SampleRef):
     """Row ``row`` of a table file's image column: the string ``<file>:row<row>``."""
 
+    path: str
+    row: int
+    column: str
+
     def __new__(cls, path: str, row: int, column: str):
         obj = super().__new__(cls, f"{path}:row{row}")
         obj.path, obj.row, obj.column = path, int(row), column
@@ -117,13 +121,13 @@ def table_files(root: str, split: str | None) -> tuple[list[str], dict]:
         raise DataError(f"data folder {path} does not exist; check --data-dir")
     if (path / "dataset_dict.json").is_file():  # a DatasetDict: one save_to_disk folder per split
         splits = _json(path / "dataset_dict.json").get("splits", [])
-        if split not in splits:
+        if split is None or split not in splits:
             raise DataError(f"{path} has splits {', '.join(splits)}, not '{split}'; choose one with the split flag")
         path = path / split
     if (path / "state.json").is_file():
         state = _json(path / "state.json")
         files = [str(path / f["filename"]) for f in state.get("_data_files", []) if "filename" in f]
-        info = {}
+        info: dict = {}
         if (path / "dataset_info.json").is_file():
             info = _json(path / "dataset_info.json").get("features", {}) or {}
         return files, info
@@ -170,6 +174,8 @@ def _columns(schema, features: dict, image_column: str | None, label_column: str
 class TableImages(ImageFiles):
     """Rows of Arrow/Parquet tables: an `ImageFiles` whose ``files`` are `TableRow` names."""
 
+    named_classes: bool  # set by table_dataset; declared only (``getattr(ds, "named_classes", True)`` elsewhere)
+
     def subset(self, indices) -> "TableImages":
         idx = [int(i) for i in indices]
         out = TableImages([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
@@ -182,7 +188,8 @@ def table_dataset(root: str, split: str | None = None, image_column: str | None 
                   label_column: str | None = None, transform=None) -> TableImages:
     """The rows of the tables under ``root`` (see the module docstring) for ``split``."""
     paths, features = table_files(root, split)
-    files, raw = [], []
+    files: list[TableRow] = []
+    raw: list[object] = []
     for path in paths:
         t = table(path)
         image, label = _columns(t.schema, features, image_column, label_column, path)

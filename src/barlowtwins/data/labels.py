@@ -22,6 +22,7 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from barlowtwins.errors import DataError
 
@@ -47,7 +48,9 @@ def _as_label(value) -> int | str | None:
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        raise ValueError(f"the number {value} (not an integer class index)" if value != int(value) else
+        # typeshed's numbers.Real has no __int__ (its __trunc__ returns an Integral-like), though int() takes any Real
+        whole = int(value)  # type: ignore[call-overload]
+        raise ValueError(f"the number {value} (not an integer class index)" if value != whole else
                          f"the float {value} (class indices are integers: store them as integers)")
     raise ValueError(f"a {type(value).__name__}")
 
@@ -78,8 +81,9 @@ def read_labels(values: Iterable, where: str, names: Sequence[str] | None = None
                                 "names; fix the label or the recorded names")
             classes = [str(n) for n in names]
         index = {c: k for k, c in enumerate(classes)}
-        return [-1 if v is None else index[v] for v in raw], classes, True
-    ints = [-1 if v is None else v for v in raw]
+        texts = cast("list[str | None]", raw)  # names only: a mix with indices was refused above
+        return [-1 if v is None else index[v] for v in texts], classes, True
+    ints = [-1 if v is None else v for v in cast("list[int | None]", raw)]  # no names (str not in kinds)
     bad = next((v for v in ints if v < -1 or v >= MAX_CLASSES), None)
     if bad is not None:
         raise DataError(f"{where}: label {bad} is not a class index (0 to {MAX_CLASSES - 1}, -1 for none); fix the "

@@ -8,12 +8,20 @@ microseconds); folders of files go through a DataLoader whose workers decode and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
+from typing import Protocol, cast
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from barlowtwins.runtime.hardware import usable_cpus
+
+
+class _InMemory(Protocol):
+    """What an ``in_memory`` data set (``datasets.InMemoryImages``) has besides being one: its tensors."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
 
 
 class _WithIndex(Dataset):
@@ -22,7 +30,7 @@ class _WithIndex(Dataset):
         self.transform = transform
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # map-style data sets have a length (torch's Dataset declares none)
 
     def __getitem__(self, i: int):
         image, label = self.dataset[i]
@@ -104,9 +112,10 @@ class BatchStream:
         self.dataset = dataset
         self.batch_size = batch_size
         self.in_memory = bool(getattr(dataset, "in_memory", False))
+        self.sampler: GlobalBatchSampler | DistributedSampler[int]
         if drop_last:
-            self.sampler = GlobalBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                              world_size=world_size)
+            self.sampler = GlobalBatchSampler(len(cast(Sized, dataset)), batch_size, shuffle=shuffle, seed=seed,
+                                              rank=rank, world_size=world_size)
         else:
             self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
                                               seed=seed, drop_last=False)
@@ -126,10 +135,11 @@ class BatchStream:
             order = torch.as_tensor(list(self.sampler), dtype=torch.int64)
             for b in range(start, len(self)):
                 idx = order[b * self.batch_size: (b + 1) * self.batch_size]
-                images = self.dataset.images[idx]
+                data = cast(_InMemory, self.dataset)  # an in_memory data set holds its images and labels as tensors
+                images = data.images[idx]
                 if self.transform is not None:
                     images = self.transform(images)
-                yield images, self.dataset.labels[idx], idx
+                yield images, data.labels[idx], idx
             return
         batches = BatchSampler(_Skip(self.sampler, start * self.batch_size), self.batch_size, self.drop_last)
         loader = DataLoader(_WithIndex(self.dataset, self.transform), batch_sampler=batches,

@@ -71,7 +71,9 @@ def plan_shards(files: list[str], seed: int, shard_bytes: int) -> list[list[int]
     """The shards' sample indices: a permutation of the files (a function of ``seed``) cut into runs of about
     ``shard_bytes`` by file size (one ``stat`` per file; a file that cannot be stat'ed counts as empty)."""
     order = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed)).tolist()
-    plan, current, size = [], [], 0
+    plan: list[list[int]] = []
+    current: list[int] = []
+    size = 0
     for i in order:
         try:
             n = os.stat(files[i]).st_size + 1024  # the tar headers of its members
@@ -168,7 +170,7 @@ def _plan_change(old: dict, new: dict) -> str:
     """What differs between two plans, in words ("" when nothing does)."""
     if not old:
         return "the manifest records no plan (written by an older version)"
-    parts = []
+    parts: list[str] = []
     for key, words in _PLAN_WORDS.items():
         if key == "shards" and parts:
             continue  # follows from the rest
@@ -196,7 +198,7 @@ def write_shards(dataset, out: str | os.PathLike, shard_bytes: int, seed: int = 
     plan = plan_shards(files, seed, shard_bytes)
     width = max(6, len(str(len(plan) - 1)))
     names = [f"{prefix}-{k:0{width}d}.tar" for k in range(len(plan))]
-    meta = {"version": VERSION, "source": root, "classes": classes,
+    meta: dict = {"version": VERSION, "source": root, "classes": classes,
             "plan": {"source": root, "source_sha256": source_digest(files, labels, classes, root),
                      "samples": len(files), "shard_bytes": shard_bytes, "seed": seed, "prefix": prefix,
                      "shards": len(plan)}}
@@ -222,14 +224,14 @@ def write_shards(dataset, out: str | os.PathLike, shard_bytes: int, seed: int = 
         if change and not overwrite:
             raise ConfigError(f"{out} holds the shards of another plan ({change}); rerun with --overwrite to replace "
                               "them, or choose another --out")
-        for name, e in previous.entries.items():
+        for name, old in previous.entries.items():
             path = out / name
             if change or name not in names:  # another plan, or beyond this one: the earlier run's file goes
                 if path.is_file():
                     path.unlink()
                     removed += 1
-            elif path.is_file() and path.stat().st_size == e["bytes"] and file_sha256(path) == e["sha256"]:
-                entries[name] = e
+            elif path.is_file() and path.stat().st_size == old["bytes"] and file_sha256(path) == old["sha256"]:
+                entries[name] = old
             else:
                 rewritten.append(name)
     for path in out.glob("*.tar"):  # ours by name but in no manifest (a kill before it was recorded), not planned

@@ -39,6 +39,7 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -154,7 +155,8 @@ def local_copy(source: str) -> str:
     why = done.stderr.decode(errors="replace").strip().splitlines()
     if done.returncode != 0:
         part.unlink(missing_ok=True)
-        raise DataError(f"the shard command '{cmd}' failed (exit {done.returncode}{': ' + why[-1][:200] if why else ''})"
+        raise DataError(f"the shard command '{cmd}' failed "
+                        f"(exit {done.returncode}{': ' + why[-1][:200] if why else ''})"
                         "; check the command and its credentials")
     if not _whole_tar(part):  # exit 0 but no shard (nothing written, cut short): never cached
         n = part.stat().st_size
@@ -181,10 +183,10 @@ def _whole_tar(path: Path) -> bool:
 # One sample inside a shard
 # --------------------------------------------------------------------------------------------------------
 
-_HANDLES: dict[tuple[int, str], object] = {}  # (process id, shard path) -> open file: forked workers open their own
+_HANDLES: dict[tuple[int, str], BinaryIO] = {}  # (process id, shard path) -> open file: forked workers open their own
 
 
-def _handle(path: str):
+def _handle(path: str) -> BinaryIO:
     key = (os.getpid(), path)
     f = _HANDLES.get(key)
     if f is None:
@@ -198,6 +200,11 @@ def _handle(path: str):
 class TarMember(SampleRef):
     """A sample's image inside a tar shard: the string ``<shard>:<member name>``, with the shard's path, the
     member data's offset and its size. One seek and one read (the shard's file stays open in this process)."""
+
+    shard: str
+    member: str
+    offset: int
+    _size: int
 
     def __new__(cls, shard: str, member: str, offset: int, size: int):
         obj = super().__new__(cls, f"{shard}:{member}")
@@ -353,6 +360,7 @@ def index_shard(path: str, manifests: dict) -> ShardIndex:
     entry = manifest.entries.get(Path(path).name) if manifest is not None else None
     size = os.path.getsize(path)
     if entry and entry["bytes"] == size:
+        assert manifest is not None  # an entry comes from a manifest
         samples = [tuple(s) for s in entry["samples"]]
         if not _headers_match(path, samples):
             raise DataError(f"{manifest.path} does not match {path} (the tar headers at its offsets name other "

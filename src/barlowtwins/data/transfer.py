@@ -72,9 +72,8 @@ def places205(root: str | Path, split: str = "train", image_root: str | Path | N
     csv = root / "trainvalsplit_places205" / f"{'train' if split == 'train' else 'val'}_places205.csv"
     if not csv.is_file():
         raise DataError(f"Places-205 list {csv} not found (expected trainvalsplit_places205/ in --data-dir)")
-    candidates = [Path(image_root)] if image_root else [root / "images256",
-                                                        root / "data" / "vision" / "torralba" / "deeplearning" / "images256",
-                                                        root]
+    candidates = [Path(image_root)] if image_root else [
+        root / "images256", root / "data" / "vision" / "torralba" / "deeplearning" / "images256", root]
     base = next((c for c in candidates if c.is_dir()), None)
     if base is None:
         raise DataError(f"Places-205 image folder not found (tried {', '.join(map(str, candidates))}); "
@@ -102,7 +101,13 @@ def _voc_root(root: Path) -> Path:
                     "e.g. VOCdevkit/VOC2007)")
 
 
-def voc2007(root: str | Path, split: str = "trainval") -> ImageFiles:
+class MultiLabelImages(ImageFiles):
+    """An `ImageFiles` whose samples have several labels: ``targets`` (N, classes), set by its reader."""
+
+    targets: torch.Tensor
+
+
+def voc2007(root: str | Path, split: str = "trainval") -> MultiLabelImages:
     """VOC07 classification: labels -1 (multi-label), ``targets`` (N, 20): 1 present, 0 absent, -1 difficult."""
     base = _voc_root(_need_dir(Path(root).expanduser(), "VOC2007"))
     split = {"train": "trainval", "val": "test"}.get(split, split)
@@ -126,7 +131,7 @@ def voc2007(root: str | Path, split: str = "trainval") -> ImageFiles:
             v = int(parts[1])
             targets[row[parts[0]], c] = 1 if v == 1 else (-1 if v == 0 else 0)
     files = [str(base / "JPEGImages" / f"{i}.jpg") for i in ids]
-    ds = ImageFiles(files, [-1] * len(files), list(VOC_CLASSES), f"voc2007-{split}")
+    ds = MultiLabelImages(files, [-1] * len(files), list(VOC_CLASSES), f"voc2007-{split}")
     ds.targets = targets
     return ds
 

@@ -35,7 +35,8 @@ class EvalSetup:
 
     @property
     def backbone_features(self) -> int:
-        return int(self.backbone.num_features)
+        # torch types a module's undeclared attributes as Tensor | Module; create_backbone sets this int
+        return int(self.backbone.num_features)  # type: ignore[arg-type]
 
     def feature_kwargs(self, workers=None, batch_size: int = 256) -> dict:
         return dict(image_size=self.image_size, device=self.device, amp_dtype=self.amp_dtype, mean=self.mean,
@@ -98,8 +99,10 @@ def load_eval_backbone(checkpoint: str | None, *, random_init: bool = False, bac
         net.to(memory_format=torch.channels_last)
     origin = (src.origin if src else "random init") + (" [random init]" if src and random_init else "")
     if cache_dir == "auto":
-        is_run = checkpoint is not None and Path(checkpoint).is_dir()
-        cache_dir = str(Path(checkpoint) / "eval" / "cache") if is_run and not random_init else None
+        if checkpoint is not None and Path(checkpoint).is_dir() and not random_init:  # a trained run folder
+            cache_dir = str(Path(checkpoint) / "eval" / "cache")
+        else:
+            cache_dir = None
     return EvalSetup(net, dev, autocast_dtype(precision, dev), int(arch.get("image_size") or 224),
                      tuple(mean or arch.get("mean") or IMAGENET_MEAN), tuple(std or arch.get("std") or IMAGENET_STD),
                      origin, src.sha256 if src else None, arch, loaded, cache_dir)

@@ -104,7 +104,8 @@ def evaluate_classifier(backbone: nn.Module, head: nn.Module, dataset, run: Clas
     if D.world_size() > 1:
         # A skipped sample: a flagged row, so that every index is accounted for; flagged rows are left out.
         bad = skipped_indices(stream.skipped).to(run.device)
-        width = logits[0].shape[1] if logits else int(head.out_features)
+        # the ignore: torch types an nn.Module's undeclared attributes as Tensor | Module (a linear head's is an int)
+        width = logits[0].shape[1] if logits else int(head.out_features)  # type: ignore[arg-type]
         out = torch.cat(logits + [torch.zeros(len(bad), width, device=run.device)])
         y = torch.cat(labels + [torch.full((len(bad),), -1, dtype=torch.int64, device=run.device)])
         ok = torch.cat([torch.ones(len(i), dtype=torch.uint8, device=run.device) for i in indices]

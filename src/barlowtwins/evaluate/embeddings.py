@@ -254,7 +254,8 @@ def feature_dim(arch: dict) -> int | None:
         raise
     except Exception:  # noqa: BLE001 - the check is an extra; loading the weights still checks the shapes
         return None
-    return int(net.num_features)
+    # torch types a module's undeclared attributes as Tensor | Module; create_backbone sets this int
+    return int(net.num_features)  # type: ignore[arg-type]
 
 
 def cosine_neighbors(queries: torch.Tensor, database: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -128,7 +128,7 @@ def extract_features_kept(backbone: torch.nn.Module, dataset, *, image_size: int
 
 def _share_skipped(skipped) -> None:
     """Under torch.distributed: every rank counts the files any rank skipped (each rank reads its own shard)."""
-    everyone = [None] * D.world_size()
+    everyone: list[list[tuple] | None] = [None] * D.world_size()
     dist.all_gather_object(everyone, [tuple(s) for s in skipped])
     for part in everyone:
         for s in part or []:
@@ -159,7 +159,8 @@ def cached_features_kept(backbone: torch.nn.Module, dataset, *, key: dict, cache
            **{k: kwargs[k] for k in ("image_size", "mean", "std") if k in kwargs},
            "precision": str(kwargs.get("amp_dtype"))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"features-{key.get('dataset')}-{key.get('split')}{'-mirror' if mirror else ''}-{digest}.pt"
+    path = Path(cache_dir) / (f"features-{key.get('dataset')}-{key.get('split')}{'-mirror' if mirror else ''}"
+                              f"-{digest}.pt")
     if path.is_file():
         cached = load_checkpoint(path)
         skipped = cached.get("skipped") or []

@@ -35,11 +35,12 @@ def _topk_neighbours(train: torch.Tensor, test: torch.Tensor, k: int, device, te
     offsets = [i for i in range(0, train.shape[0], train_chunk)]
     for start in range(0, test.shape[0], test_chunk):
         q = F.normalize(test[start: start + test_chunk].to(device, torch.float32), dim=1)
-        best_sims, best_idx = None, None
+        best_sims: torch.Tensor | None = None
+        best_idx: torch.Tensor | None = None
         for offset, bank in zip(offsets, train_chunks):
             sims, idx = (q @ bank.T).topk(min(k, bank.shape[0]), dim=1)
             idx = idx + offset
-            if best_sims is None:
+            if best_sims is None or best_idx is None:  # the first chunk (they are set together)
                 best_sims, best_idx = sims, idx
             else:  # merge with the best so far
                 sims, order = torch.cat([best_sims, sims], 1).topk(k, dim=1)

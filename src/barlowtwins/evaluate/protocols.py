@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ def knn_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], k
 
     t0 = time.time()
     val, alignment = aligned(train, val, names)
-    kw = dict(batch_size=batch_size, workers=workers)
+    kw: dict[str, Any] = dict(batch_size=batch_size, workers=workers)
     ftr, ytr = setup.features(train, names[0], names[1], **kw)
     fte, yte = setup.features(val, names[0], names[2], **kw)
     metrics = knn_evaluate(ftr, ytr, fte, yte, _num_classes(train, ytr, yte), tuple(k), temperature, setup.device)
@@ -165,7 +166,7 @@ def svm_protocol(setup: EvalSetup, train, val, *, names: tuple[str, str, str], b
     """VOC07: per-class linear SVMs on L2-normalised frozen features (cost by 3-fold CV), mAP on the test split."""
 
     t0 = time.time()
-    kw = dict(batch_size=batch_size, workers=workers)
+    kw: dict[str, Any] = dict(batch_size=batch_size, workers=workers)
     ftr, _, ktr = setup.features_kept(train, names[0], names[1], **kw)
     fte, _, kte = setup.features_kept(val, names[0], names[2], **kw)
     res = voc07_svm_map(ftr, _rows(train.targets, ktr), fte, _rows(val.targets, kte), device=setup.device)
@@ -219,7 +220,7 @@ def linear_fast(setup: EvalSetup, train, val, *, names: tuple[str, str, str], ep
     ``names`` = (data set, train split, test split), which name the feature cache entries.
     """
 
-    kw = dict(batch_size=batch_size, workers=workers)
+    kw: dict[str, Any] = dict(batch_size=batch_size, workers=workers)
     ftr, ytr = setup.features(train, names[0], names[1], **kw)
     fte, yte = setup.features(val, names[0], names[2], **kw)
     groups = None

@@ -191,14 +191,14 @@ def shutdown() -> None:
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
         ctx.group = group
         out = tensor.clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         # Every rank holds a replica of the sum and back-propagates its own copy of the (identical) loss;
         # summing those gradients gives world_size * dL/dx, which DDP's gradient averaging divides back out.
         grad = grad.contiguous().clone()
@@ -299,6 +299,8 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, n: torch.Tensor) -> None:
         """running = (1 - m) running + m batch (the unbiased variance), as BatchNorm does, all on the device."""
+        # called only with track_running_stats, which gives BatchNorm these buffers
+        assert self.num_batches_tracked is not None and self.running_mean is not None and self.running_var is not None
         self.num_batches_tracked.add_(1)
         m = self._momentum()
         self.running_mean.mul_(1 - m).add_(mean * m)
@@ -308,6 +310,8 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         """The momentum, or with ``momentum=None`` (a cumulative average) 1 / batches seen as a device tensor:
         ``float(num_batches_tracked)`` would be a host sync."""
         if self.momentum is None:
+            # called only with track_running_stats (by _update_running_stats), which gives BatchNorm these buffers
+            assert self.num_batches_tracked is not None and self.running_mean is not None
             return 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
         return self.momentum
 

@@ -80,7 +80,8 @@ def _is_write_failure(e: Exception) -> bool:
     if isinstance(e, OSError) or isinstance(e.__context__, OSError):
         return True
     text = str(e).lower()
-    if isinstance(e, RuntimeError) and ("write" in text or "inline_container" in text or any(w in text for w in _DISK_FULL_WORDS)):
+    if isinstance(e, RuntimeError) and ("write" in text or "inline_container" in text
+                                        or any(w in text for w in _DISK_FULL_WORDS)):
         return True
     return type(e).__name__ == "SafetensorError" and any(w in text for w in ("io", "write", "os {"))
 
@@ -225,7 +226,7 @@ def save_atomic(obj, path: str | os.PathLike, *, before_replace: Callable[[], No
     def write(tmp: Path) -> str:
         with open(tmp, "wb") as f:
             writer = _HashingWriter(f)
-            torch.save(obj, writer)
+            torch.save(obj, writer)  # type: ignore[arg-type]  # torch.save takes any object with write and flush
         return writer.sha256.hexdigest()
 
     return atomic_write(path, write, before_replace=before_replace)

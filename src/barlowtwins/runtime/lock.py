@@ -20,9 +20,11 @@ import socket
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from barlowtwins.errors import ConfigError
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows
@@ -94,6 +96,7 @@ class FolderLock:
         """Empty the record and drop the lock (the kernel drops it anyway when the process ends)."""
         if self.fd is None:
             return
+        assert fcntl is not None  # a descriptor is kept only once flock took the lock
         fd, self.fd = self.fd, None
         try:
             os.ftruncate(fd, 0)

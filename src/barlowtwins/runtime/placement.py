@@ -13,6 +13,7 @@ ids and options.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ def place_model(model: nn.Module, device: torch.device, *, world: int, sync_bn: 
         if grad_compression == "bf16":
             called.register_comm_hook(None, default_hooks.bf16_compress_hook)
     if compile:
-        called = torch.compile(called)
+        called = cast(nn.Module, torch.compile(called))  # an OptimizedModule: a Module that compiles its forward
     return Placed(model, called, fmt)
 
 __all__ = ["Placed", "per_rank_batch", "place_model"]

@@ -11,12 +11,20 @@ registry`` work as for any dict; the CLI derives its choices and help from it.
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from barlowtwins.errors import ConfigError
 from barlowtwins.runtime.console import did_you_mean
 
-T = TypeVar("T")
+
+class Named(Protocol):
+    """What a registry entry needs: a ``name`` (a read-only attribute, such as a frozen dataclass's field)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+T = TypeVar("T", bound=Named)
 
 
 class Registry(dict, Generic[T]):

@@ -34,7 +34,8 @@ def read_state(state: dict) -> tuple[int, int | None, list[float], float]:
     """(origin, total steps, pending corrections, seconds spent) of a checkpoint's budget record, each checked:
     a damaged or crafted record is a one-line `CheckpointError`, never a traceback or an absurd schedule."""
     def bad(field: str):
-        raise CheckpointError(f"the checkpoint's time-budget record is damaged ({field} = {repr(state.get(field))[:40]})")
+        raise CheckpointError(f"the checkpoint's time-budget record is damaged "
+                              f"({field} = {repr(state.get(field))[:40]})")
 
     def whole(field: str, default):
         v = state.get(field, default)
@@ -110,6 +111,8 @@ class TimeBudget:
 
     def total_steps(self, step: int) -> int:
         """A new estimate of the run's total steps from the throughput since the last one (rank 0's number)."""
+        # called when `observe` says an estimate is due: under a budget, after the mark was taken
+        assert self.minutes is not None and self.mark_step is not None and self.mark_time is not None
         now = time.time()
         self.seconds_per_step = (now - self.mark_time) / max(step - self.mark_step, 1)
         self.mark_step, self.mark_time = step, now

@@ -37,7 +37,7 @@ def _alive(pid: int) -> bool:
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of `atomic_write` whose writing process is gone; return what was removed."""
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():

@@ -61,22 +61,23 @@ class MetricsLog:
         """Drop the records of steps after ``step`` (written after the checkpoint a run resumes from, and about to
         be written again) and any torn or unreadable line; the file is replaced atomically, streamed line by line
         (memory stays flat whatever its size). Returns how many records were dropped."""
-        if self.path is None or not self.path.is_file():
+        path = self.path
+        if path is None or not path.is_file():
             return 0
         dropped = torn = 0
-        with open(self.path, "rb") as f:
+        with open(path, "rb") as f:
             for line in f:
                 kept = self._kept(line, step)
                 dropped += kept is False
                 torn += kept is None
         if dropped or torn:
             def write(tmp: Path) -> None:
-                with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+                with open(path, "rb") as src, open(tmp, "wb") as dst:
                     for line in src:
                         if self._kept(line, step):
                             dst.write(line if line.endswith(b"\n") else line + b"\n")
 
-            atomic_write(self.path, write)
+            atomic_write(path, write)
         return dropped
 
 

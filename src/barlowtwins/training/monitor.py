@@ -69,7 +69,9 @@ class RunMonitor:
         self.dims = max(0, int(dims))
         self.log_every = max(1, int(log_every))
         if model is not None and self.dims and hasattr(model, "c_block"):
-            model.c_block = self.dims  # before the first forward (a compiled model sees it at tracing)
+            # before the first forward (a compiled model sees it at tracing); the ignore: torch annotates
+            # nn.Module.__setattr__'s value as Tensor | Module, though it sets any value
+            model.c_block = self.dims  # type: ignore[assignment]
         self.writer = None
         if tensorboard and self.out is not None:
             try:
@@ -79,11 +81,11 @@ class RunMonitor:
                                   ) from None
             self.writer = SummaryWriter(str(self.out / TENSORBOARD_DIR))
         self.wait = 0.0
-        self.window_start = None
-        self.block = None  # the latest step's C block, on the device
-        self.block_step = None
-        self.next_snapshot = None
-        self.saved_step = None
+        self.window_start: float | None = None
+        self.block: torch.Tensor | None = None  # the latest step's C block, on the device
+        self.block_step: int | None = None
+        self.next_snapshot: int | None = None
+        self.saved_step: int | None = None
         self.error: OSError | None = None  # a failed append to correlation.jsonl
 
     @property
@@ -129,6 +131,7 @@ class RunMonitor:
         return self.log.rewind(step)
 
     def _scalars(self, record: dict) -> None:
+        assert self.writer is not None  # called only with a writer (by write)
         step = record.get("step")
         if step is None:
             return
@@ -149,8 +152,8 @@ class RunMonitor:
         if block is None or self.out is None:
             return
         self.block, self.block_step = block, step
-        first = self.next_snapshot is None  # the first step of this process (also after a resume)
-        if first or (step % self.log_every == 0 and step >= self.next_snapshot):
+        # next_snapshot None: the first step of this process (also after a resume)
+        if self.next_snapshot is None or (step % self.log_every == 0 and step >= self.next_snapshot):
             self._save()
             self.next_snapshot = max(step + 1, math.ceil(step * SNAPSHOT_RATIO))
 
@@ -163,6 +166,8 @@ class RunMonitor:
             self.writer = None
 
     def _save(self) -> None:
+        # called once after_step kept a block, which it does only with an out folder
+        assert self.block is not None and self.out is not None
         c = self.block.detach().float().cpu().numpy()  # (k, k): the only copy to the host
         self.saved_step = self.block_step
         if not np.isfinite(c).all():

@@ -51,13 +51,14 @@ class Progress:
         self.max_steps = max_steps
         self.limit = time_limit_minutes * 60 if time_limit_minutes else None
         self.budget = budget_minutes * 60 if budget_minutes else None
-        self._rate_mark = None  # (step, time) of the first update: the ETA's rate is measured from there
+        # (step, time) of the first update: the ETA's rate is measured from there
+        self._rate_mark: tuple[int, float] | None = None
         self.interval = max(0.0, float(interval))
         self.desc = desc
         self.n = self.initial = int(initial)
         self.postfix: dict[str, str] = {}
         self.started = time.time()
-        self._last_line = None
+        self._last_line: float | None = None
         self._schedule_total = int(total)
         self._bar = None
         if self.tty:

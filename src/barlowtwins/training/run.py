@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -193,9 +193,9 @@ def build_run(cfg: PretrainConfig, info: D.DistInfo, lock) -> Run:
     total_steps = cfg.epochs * steps_per_epoch
     try:
         budget = TimeBudget(cfg.time_budget_minutes, start_step, total_steps, budget_state)
-    except CheckpointError as e:
-        raise CheckpointError(f"{resumed.path}: {e}; resume from an earlier checkpoint or choose a new --out"
-                              ) from None
+    except CheckpointError as e:  # only a resumed budget state can be wrong
+        where = resumed.path if resumed is not None else out
+        raise CheckpointError(f"{where}: {e}; resume from an earlier checkpoint or choose a new --out") from None
     if budget.estimated_total is not None:  # a resumed budget run keeps the length it chose
         total_steps = budget.estimated_total
     plan = Plan(total_steps, round(cfg.warmup_epochs * steps_per_epoch), cfg.final_lr_ratio, cfg.log_every,
@@ -210,7 +210,8 @@ def build_run(cfg: PretrainConfig, info: D.DistInfo, lock) -> Run:
     log.log_every = plan.log_every
     return Run(cfg=cfg, info=info, device=device, amp_dtype=amp_dtype, out=out, store=store, knn=knn,
                dataset=dataset, data_fingerprint=data_fingerprint, pipeline=pipeline, steps_per_epoch=steps_per_epoch,
-               model=placed.raw, called=placed.called, channels_last=placed.channels_last, optimizer=optimizer,
+               model=cast(BarlowTwins, placed.raw), called=placed.called, channels_last=placed.channels_last,
+               optimizer=optimizer,
                budget=budget, plan=plan, log=log, start_step=start_step,
                saved_step=start_step if resumed is not None else None,
                resumed_from=resumed.path if resumed is not None else None,

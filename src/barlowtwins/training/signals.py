@@ -31,7 +31,7 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGUSR1", None), signal.SIGTER
 class StopSignal:
     """Remembers the first stop signal received (``received``: its number, or None)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.received: int | None = None
         self._old: dict = {}
 
@@ -104,7 +104,7 @@ def decide(step: int, *, max_steps: int | None, time_limit_minutes: float | None
         code = 2
     elif max_steps is not None and step >= max_steps:
         code = 1
-    due = bool(checkpoint_due) and D.rank() == 0
+    due: bool | int = bool(checkpoint_due) and D.rank() == 0
     if D.world_size() > 1:
         t = torch.tensor([code, int(due)], device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)

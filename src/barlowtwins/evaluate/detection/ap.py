@@ -233,7 +233,7 @@ def pycocotools_available() -> bool:
     return True
 
 
-def detections_to_coco(preds: Sequence[dict], image_ids: Sequence[int] | None = None,
+def detections_to_coco(preds: Sequence[dict], image_ids: Sequence[int | str] | None = None,
                        category_ids: Sequence[int] | None = None) -> list[dict]:
     """COCO result records (``bbox`` as x, y, w, h; ``segmentation`` RLE when a prediction carries ``rles``).
 

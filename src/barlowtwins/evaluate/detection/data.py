@@ -172,8 +172,9 @@ def _read_voc_xml(path: Path, classes: dict[str, int]) -> tuple[int, int, list, 
         if name not in classes:
             raise DataError(f"{path}: object class '{name}' is not one of the 20 VOC classes")
         bb = obj.find("bndbox")
-        try:
-            xmin, ymin, xmax, ymax = (float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        corners = [bb.findtext(k) for k in ("xmin", "ymin", "xmax", "ymax")] if bb is not None else []
+        try:  # no bndbox, or a corner missing: too few values to unpack
+            xmin, ymin, xmax, ymax = (float(v) for v in corners if v is not None)
         except (TypeError, ValueError, AttributeError):
             raise DataError(f"{path}: an object of class '{name}' has no complete bndbox") from None
         # VOC counts pixels from 1 and includes xmax: [xmin - 1, xmax) is the box in continuous 0-based

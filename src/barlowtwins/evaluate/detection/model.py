@@ -41,7 +41,7 @@ C4_RPN = dict(rpn_pre_nms_top_n_train=12000, rpn_post_nms_top_n_train=2000, rpn_
               box_detections_per_img=100, box_score_thresh=0.05)
 
 
-def stage_channels(stage: nn.Module) -> int:
+def stage_channels(stage: nn.Sequential) -> int:
     """Output channels of a ResNet stage (its last block's last convolution)."""
     block = stage[-1]
     conv = getattr(block, "conv3", None) or getattr(block, "conv2")
@@ -65,13 +65,14 @@ class C4Trunk(nn.Sequential):
     def __init__(self, backbone: nn.Module):
         names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
         super().__init__(OrderedDict((n, getattr(backbone, n)) for n in names))
-        self.out_channels = stage_channels(backbone.layer3)
+        # getattr, as for the modules above: torch types a module's attributes as Tensor | Module, not the stage
+        self.out_channels = stage_channels(getattr(backbone, "layer3"))
 
 
 class Res5Head(nn.Sequential):
     """The box head of C4: ``layer4`` on each RoI, then global average pooling. ``(R, C4, 14, 14) -> (R, C5)``."""
 
-    def __init__(self, layer4: nn.Module):
+    def __init__(self, layer4: nn.Sequential):
         super().__init__(OrderedDict(layer4=layer4, pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(1)))
         self.out_channels = stage_channels(layer4)
 
@@ -108,7 +109,7 @@ def build_detector(backbone: nn.Module, num_classes: int, *, head: str = "c4", t
         return (MaskRCNN if masks else FasterRCNN)(body, num_classes=num_classes + 1, **common)
 
     trunk = C4Trunk(backbone)
-    res5 = Res5Head(backbone.layer4)
+    res5 = Res5Head(getattr(backbone, "layer4"))  # a stage (_check_resnet), typed by torch as Tensor | Module
     anchors = AnchorGenerator(sizes=(C4_ANCHOR_SIZES,), aspect_ratios=((0.5, 1.0, 2.0),))
     kwargs = dict(rpn_anchor_generator=anchors, box_roi_pool=MultiScaleRoIAlign(["0"], 14, sampling_ratio=0),
                   box_head=res5, box_predictor=FastRCNNPredictor(res5.out_channels, num_classes + 1),

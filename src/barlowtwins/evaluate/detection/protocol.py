@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypedDict, cast
 
 import torch
 from torch import nn
@@ -36,7 +37,16 @@ from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.hardware import autocast
 from barlowtwins.runtime.placement import per_rank_batch, place_model
 
-STANDARD_SCHEDULES = {
+
+class StandardSchedule(TypedDict):
+    """A schedule of `STANDARD_SCHEDULES` before scaling: iterations, learning-rate steps, warm-up iterations."""
+
+    iterations: int
+    steps: tuple[int, ...]
+    warmup: int
+
+
+STANDARD_SCHEDULES: dict[str, StandardSchedule] = {
     "voc": dict(iterations=24_000, steps=(18_000, 22_000), warmup=100),
     "coco": dict(iterations=90_000, steps=(60_000, 80_000), warmup=1_000),
 }
@@ -123,7 +133,9 @@ class DetectionResult:
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Detectron2's groups: no weight decay on normalisation parameters."""
-    norm, other, seen = [], [], set()
+    norm: list[nn.Parameter] = []
+    other: list[nn.Parameter] = []
+    seen: set[int] = set()
     for module in model.modules():
         for p in module.parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
@@ -148,11 +160,11 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
     model, ddp = placed.raw, placed.called
     optimizer = torch.optim.SGD(_param_groups(model, sched.weight_decay), lr=sched.lr_at(0),
                                 momentum=sched.momentum)
-    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=world, rank=D.rank(), shuffle=True,
-                                                  seed=run.seed)
+    sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        train_set, num_replicas=world, rank=D.rank(), shuffle=True, seed=run.seed)
     train_set.seed = run.seed
 
-    def batches():
+    def batches() -> Iterator[tuple[list, list]]:
         epoch = 0
         while True:
             sampler.set_epoch(epoch)
@@ -210,7 +222,8 @@ def train_detector(model: nn.Module, train_set: DetectionDataset, run: Detection
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun, batch_size: int = 1) -> list[dict]:
+def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun,
+            batch_size: int = 1) -> list[dict | None]:
     """Detections of every image of ``dataset``, in its order, on every rank (each rank predicts a share).
 
     The prediction of an image that cannot be read is None (skipped and counted, `barlowtwins.data.bad_files`).
@@ -220,7 +233,8 @@ def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun, batc
     mode = model.training
     model.eval()
     world = D.world_size()
-    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=D.rank(), shuffle=False)
+    sampler: torch.utils.data.DistributedSampler[int] = torch.utils.data.DistributedSampler(
+        dataset, num_replicas=world, rank=D.rank(), shuffle=False)
     loader = torch.utils.data.DataLoader(ItemsOrUnreadable(dataset, _file_of(dataset)), batch_size=batch_size,
                                          sampler=sampler, num_workers=run.workers,
                                          collate_fn=dropping_unreadable(collate))
@@ -244,8 +258,9 @@ def predict(model: nn.Module, dataset: DetectionDataset, run: DetectionRun, batc
             mine[int(t["index"])] = pred
     model.train(mode)
     if world > 1:  # padded samplers repeat a few images: the dict keeps one copy of each
-        parts = [None] * world
-        torch.distributed.all_gather_object(parts, (mine, why))
+        slots: list[tuple[dict[int, dict | None], dict[str, str]] | None] = [None] * world
+        torch.distributed.all_gather_object(slots, (mine, why))
+        parts = cast("list[tuple[dict[int, dict | None], dict[str, str]]]", slots)  # every rank filled its slot
         mine = {k: v for part, _ in parts for k, v in part.items()}
         why = {f: r for _, part in parts for f, r in part.items()}
     for f, r in why.items():
@@ -270,15 +285,15 @@ def _encode_masks(masks: torch.Tensor) -> list[dict]:
     return rles
 
 
-def evaluate_detections(preds: list[dict], dataset: DetectionDataset,
+def evaluate_detections(preds: Sequence[dict | None], dataset: DetectionDataset,
                         use_07_metric: bool = True) -> tuple[dict, dict, str]:
     """(metrics, per-class AP50, description) of ``preds`` on ``dataset`` by its own protocol; an image whose
     prediction is None (it could not be read) is left out of the evaluation, its objects too."""
     kept = [i for i in range(len(dataset)) if preds[i] is not None]
-    preds = [preds[i] for i in kept]
+    readable = cast("list[dict]", [preds[i] for i in kept])  # kept: the images with a prediction
     gts = [dataset.target(i) for i in kept]
     if dataset.coco_file is None:  # VOC
-        res = voc_detection_ap(preds, gts, dataset.num_classes, use_07_metric=use_07_metric)
+        res = voc_detection_ap(readable, gts, dataset.num_classes, use_07_metric=use_07_metric)
         per_class = {dataset.classes[c - 1]: v for c, v in res.pop("per_class_AP50").items()}
         how = ("VOC protocol as Detectron2 runs it (difficult objects ignored; "
                f"{'11-point VOC07' if use_07_metric else 'area-under-curve'} AP per class; AP = mean over "
@@ -293,14 +308,14 @@ def evaluate_detections(preds: list[dict], dataset: DetectionDataset,
 
         with contextlib.redirect_stdout(io.StringIO()):
             coco_gt = COCO(dataset.coco_file)
-        results = detections_to_coco(preds, ids, dataset.category_ids)
+        results = detections_to_coco(readable, ids, dataset.category_ids)
         metrics = pycocotools_ap(coco_gt, [{k: v for k, v in r.items() if k != "segmentation"} for r in results],
                                  "bbox", img_ids=ids)
         if dataset.masks:
             segm = pycocotools_ap(coco_gt, [r for r in results if "segmentation" in r], "segm", img_ids=ids)
             metrics.update({f"mask_{k}": v for k, v in segm.items()})
         return metrics, {}, "COCOeval (pycocotools), area all, 100 detections per image"
-    metrics = coco_detection_ap(preds, gts, dataset.num_classes)
+    metrics = coco_detection_ap(readable, gts, dataset.num_classes)
     return metrics, {}, "COCO box AP computed in PyTorch (pycocotools not installed), area all, 100 detections"
 
 
