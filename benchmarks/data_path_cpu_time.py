@@ -18,7 +18,7 @@ import time
 import torch
 
 from barlowtwins.data.datasets import build_dataset
-from barlowtwins.data.pipeline import _PilViews
+from barlowtwins.data.paths.cpu import _PilViews
 from barlowtwins.training.bench import _OfficialFiles, make_jpeg_folder
 from barlowtwins.transforms.hue_shift import tables
 from barlowtwins.transforms.spec import augment_config

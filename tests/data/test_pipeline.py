@@ -239,7 +239,8 @@ def _patch_sof(data: bytes, offset: int, value: bytes) -> bytes:
 
 
 def test_jpegs_nvjpeg_refuses_or_over_the_pixel_cap_are_decoded_by_pil_in_the_worker(monkeypatch):
-    from barlowtwins.data.pipeline import device_decodable, jpeg_header
+    from barlowtwins.data.jpeg import jpeg_header
+    from barlowtwins.data.paths.device import device_decodable
 
     rgb = _jpeg_bytes()
     assert jpeg_header(rgb) == (0xC0, 8, 28, 36, 3) and device_decodable(rgb)
@@ -253,7 +254,7 @@ def test_jpegs_nvjpeg_refuses_or_over_the_pixel_cap_are_decoded_by_pil_in_the_wo
 
 
 def test_bytes_collate_into_one_tensor_with_offsets_and_only_decoded_images_are_pinned(folder, monkeypatch):
-    from barlowtwins.data.pipeline import DevicePath, _collate_bytes, batch_jpegs
+    from barlowtwins.data.paths.device import DevicePath, _collate_bytes, batch_jpegs
 
     files = [_jpeg_bytes(), _jpeg_bytes(size=(20, 30)), _jpeg_bytes(size=(50, 10))]
     img = torch.zeros(3, 5, 6, dtype=torch.uint8)
@@ -281,7 +282,7 @@ def test_bytes_collate_into_one_tensor_with_offsets_and_only_decoded_images_are_
 
 def test_jpegs_the_device_decoder_refuses_are_decoded_by_pil_and_used(folder, monkeypatch):
     from barlowtwins.data.images import read_image
-    from barlowtwins.data.pipeline import _collate_bytes
+    from barlowtwins.data.paths.device import _collate_bytes
     from barlowtwins.transforms import device as dev
 
     ds = build_dataset("folder", folder, "train")
@@ -307,7 +308,7 @@ def test_jpegs_the_device_decoder_refuses_are_decoded_by_pil_and_used(folder, mo
 
 
 def test_an_out_of_memory_decode_stops_the_run(folder, monkeypatch):
-    from barlowtwins.data.pipeline import _collate_bytes
+    from barlowtwins.data.paths.device import _collate_bytes
     from barlowtwins.transforms import device as dev
 
     ds = build_dataset("folder", folder, "train")
@@ -343,7 +344,7 @@ def test_the_loader_prefetch_fits_the_shared_memory(tmp_path, monkeypatch, capsy
     with a warning, or one line naming the fix when not even one batch per worker fits (not a bus error mid-run)."""
     import collections
 
-    from barlowtwins.data import pipeline as P
+    from barlowtwins.data.paths import files as P
 
     usage = collections.namedtuple("usage", "total used free")
     batch = 2 * 128 * 224 * 224 * 3  # the cpu path's two uint8 views of a batch of 128: 38.5 MB
@@ -394,7 +395,7 @@ def test_progressive_start_above_the_image_size_is_one_line(folder):
 
 def _truncated(data: bytes) -> bytes:
     """JPEG bytes cut in the middle of the scan data (a copy or download that stopped)."""
-    from barlowtwins.data.images import jpeg_markers
+    from barlowtwins.data.jpeg import jpeg_markers
 
     scan = next(i for marker, i in jpeg_markers(data) if marker == 0xDA)
     return data[: scan + (len(data) - scan) // 2]
@@ -403,8 +404,8 @@ def _truncated(data: bytes) -> bytes:
 def test_a_truncated_jpeg_goes_to_pil_in_the_worker_not_to_the_device_decoder(tmp_path):
     """nvJPEG may return garbage for a JPEG cut short without an error: without its end-of-image marker a file
     is decoded by PIL in the worker (which decodes it as the cpu path does, or reports it)."""
-    from barlowtwins.data.images import has_jpeg_end
-    from barlowtwins.data.pipeline import _Bytes, device_decodable
+    from barlowtwins.data.jpeg import has_jpeg_end
+    from barlowtwins.data.paths.device import _Bytes, device_decodable
 
     big = _jpeg_bytes(size=(200, 300))
     cut = _truncated(big)
@@ -471,7 +472,7 @@ def test_the_shared_memory_check_counts_every_local_rank_and_the_device_paths_by
     batch (batch_size is already per rank); the device path's is estimated from the files' sizes."""
     import collections
 
-    from barlowtwins.data import pipeline as P
+    from barlowtwins.data.paths import files as P
 
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(P.shutil, "disk_usage", lambda path: usage(2**30, 0, 100 * 2**20))

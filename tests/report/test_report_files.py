@@ -113,5 +113,5 @@ def test_an_unwritable_output_is_one_line_before_any_work(where, tmp_path, capsy
     def no_work(*a, **k):
         raise AssertionError("the report started work before checking its output")
 
-    monkeypatch.setattr("barlowtwins.report.load_run", no_work)
+    monkeypatch.setattr("barlowtwins.report.build.load_run", no_work)
     _one_line_exit_2(["report", str(run), "--output", str(output), "--no-diagnostics"], capsys, "--output")

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-import barlowtwins.report as report_module
+import barlowtwins.report.build as report_module
 from barlowtwins.report import build_report, plots
 from barlowtwins.report.diagnostics import Diagnostics
 from barlowtwins.report.html import result_rows

@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from barlowtwins.data.images import is_jpeg
+from barlowtwins.data.jpeg import is_jpeg
 from barlowtwins.transforms import device as dev
 from barlowtwins.transforms.device import crop_method, crop_resize_each, decode_batch
 

@@ -8,7 +8,7 @@ import torchvision.transforms.functional as F1
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from barlowtwins.data.pipeline import decode_for_views
+from barlowtwins.data.paths.cpu import decode_for_views
 from barlowtwins.transforms import pil as P
 from barlowtwins.transforms.params import sample_uniforms, sample_views_from
 from barlowtwins.transforms.spec import augment_config

@@ -1,6 +1,10 @@
 """The spec of the views: every executor against torchvision's functional ops, op by op, for the same parameters;
 the layout, config and parameters derived from the spec; and an extra op added in one place flowing through."""
 
+import copy
+import dataclasses
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -12,13 +16,17 @@ from torchvision.transforms import v2 as T
 from barlowtwins.transforms import device, pil, tensor, two_view
 from barlowtwins.transforms.params import DRAWS, sample_uniforms, sample_views_from, view_params
 from barlowtwins.transforms.spec import (
+    IMAGENET_STD,
+    NORMALISATION,
     NUM_UNIFORMS,
     OPS,
     SPEC,
+    VIEW_SIZE,
     AugmentConfig,
     Op,
     Setting,
     Spec,
+    _ConfigMethods,
     augment_config,
     run_ops,
 )
@@ -184,6 +192,67 @@ def test_the_config_has_exactly_the_settings_of_the_ops_with_the_papers_defaults
     assert [cfg.prob("solarize", v) for v in (0, 1)] == [0.0, 0.2]
     assert cfg.prob("crop", 0) == 1.0  # no probability: always applied
     assert isinstance(cfg, AugmentConfig) and AugmentConfig(image_size=224) == cfg
+
+
+def test_the_written_out_config_class_equals_what_the_op_spec_declares():
+    """`AugmentConfig` is written out field by field (for IDEs and type checkers): its fields are the spec's
+    settings (the view size, the ops' settings in op order, the normalisation), with the same defaults, so that
+    the class and the ops cannot drift apart; and `SPEC` owns it."""
+    declared = [(f.name, f.default) for f in dataclasses.fields(AugmentConfig)]
+    expected = [(s.name, s.default) for s in (VIEW_SIZE, *(s for op in OPS for s in op.settings), *NORMALISATION)]
+    assert declared == expected
+    assert declared == [(s.name, s.default) for s in SPEC.settings]
+    assert all(f.default is not dataclasses.MISSING and f.init and f.compare for f in dataclasses.fields(AugmentConfig))
+    assert SPEC.config_class is AugmentConfig and AugmentConfig.spec is SPEC
+    assert AugmentConfig.__dataclass_params__.frozen and AugmentConfig.__dataclass_params__.eq
+    assert AugmentConfig.__module__ == "barlowtwins.transforms.spec" and AugmentConfig.__qualname__ == "AugmentConfig"
+
+
+def test_a_config_class_that_drifted_from_the_spec_is_refused():
+    """A field missing, renamed, with another default or out of order: refused when the spec is made (at import
+    for `SPEC`), not found later as a view that silently ignores a setting."""
+    fields = [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(AugmentConfig)]
+    for changed in (fields[:-1], fields[:-1] + [("stdev", float, dataclasses.field(default=IMAGENET_STD))],
+                    fields[:-1] + [("std", float, dataclasses.field(default=(0.5, 0.5, 0.5)))],
+                    [fields[1], fields[0], *fields[2:]]):
+        cls = dataclasses.make_dataclass("Drifted", changed, bases=(_ConfigMethods,), frozen=True)
+        with pytest.raises(ValueError, match="not the spec's settings"):
+            Spec(OPS, written_config=cls)
+    with pytest.raises(ValueError, match="config class of another spec"):
+        Spec(OPS, written_config=AugmentConfig)
+    assert AugmentConfig.spec is SPEC
+
+
+def test_the_config_compares_hashes_replaces_and_pickles_by_value():
+    """What the runs rely on (settings compared and hashed, replaced for progressive resolution and multi-crop,
+    dict'ed for config.yaml, pickled for spawned loader workers): as the generated class did."""
+    cfg = augment_config(32, channels=1)
+    same = augment_config(32, channels=1)
+    assert cfg == same and hash(cfg) == hash(same) and cfg != augment_config(33)
+    assert cfg != TOY.config(32, channels=1)  # another spec's class: never equal
+    smaller = dataclasses.replace(cfg, image_size=16)
+    assert isinstance(smaller, AugmentConfig) and smaller.image_size == 16 and smaller.blur_p == cfg.blur_p
+    assert dataclasses.asdict(cfg) == {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    assert cfg.to_dict()["crop_scale"] == [0.2, 1.0] and cfg.to_dict()["image_size"] == 32
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
+        back = pickle.loads(pickle.dumps(cfg, protocol=protocol))
+        assert back == cfg and type(back) is AugmentConfig and back.spec is SPEC
+    assert copy.deepcopy(cfg) == cfg
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.image_size = 8
+    # augment_config(32, channels=1) pickled (protocol 4) when AugmentConfig was made by make_dataclass
+    old = bytes.fromhex(
+        "800495e7010000000000008c1b6261726c6f777477696e732e7472616e73666f726d732e73706563948c0d4175676d656e74436f"
+        "6e6669679493942981947d94288c0a696d6167655f73697a65944b208c0a63726f705f7363616c6594473fc999999999999a473f"
+        "f000000000000086948c0a63726f705f726174696f94473fe8000000000000473ff555555555555586948c0d696e746572706f6c"
+        "6174696f6e948c0762696375626963948c0768666c69705f7094473fe00000000000008c086a69747465725f7094473fe9999999"
+        "99999a8c0a6272696768746e65737394473fd999999999999a8c08636f6e747261737494473fd999999999999a8c0a7361747572"
+        "6174696f6e944700000000000000008c03687565944700000000000000008c0b677261797363616c655f70944700000000000000"
+        "008c06626c75725f709447000000000000000047000000000000000086948c0a626c75725f7369676d6194473fb999999999999a"
+        "47400000000000000086948c0b626c75725f6b65726e656c944b038c0a736f6c6172697a655f7094470000000000000000473fc9"
+        "99999999999a86948c046d65616e94473fdf0a3d70a3d70a473fdd2f1a9fbe76c9473fd9fbe76c8b439687948c0373746494473f"
+        "cd4fdf3b645a1d473fccac083126e979473fcccccccccccccd879475622e")
+    assert pickle.loads(old) == cfg
 
 
 def test_factory_adapts_to_small_and_gray_images():

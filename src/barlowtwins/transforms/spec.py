@@ -15,25 +15,27 @@ per sample and view (``columns``: (meaning, count) pairs). From the ordered list
   layout of the paper's ops is the one runs have always drawn (crop 0-21, flip 22, jitter 23-31, gray 32,
   blur 33-34, solarise 35), so the same seed gives the same views;
 - the config class (`Spec.config_class`): `AugmentConfig` has exactly the settings of the ops (plus the
-  view size and normalisation), with their defaults, and `augment_config` adapts them;
+  view size and normalisation), with their defaults, and `augment_config` adapts them. It is written out as a
+  class (for readers, IDEs and type checkers) and `Spec` checks at import that its fields are the settings,
+  with their defaults, in order; a spec of other ops (a copy with an extra op) gets a generated class;
 - the random parameters (`params.py`, one draw per op, keyed by op name);
 - the executors (PIL per image in `pil.py`, batched tensors in `tensor.py`, per-sample device crops in
   `device.py`, torchvision's random transforms in `two_view.py`): each a dict op name -> function, run in the
   spec's order by `run_ops`.
 
-A new op (a vertical flip, say) is one `Op` here, a draw in `params.py` unless it is a plain coin flip, and
-one function in each executor; `tests/transforms/test_spec.py` checks every executor against torchvision op
-by op, and that an extra op flows through. Geometry ops come before colour ops. An op added at the end of
-the list leaves the columns, hence the random parameters of every other op, as they were (with the
-counter-based uniforms of `params.view_params`, which every data path uses; a ``torch.Generator`` draws its
-rows K wide, so there a new column changes every number); one inserted before others moves their columns,
-so the same seed then draws other views.
+A new op (a vertical flip, say) is one `Op` here and its settings as fields of `AugmentConfig`, a draw in
+`params.py` unless it is a plain coin flip, and one function in each executor; `tests/transforms/test_spec.py`
+checks every executor against torchvision op by op, and that an extra op flows through. Geometry ops come before
+colour ops. An op added at the end of the list leaves the columns, hence the random parameters of every other op,
+as they were (with the counter-based uniforms of `params.view_params`, which every data path uses; a
+``torch.Generator`` draws its rows K wide, so there a new column changes every number); one inserted before others
+moves their columns, so the same seed then draws other views.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields, make_dataclass
 from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -117,7 +119,8 @@ NORMALISATION = (Setting("mean", IMAGENET_MEAN), Setting("std", IMAGENET_STD))
 
 
 class _ConfigMethods:
-    """Methods of every generated config class (`Spec.config_class`)."""
+    """Methods of every config class (`Spec.config_class`): `AugmentConfig`, and the classes generated for other
+    specs."""
 
     spec: Spec
 
@@ -133,9 +136,44 @@ class _ConfigMethods:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class AugmentConfig(_ConfigMethods):
+    """Settings of the two views: the view size, one field per setting of the ops of `SPEC` (crop, flip, jitter,
+    gray, blur, solarize), in their order, and the normalisation; per-view settings are (view 1, view 2) pairs.
+    Make one with `augment_config` (the defaults adapted to the image size and channel count). The fields are the
+    spec's `Setting` entries, with the same defaults: `Spec` checks it at import."""
+
+    image_size: int = 224
+    # crop
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    interpolation: str = "bicubic"
+    # flip
+    hflip_p: float = 0.5
+    # jitter
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    # gray
+    grayscale_p: float = 0.2
+    # blur
+    blur_p: tuple[float, float] = (1.0, 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int = 23
+    # solarize
+    solarize_p: tuple[float, float] = (0.0, 0.2)
+    # normalisation
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+
 @dataclass(frozen=True, eq=False)
 class Spec:
-    """The ordered ops of a view and everything derived from them (see the module docstring)."""
+    """The ordered ops of a view and everything derived from them (see the module docstring). ``written_config``:
+    a config class written out for these ops (`AugmentConfig` for `SPEC`), checked against their settings and
+    then the spec's ``config_class``; None: one is generated."""
 
     ops: tuple[Op, ...]
     config_name: str = "AugmentConfig"
@@ -143,12 +181,14 @@ class Spec:
     num_uniforms: int = field(init=False)
     settings: tuple[Setting, ...] = field(init=False, repr=False)
     config_class: type = field(init=False, repr=False)
+    written_config: InitVar[type | None] = None
 
-    def __post_init__(self):
+    def __post_init__(self, written_config: type | None):
         names = [op.name for op in self.ops]
         if len(set(names)) != len(names):
             raise ValueError(f"op names must be unique, got {names}")
-        columns, start = {}, 0
+        columns: dict[str, dict[str, slice]] = {}
+        start = 0
         for op in self.ops:
             columns[op.name] = {}
             for meaning, count in op.columns:
@@ -165,11 +205,18 @@ class Spec:
         object.__setattr__(self, "columns", columns)
         object.__setattr__(self, "num_uniforms", start)
         object.__setattr__(self, "settings", settings)
+        if written_config is not None:
+            _check_config_class(written_config, settings)
+            if vars(written_config).get("spec", self) is not self:
+                raise ValueError(f"{written_config.__name__} is the config class of another spec already")
+            written_config.spec = self  # type: ignore[attr-defined]
+            object.__setattr__(self, "config_class", written_config)
+            return
         cls = make_dataclass(self.config_name, [(s.name, Any, field(default=s.default)) for s in settings],
                              bases=(_ConfigMethods,), frozen=True, namespace={"spec": self})
-        cls.__module__ = __name__  # pickled by name: `barlowtwins.transforms.spec.AugmentConfig`
+        cls.__module__ = __name__  # as `AugmentConfig`'s
         cls.__doc__ = (f"Settings of the two views, one field per setting of the ops {names}; per-view settings "
-                       "are (view 1, view 2) pairs. Make one with `augment_config`.")
+                       "are (view 1, view 2) pairs. Make one with `Spec.config`.")
         object.__setattr__(self, "config_class", cls)
 
     def op(self, name: str) -> Op:
@@ -203,8 +250,20 @@ class Spec:
         return self.config_class(**values)
 
 
-SPEC = Spec(OPS)
-AugmentConfig = SPEC.config_class
+def _check_config_class(cls: Any, settings: tuple[Setting, ...]) -> None:
+    """A written-out config class must be a frozen dataclass with `_ConfigMethods` whose fields are ``settings``:
+    the same names, in the same order, with the same defaults."""
+    if not (issubclass(cls, _ConfigMethods) and getattr(cls, "__dataclass_params__", None) is not None
+            and cls.__dataclass_params__.frozen):
+        raise ValueError(f"{cls.__name__} must be a frozen dataclass deriving from _ConfigMethods")
+    declared = [(f.name, f.default) for f in fields(cls)]
+    expected = [(s.name, s.default) for s in settings]
+    if declared != expected or any(f.default is MISSING for f in fields(cls)):
+        raise ValueError(f"the fields of {cls.__name__} are not the spec's settings (name, default) in order: "
+                         f"{declared} != {expected}")
+
+
+SPEC = Spec(OPS, written_config=AugmentConfig)
 NUM_UNIFORMS = SPEC.num_uniforms
 # The settings a pretraining flag may override (`PretrainConfig.augment_overrides`).
 CLI_SETTINGS = tuple(s.name for s in SPEC.settings if s.cli)
