@@ -2,7 +2,8 @@
 
     python benchmarks/data_path_cpu_time.py [--images 200] [--repeats 3]
 
-Both from the same synthetic JPEGs (350-500 px, quality 90; `barlowtwins.training.bench.make_jpeg_folder`), both views at
+Both from the same synthetic JPEGs (350-500 px, quality 90; `barlowtwins.training.bench.make_jpeg_folder`), both
+views at
 224 px, decode included, one thread, alternated ``--repeats`` times. Process CPU time, not wall time: on a shared
 machine it is much less disturbed by other jobs than samples/s, and when the loader workers keep every core busy
 it is what bounds the data path's throughput. (The official pipeline's extra cost of moving float32 views, 4x the

@@ -58,7 +58,8 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, compress
     opt = LARS(lars_param_groups(model.module if world > 1 else model))
     amp = autocast_dtype("auto", device)
     n = args.batch_size // world
-    x1 = torch.randn(n, 3, args.image_size, args.image_size, device=device).contiguous(memory_format=torch.channels_last)
+    x1 = torch.randn(n, 3, args.image_size, args.image_size, device=device)
+    x1 = x1.contiguous(memory_format=torch.channels_last)
     x2 = torch.randn_like(x1)
     times = []
     for step in range(args.warmup + args.steps):

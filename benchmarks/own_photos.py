@@ -106,7 +106,8 @@ def main() -> None:
     n_val = sum(1 for _ in (data / "val").rglob("*.jpg"))
     classes = sorted(p.name for p in (data / "train").iterdir() if p.is_dir())
     meta = {"machine": machine(), "date": stamp, "barlowtwins": barlowtwins.__version__, "torch": torch.__version__,
-            "minutes": args.minutes, "extra": args.extra, "set": str(data), "train_images": n_train, "val_images": n_val,
+            "minutes": args.minutes, "extra": args.extra, "set": str(data), "train_images": n_train,
+            "val_images": n_val,
             "classes": classes, "runs": runs}
     out.write_text(json.dumps(meta, indent=1))
     rows = []
@@ -120,7 +121,8 @@ def main() -> None:
     gain = [r["pretrained"]["knn20_top1"] - r["random_init"]["knn20_top1"] for r in runs]
     header = (f"Your own photos on a CPU: `pretrain --dataset images --time-budget-minutes {args.minutes:g}` "
               f"({stamp}, {machine()}, torch {torch.__version__}, {n_train} train / {n_val} val scenes, "
-              f"{len(classes)} classes ({', '.join(classes)}), chance {100 / len(classes):.0f}%; kNN k=20 gain over random init "
+              f"{len(classes)} classes ({', '.join(classes)}), chance {100 / len(classes):.0f}%; "
+              "kNN k=20 gain over random init "
               f"{mean_std(gain)} points)")
     block = append_block(RESULTS, header, ["network", "seeds", "kNN k=20", "kNN k=200", "linear (fast)", "steps",
                                            "epochs"], rows)

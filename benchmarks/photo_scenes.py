@@ -100,7 +100,8 @@ def _ball(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rng: random.Ra
     a, b = _hsv(rng, (0, 360)), _hsv(rng, (0, 360), sat=(0.0, 0.3), val=(0.8, 1.0))
     n, turn = rng.choice((6, 8)), rng.uniform(0, 360)
     for k in range(n):
-        d.pieslice([cx - r, cy - r, cx + r, cy + r], turn + k * 360 / n, turn + (k + 1) * 360 / n, fill=a if k % 2 else b)
+        d.pieslice([cx - r, cy - r, cx + r, cy + r], turn + k * 360 / n, turn + (k + 1) * 360 / n,
+                   fill=a if k % 2 else b)
     d.ellipse([cx - 0.2 * r, cy - 0.2 * r, cx + 0.2 * r, cy + 0.2 * r], fill=a)
     d.ellipse([cx - 0.55 * r, cy - 0.6 * r, cx - 0.3 * r, cy - 0.4 * r], fill=(255, 255, 255))
 
@@ -145,7 +146,8 @@ def _fish(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, rng: random.Ra
     bh = r * rng.uniform(0.45, 0.65)
     d.polygon([(cx - face * 0.7 * r, cy), (cx - face * 1.25 * r, cy - 0.6 * bh), (cx - face * 1.25 * r, cy + 0.6 * bh)],
               fill=_hsv(rng, (0, 360)))  # tail
-    d.polygon([(cx - 0.2 * r, cy - 0.8 * bh), (cx + face * 0.25 * r, cy - 0.8 * bh), (cx - face * 0.2 * r, cy - 1.3 * bh)],
+    d.polygon([(cx - 0.2 * r, cy - 0.8 * bh), (cx + face * 0.25 * r, cy - 0.8 * bh),
+               (cx - face * 0.2 * r, cy - 1.3 * bh)],
               fill=body)  # dorsal fin
     d.ellipse([cx - 0.85 * r, cy - bh, cx + 0.85 * r, cy + bh], fill=body, outline=_hsv(rng, (0, 360), val=(0.2, 0.5)))
     ex, e = cx + face * 0.5 * r, 0.12 * r

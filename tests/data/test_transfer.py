@@ -54,7 +54,8 @@ def test_a_registered_data_set_is_read_through_the_registry(restore_registry, im
         calls.append((root, split, image_root))
         return labelled_folder(root, {"fit": "train", "eval": "val"}[split])
 
-    register_transfer_dataset(TransferDataset("renamed", reader, ("fit", "eval"), "linear", "folder, other split names"))
+    register_transfer_dataset(TransferDataset("renamed", reader, ("fit", "eval"), "linear",
+                                              "folder, other split names"))
     assert list(TRANSFER_DATASETS)[-1] == "renamed"
     train = build_transfer_dataset("renamed", str(image_tree), None, "imgs")
     test = build_transfer_dataset("renamed", str(image_tree), "eval")

@@ -24,8 +24,8 @@ def no_work(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("work started before the output was checked")
 
-    for target in ("barlowtwins.evaluate.features.extract_features", "barlowtwins.evaluate.features.extract_features_kept",
-                   "barlowtwins.cli.embed.extract_features_kept",
+    for target in ("barlowtwins.evaluate.features.extract_features",
+                   "barlowtwins.evaluate.features.extract_features_kept", "barlowtwins.cli.embed.extract_features_kept",
                    "barlowtwins.evaluate.protocols.train_classifier", "barlowtwins.evaluate.protocols.voc07_svm_map",
                    "barlowtwins.cli.neighbors.embed_image_files"):
         monkeypatch.setattr(target, forbidden)

@@ -72,7 +72,8 @@ def test_finetune_subset_is_balanced_saved_and_repeatable(weights, image_tree, t
     assert a == b and len(a) == 6
     assert sum(name.startswith("cat") for name in a) == 3  # 3 of 6 per class
     rec = json.loads((runs[0] / "finetune-folder-50pct.json").read_text())
-    assert rec["hyperparameters"]["num_train"] == 6 and rec["hyperparameters"]["lr_head"] == pytest.approx(0.5 * 4 / 256)
+    hyper = rec["hyperparameters"]
+    assert hyper["num_train"] == 6 and hyper["lr_head"] == pytest.approx(0.5 * 4 / 256)
     # The saved list trains on the same images when given back.
     train = labelled_folder(image_tree, "train")
     idx = read_subset_file(runs[0] / "finetune-folder-50pct.subset.txt", train)

@@ -170,7 +170,8 @@ def test_cli_in_a_batch_script_runs_as_one_process(fmnist_dir, tmp_path):
 def test_torchrun_restarts_with_a_shared_store_are_warned_of():
     """torchrun with --max-restarts hands its workers the agent's store, which keeps the previous attempt's
     addresses (tests/runtime/test_two_hosts.py saw restarts hang on them): warned of, with the fix."""
-    restarts = {"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_MAX_RESTARTS": "1"}
+    restarts = {"RANK": "0", "WORLD_SIZE": "2", "TORCHELASTIC_USE_AGENT_STORE": "True",
+                "TORCHELASTIC_MAX_RESTARTS": "1"}
     line = D.elastic_store_warning(restarts)
     assert line is not None and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in line and "\n" not in line
     assert D.elastic_store_warning({**restarts, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None  # no restart: no stale data

@@ -258,7 +258,8 @@ def test_a_model_that_cannot_be_built_leaves_the_data_path_figures(tmp_path, cap
 
 
 def test_a_measurement_past_its_time_limit_is_stopped_and_the_rest_run(tmp_path, capsys, monkeypatch):
-    """A loader that hangs: the hard limit (1.5 x --time-limit) stops it; the other figures are measured."""
+    """A loader that hangs: the hard limit (1.5 x --time-limit) stops it; the other figures are measured (a limit
+    the toy's real measurements stay well inside on a loaded 2-core machine)."""
     import time
 
     class Hang:
@@ -267,11 +268,11 @@ def test_a_measurement_past_its_time_limit_is_stopped_and_the_rest_run(tmp_path,
                 time.sleep(0.05)
 
     monkeypatch.setattr("barlowtwins.training.bench.official_loader", lambda *a, **k: Hang())
-    code = main([*TOY, "--data-path", "cpu", "--time-limit", "1", "--output", str(tmp_path / "b.json")])
+    code = main([*TOY, "--data-path", "cpu", "--time-limit", "4", "--output", str(tmp_path / "b.json")])
     assert code == 1
     r = json.loads((tmp_path / "b.json").read_text())
     assert r["errors"] == {"official PIL pipeline": "MeasurementTimeout: 'official PIL pipeline' ran past its "
-                                                    "time limit of 1.5 s"}
+                                                    "time limit of 6 s"}
     assert r["model_only"]["samples_per_sec"] > 0 and r["data_only"]["cpu"] > 0 and r["end_to_end"]["cpu"] > 0
     assert main([*TOY, "--time-limit", "0"]) == 2
     assert "--time-limit must be a positive number" in capsys.readouterr().err

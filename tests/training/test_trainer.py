@@ -190,7 +190,8 @@ def test_a_diverging_run_keeps_the_last_good_checkpoint(fmnist_dir, tmp_path, ca
         state = ckpt.get("model", ckpt)
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path
     if (out / "checkpoint.pth").exists():
-        assert f"last good checkpoint is {out / 'checkpoint.pth'} (step {load_checkpoint(out / 'checkpoint.pth')['step']})" in err
+        step = load_checkpoint(out / "checkpoint.pth")["step"]
+        assert f"last good checkpoint is {out / 'checkpoint.pth'} (step {step})" in err
 
 
 def test_non_finite_weights_are_never_checkpointed(fmnist_dir, tmp_path, monkeypatch):
@@ -622,3 +623,93 @@ def test_ranks_whose_clocks_differ_checkpoint_at_the_same_steps_and_resume_exact
     events = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     reasons = {e["step"]: e["reason"] for e in events if e.get("event") == "checkpoint"}
     assert reasons[4] == reasons[8] == "epoch" and reasons[3] == "periodic" and reasons[5] == "max_steps", reasons
+
+
+# ---- the library equals the CLI ------------------------------------------------------------------------------------
+def test_pretrain_from_python_fits_the_data_as_the_cli_does(tmp_path, capsys, monkeypatch):
+    """``barlowtwins.pretrain(PretrainConfig(dataset="images", data_dir=...))`` used to skip the CLI's data fit and
+    run the ImageNet recipe (ResNet-50, 224 px, batch 2048) on a CPU. It plans the CLI's run now, says so, keeps
+    the fields given, and ``fit=False`` runs the config as it is; the CLI fits once."""
+    from conftest import make_image_folder
+
+    from barlowtwins.cli import main
+    from barlowtwins.training import autoconfig
+    from barlowtwins.training import trainer as T
+    from barlowtwins.training.config import PretrainConfig
+
+    data = make_image_folder(tmp_path / "imgs", per_class=8, size=24, splits=("train",)) / "train"  # 16 images
+    out = tmp_path / "r"
+    summary = pretrain(PretrainConfig(dataset="images", data_dir=str(data), out=str(out), device="cpu", epochs=1,
+                                      max_steps=1, workers=0, progress=False, seed=3))
+    said = capsys.readouterr().out
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["backbone"], saved["width"], saved["image_size"], saved["batch_size"]) == ("resnet18", 16, 24, 16)
+    assert saved["seed"] == 3 and saved["eta"] == 0.02  # the field given kept, the CPU recipe for the rest
+    assert summary["note"].startswith("no preset, training on the CPU: the CPU recipe for 16 images"), summary
+    assert said.splitlines()[0] == summary["note"]
+    # the CLI makes the same plan, and fits once
+    calls = []
+
+    def counted(cfg, explicit=None):
+        calls.append(cfg)
+        return real(cfg, explicit)
+
+    real = autoconfig.fit_to_data
+    monkeypatch.setattr(autoconfig, "fit_to_data", counted)
+    monkeypatch.setattr(T, "fit_to_data", counted)
+    assert main(["pretrain", "--dataset", "images", "--data-dir", str(data), "--out", str(tmp_path / "c"),
+                 "--device", "cpu", "--epochs", "1", "--max-steps", "1", "--workers", "0", "--no-progress",
+                 "--seed", "3"]) == 0
+    assert len(calls) == 1
+    cli = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
+    assert {k: v for k, v in cli.items() if k != "out"} == {k: v for k, v in saved.items() if k != "out"}
+    # fit=False: the config as given (the trainer is not run here: it would be the ImageNet recipe)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(cfg, info, lock):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(T, "Trainer", trainer)
+    with pytest.raises(Stop):
+        pretrain(PretrainConfig(dataset="images", data_dir=str(data), out=str(tmp_path / "n"), device="cpu"),
+                 fit=False)
+    assert (seen["cfg"].backbone, seen["cfg"].image_size, seen["cfg"].batch_size) == ("resnet50", 224, 2048)
+
+
+def test_max_steps_from_python_says_once_that_the_rate_never_decayed(fmnist_dir, tmp_path, capsys):
+    """``max_steps`` cuts the schedule where the learning rate is still high; from Python nothing said so."""
+    from barlowtwins.cli import main
+
+    summary = pretrain(tiny_config(fmnist_dir, tmp_path / "a", max_steps=3))
+    said = capsys.readouterr().out
+    assert summary["stopped_by"] == "max_steps"
+    assert said.count("reached --max-steps 3 at step 3 of the 8-step schedule") == 1, said
+    assert "has not decayed" in said
+    assert main(_cli_args(fmnist_dir, tmp_path / "b", "--max-steps", "3")) == 0
+    assert capsys.readouterr().out.count("reached --max-steps 3") == 1  # the CLI says it once too
+    pretrain(tiny_config(fmnist_dir, tmp_path / "c"))
+    assert "max-steps" not in capsys.readouterr().out  # a finished run: nothing to say
+
+
+def test_a_run_resumes_from_its_config_yaml_with_the_derived_values_in_it(fmnist_dir, tmp_path, capsys):
+    """config.yaml holds the augmentation values the run derived (not null); given back as --config it resumes
+    the run (the same views: nothing in it changed)."""
+    from barlowtwins.cli import main
+
+    out = tmp_path / "r"
+    assert main(_cli_args(fmnist_dir, out, "--max-steps", "3")) == 0
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["blur_p"] == [0.0, 0.0] and saved["saturation"] == 0.0 and saved["crop_scale"] == [0.2, 1.0]
+    capsys.readouterr()
+    assert main(["pretrain", "--config", str(out / "config.yaml"), "--max-steps", "5"]) == 0
+    said = capsys.readouterr().out
+    assert "resumed from step 3 of 8" in said and "reached --max-steps 5 at step 5" in said, said
+    straight = tmp_path / "s"
+    assert main(_cli_args(fmnist_dir, straight, "--max-steps", "5")) == 0
+    a, b = load_checkpoint(straight / "checkpoint.pth"), load_checkpoint(out / "checkpoint.pth")
+    for k in a["model"]:
+        torch.testing.assert_close(b["model"][k], a["model"][k], rtol=1e-5, atol=1e-6, msg=k)

@@ -56,6 +56,8 @@ COMMANDS = {
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) and the closest flag suggested for an unknown one."""
 
+    _command_parsers: dict[str, argparse.ArgumentParser]  # the top level's: command -> its parser (`build_parser`)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {printable(message)}\n")
 

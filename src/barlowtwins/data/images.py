@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -137,7 +138,7 @@ def read_image(source: str | os.PathLike | bytes, name: str | None = None,
     for attempt in range(tries):
         with contextlib.ExitStack() as stack:
             try:
-                raw = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+                raw: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
                 f = stack.enter_context(raw)  # closed by the stack, on every way out
                 img = Image.open(f, formats=list(formats))
                 size = img.size

@@ -129,7 +129,8 @@ def pipeline_from_config(cfg, dataset, rank: int, world: int, device: torch.devi
                           device=device, data_path=getattr(cfg, "data_path", "auto"), workers=cfg.workers,
                           strict=getattr(cfg, "strict_data", False),
                           progressive=(getattr(cfg, "progressive_start", 0), getattr(cfg, "progressive_epochs", 0)),
-                          multicrop=multicrop_from(getattr(cfg, "multicrop_count", 0), getattr(cfg, "multicrop_size", 0),
+                          multicrop=multicrop_from(getattr(cfg, "multicrop_count", 0),
+                                                   getattr(cfg, "multicrop_size", 0),
                                                    getattr(cfg, "multicrop_scale", None), cfg.image_size))
 
 

@@ -153,7 +153,7 @@ def run_diagnostics(run_dir: str | Path, samples: int = 512, device: str = "cpu"
     model = build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
                         zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn, lambd=cfg.lambd,
                         terms=cfg.loss_terms)
-    projector = model.projector
+    projector: torch.nn.Module | None = model.projector  # None: a backbone.pth without one
     if (run / CHECKPOINT_NAME).exists():
         model.load_state_dict(load_checkpoint(run / CHECKPOINT_NAME)["model"])
         weights = CHECKPOINT_NAME

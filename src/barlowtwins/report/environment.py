@@ -46,7 +46,7 @@ def _version(module: str) -> str | None:
 
 
 def _cuda_devices() -> list[dict]:
-    devices = []
+    devices: list[dict] = []
     if not torch.cuda.is_available():
         return devices
     for i in range(torch.cuda.device_count()):
@@ -60,7 +60,7 @@ def _cuda_devices() -> list[dict]:
 
 def _compile_status() -> dict:
     """Whether torch.compile can be used: the function exists, and its default backend's compiler is present."""
-    status = {"available": hasattr(torch, "compile")}
+    status: dict[str, bool | str] = {"available": hasattr(torch, "compile")}
     if sys.platform == "win32":
         status["note"] = "torch.compile's default backend is not supported on Windows"
     try:
@@ -73,7 +73,7 @@ def _compile_status() -> dict:
 
 
 def _datasets() -> dict:
-    found = {}
+    found: dict[str, str | list[str] | None] = {}
     try:
         found["fashion-mnist"] = str(find_fashion_mnist())
     except Exception:

@@ -179,7 +179,7 @@ def make_jpeg_folder(folder: str | os.PathLike, count: int, size_range: tuple[in
         if path.exists():
             continue
         coarse = rng.integers(0, 256, (h // 16 + 2, w // 16 + 2, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), dtype=np.int16)
+        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
         grain = rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
         image = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
         # atomic: a file that exists is kept by the next run, so a half-written one must never exist
@@ -245,10 +245,10 @@ def official_loader(files, image_size: int, batch_size: int, workers: int, persi
     ``skip_unreadable``: its batches are ``(batch | None, [Unreadable, ...])`` (`barlowtwins.data.bad_files`), an
     unreadable file dropped from its batch instead of stopping the loader; `_readable_batches` reads them."""
     data = _OfficialFiles(files, image_size)
-    extra = {"collate_fn": dropping_unreadable()} if skip_unreadable else {}
     return torch.utils.data.DataLoader(ItemsOrUnreadable(data) if skip_unreadable else data, batch_size=batch_size,
                                        shuffle=True, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                                       drop_last=True, persistent_workers=persistent and workers > 0, **extra)
+                                       drop_last=True, persistent_workers=persistent and workers > 0,
+                                       collate_fn=dropping_unreadable() if skip_unreadable else None)
 
 
 def _readable_batches(loader):
@@ -421,6 +421,7 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
         model, result.errors["model"] = None, _one_line(e)
         log(f"model: FAILED ({result.errors['model']})")
     if model is not None:
+        assert x1 is not None and x2 is not None  # made with the model: a failure on the way unset the model
         try:
             flops = model.flops_per_step(x1, x2)
         except Exception as e:  # noqa: BLE001 -- no FLOPs, no MFU: the samples/s are still measured
@@ -480,8 +481,12 @@ def run_bench(spec: BenchSpec, jpeg_dir: str | os.PathLike | None = None, log=pr
     update(result)
     try:
         with collect_bad_files() as bad:
-            _measure(measure, pipes, spec, result, log, lambda: (summary(), _note_skips(bad, pipes, result),
-                                                                 update(result)))
+            def after_each() -> None:
+                summary()
+                _note_skips(bad, pipes, result)
+                update(result)
+
+            _measure(measure, pipes, spec, result, log, after_each)
     finally:
         if shard_dir is not None:
             shutil.rmtree(shard_dir, ignore_errors=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -133,7 +133,8 @@ def decode_batch(encoded: list[torch.Tensor], device: torch.device) -> tuple[lis
     if not encoded:
         return [], []
     try:
-        return decode_jpegs(encoded, device), []
+        decoded: list[torch.Tensor | None] = list(decode_jpegs(encoded, device))  # the caller fills in refusals
+        return decoded, []
     except Exception as e:  # sorted below: the file's fault or the run's
         if not _is_about_the_file(e):
             raise ConfigError(f"JPEG decoding on {device} failed ({type(e).__name__}: {_reason(e)}); lower "
@@ -261,7 +262,7 @@ def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, mode
     for the device and the shapes; ``grouped`` forces the batched (True) or the per-image (False) one. With the
     batched crop, images above `CHUNK_PIXELS` (their float copy would cost over 384 MB) are cropped each on its
     own."""
-    shapes = [tuple(img.shape[-2:]) for img in images]
+    shapes = [(img.shape[-2], img.shape[-1]) for img in images]
     if grouped is None:
         grouped = crop_method(images[0].device.type, shapes, size) == "batched"
     if not grouped:
@@ -285,4 +286,4 @@ def _crop(images: list[torch.Tensor], p: ViewParams, cfg) -> torch.Tensor:
 
 
 # The device executor: its own crop (the images differ in size); every other op on the batch of views.
-OPS = {**tensor.OPS, "crop": _crop}
+OPS: dict[str, Callable[..., torch.Tensor]] = {**tensor.OPS, "crop": _crop}

@@ -72,8 +72,8 @@ def _build() -> dict:
     rng = np.random.default_rng(0)
     rgb = np.concatenate([rng.integers(0, 256, (200_000, 3)), np.repeat(v[:, None], 3, 1)]).astype(np.uint8)
     hs_grid = np.stack(np.meshgrid(v, v, np.array([0, 1, 2, 37, 128, 254, 255]), indexing="ij"), -1).reshape(-1, 3)
-    planar = [c.astype(np.uint32) for c in rgb.T]
-    fwd_ok = np.array_equal(np.stack(_rgb_to_hsv(*planar, tables), -1), _pil_convert(rgb, "RGB", "HSV"))
+    r32, g32, b32 = (c.astype(np.uint32) for c in rgb.T)
+    fwd_ok = np.array_equal(np.stack(_rgb_to_hsv(r32, g32, b32, tables), -1), _pil_convert(rgb, "RGB", "HSV"))
     h, s, v = hs_grid.T
     packed = _hsv_to_rgb(h.astype(np.uint8), s.astype(np.uint8), v.astype(np.uint32), tables)
     inv = np.stack([packed & 255, (packed >> 8) & 255, packed >> 16], -1)
@@ -102,7 +102,7 @@ def pil_shift_hue(img: Image.Image, delta: int) -> Image.Image:
     return Image.merge("HSV", (h.point([(j + delta) % 256 for j in range(256)]), s, v)).convert("RGB")
 
 
-def _rgb_to_hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray, t: dict):
+def _rgb_to_hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray, t: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Planar uint32 R, G, B (n,) -> H, S (uint8) and V (uint32), PIL's values."""
     mx = np.maximum(np.maximum(r, g), b)
     mn = np.minimum(np.minimum(r, g), b)

@@ -95,8 +95,10 @@ class MultiCrop:
         """The small crops' config for full views ``aug``: the crop size (at most the full views'), the crop
         scale, and the blur kernel of that size when ``aug``'s was the one derived from its size."""
         size = min(self.size, aug.image_size)
-        extra = {"blur_kernel": blur_kernel_for(size)} if aug.blur_kernel == blur_kernel_for(aug.image_size) else {}
-        return dataclasses.replace(aug, image_size=size, crop_scale=tuple(self.scale), **extra)
+        derived = aug.blur_kernel == blur_kernel_for(aug.image_size)
+        blur = blur_kernel_for(size) if derived else aug.blur_kernel
+        lo, hi = self.scale  # two numbers (checked in __post_init__)
+        return dataclasses.replace(aug, image_size=size, crop_scale=(lo, hi), blur_kernel=blur)
 
     def params(self, aug: AugmentConfig, k: int, seed: int, step: int, positions, heights, widths) -> ViewParams:
         """Small crop ``k``'s parameters for the samples at global ``positions`` of ``step`` (``aug``: the

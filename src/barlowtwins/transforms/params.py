@@ -154,13 +154,13 @@ def crop_aspects(u_ratio: np.ndarray, ratio: tuple[float, float]) -> np.ndarray:
     return np.exp(u_ratio * (log_hi - log_lo) + log_lo)
 
 
-def crop_box(u_area: list[float], aspect: list[float], u_top: float, u_left: float, height: int, width: int,
+def crop_box(u_area: list[float], aspect: list[float], u_top: float, u_left: float, height: float, width: float,
              scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[float, float, float, float]:
     """`crop_boxes` for one sample, in Python floats: ``u_area`` its ten area uniforms, ``aspect`` its ten
     candidate aspect ratios (`crop_aspects`, computed by the caller with numpy so that every number is the one
     `crop_boxes` computes). The same arithmetic in the same order: equal to the bit. Python rather than numpy
     because a loader worker calls it once per file, where numpy's per-call overhead would dominate."""
-    height, width = float(height), float(width)
+    height, width = float(height), float(width)  # pixel counts (ints), in float arithmetic as numpy has them
     area = height * width
     for k in range(CROP_TRIES):
         target = area * (u_area[k] * (scale[1] - scale[0]) + scale[0])

@@ -35,7 +35,8 @@ from barlowtwins.transforms.hue_shift import shift_hue
 from barlowtwins.transforms.params import SampleView
 from barlowtwins.transforms.spec import run_ops
 
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "nearest": Image.Resampling.NEAREST}
 
 
 def adjust_hue(img: Image.Image, shift: float) -> Image.Image:
@@ -187,7 +188,8 @@ def view(img: Image.Image, p: SampleView, cfg, scale: tuple[float, float] = (1.0
 def two_views(img: Image.Image, full_size: tuple[int, int], p1: SampleView, p2: SampleView,
               cfg) -> tuple[np.ndarray, np.ndarray]:
     """Both views of a decoded image as (S, S, 3) uint8 arrays; ``full_size`` = (width, height) before any draft."""
-    return tuple(views_of(img, full_size, (p1, p2), cfg))
+    v1, v2 = views_of(img, full_size, (p1, p2), cfg)  # one array per parameter set: two
+    return v1, v2
 
 
 def views_of(img: Image.Image, full_size: tuple[int, int], params, cfg) -> list[np.ndarray]:

@@ -81,8 +81,8 @@ class ViewSizes:
             return self.aug
         cfg = self._configs.get(s)
         if cfg is None:
-            extra = {"blur_kernel": blur_kernel_for(s)} if self._derived_blur else {}
-            cfg = self._configs[s] = dataclasses.replace(self.aug, image_size=s, **extra)
+            blur = blur_kernel_for(s) if self._derived_blur else self.aug.blur_kernel
+            cfg = self._configs[s] = dataclasses.replace(self.aug, image_size=s, blur_kernel=blur)
         return cfg
 
     def sizes(self) -> list[int]:

@@ -39,7 +39,8 @@ CHUNK_PIXELS = 1 << 25
 # The kernels `crop_resize_padded` launches (its dispatched ops that are not views), counted on CPU tensors with
 # a dispatch mode (tests/transforms/test_resize.py keeps them true): per call (the output, the small host
 # tensor's copy, the clamp), per chunk (buffer, weights, matmuls, orientation, scatter) and per image (its copy
-# into the buffer; its other ops are views; a chunk of one shape is stacked instead, fewer). The device path's choice of crop weighs them (`crop_method`).
+# into the buffer; its other ops are views; a chunk of one shape is stacked instead, fewer). The device path's
+# choice of crop weighs them (`crop_method`).
 PADDED_CALL_LAUNCHES = 3
 PADDED_CHUNK_LAUNCHES = 69
 PADDED_IMAGE_LAUNCHES = 1
@@ -119,8 +120,9 @@ def crop_resize_padded(images: list[torch.Tensor], boxes, size: int, mode: str =
     (bicubic clamped), antialiased as ``F.interpolate(antialias=True)``.
 
     Per chunk of `padded_layout`: the images placed in a zero-padded float buffer (one copy each; a chunk of
-    one shape is stacked, one copy for all), the weights of every box built at once, two batched matmuls. No host sync: the shapes are host metadata, and the boxes, the
-    orientation flags and the sample order travel to the device in one small host tensor (pinned, non-blocking)."""
+    one shape is stacked, one copy for all), the weights of every box built at once, two batched matmuls. No host
+    sync: the shapes are host metadata, and the boxes, the orientation flags and the sample order travel to the
+    device in one small host tensor (pinned, non-blocking)."""
     device = images[0].device
     n = len(images)
     tall, placed, order, chunks = padded_layout([img.shape[-2:] for img in images])
@@ -167,4 +169,5 @@ def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-__all__ = ["CHUNK_PIXELS", "PADDED_CALL_LAUNCHES", "PADDED_CHUNK_LAUNCHES", "PADDED_IMAGE_LAUNCHES", "crop_resize_grouped", "crop_resize_padded", "padded_layout", "resize_weights"]
+__all__ = ["CHUNK_PIXELS", "PADDED_CALL_LAUNCHES", "PADDED_CHUNK_LAUNCHES", "PADDED_IMAGE_LAUNCHES",
+           "crop_resize_grouped", "crop_resize_padded", "padded_layout", "resize_weights"]

@@ -36,7 +36,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, InitVar, asdict, dataclass, field, fields, make_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
@@ -133,7 +136,9 @@ class _ConfigMethods:
         return value[view] if self.spec.setting(name).per_view else value
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        # every config class is a frozen dataclass (checked by `_check_config_class`, or made by make_dataclass)
+        values = asdict(cast("DataclassInstance", self))
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -294,5 +299,5 @@ def channel_values(values: tuple[float, ...]) -> list[float]:
     return list(values) * 3 if len(values) == 1 else list(values)
 
 
-__all__ = ["AugmentConfig", "blur_kernel_for", "CLI_SETTINGS", "IMAGENET_MEAN", "IMAGENET_STD", "NUM_UNIFORMS", "OPS", "Op", "SPEC",
-           "Setting", "Spec", "augment_config", "channel_values", "run_ops"]
+__all__ = ["AugmentConfig", "blur_kernel_for", "CLI_SETTINGS", "IMAGENET_MEAN", "IMAGENET_STD", "NUM_UNIFORMS", "OPS",
+           "Op", "SPEC", "Setting", "Spec", "augment_config", "channel_values", "run_ops"]

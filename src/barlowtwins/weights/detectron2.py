@@ -153,6 +153,11 @@ def _check_opcodes(data: bytes) -> None:
     allocate more than the file holds: a length past the end of the data (a 2**60-byte string), a frame longer
     than the file, a memo index beyond the opcodes so far (the C unpickler sizes its memo to the index)."""
     for n, (op, arg, pos) in enumerate(pickletools.genops(data)):
+        if op.name not in ("FRAME", "PUT", "BINPUT", "LONG_BINPUT"):
+            continue
+        # these opcodes' argument is an integer (a length, a memo index; PUT's decimal reader may give a bool);
+        # genops reads the bytes through a BytesIO, so every opcode has its position
+        assert isinstance(arg, int) and pos is not None
         if op.name == "FRAME" and arg > len(data) - pos:
             raise ValueError(f"a frame of {arg} bytes at byte {pos}, past the end of the file")
         if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= n:

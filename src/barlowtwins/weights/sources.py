@@ -148,10 +148,11 @@ def _stem_kernel(stem: str) -> int:
 
 
 # torchvision's ResNets by (block, blocks per stage): the candidates for a state dict that names none.
-_RESNETS = {("basic", (2, 2, 2, 2)): ("resnet18",), ("basic", (3, 4, 6, 3)): ("resnet34",),
-            ("bottleneck", (3, 4, 6, 3)): ("resnet50", "wide_resnet50_2", "resnext50_32x4d"),
-            ("bottleneck", (3, 4, 23, 3)): ("resnet101", "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d"),
-            ("bottleneck", (3, 8, 36, 3)): ("resnet152",)}
+_RESNETS: dict[tuple[str, tuple[int, ...]], tuple[str, ...]] = {
+    ("basic", (2, 2, 2, 2)): ("resnet18",), ("basic", (3, 4, 6, 3)): ("resnet34",),
+    ("bottleneck", (3, 4, 6, 3)): ("resnet50", "wide_resnet50_2", "resnext50_32x4d"),
+    ("bottleneck", (3, 4, 23, 3)): ("resnet101", "wide_resnet101_2", "resnext101_32x8d", "resnext101_64x4d"),
+    ("bottleneck", (3, 8, 36, 3)): ("resnet152",)}
 
 
 def infer_resnet(state: dict, *, stem: str | None, width: int | None) -> str | None:

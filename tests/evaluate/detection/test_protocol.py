@@ -1,4 +1,5 @@
-"""The detection protocol end to end: schedules, predictions, `barlowtwins detect` from every backbone source, bad input, 2 processes."""
+"""The detection protocol end to end: schedules, predictions, `barlowtwins detect` from every backbone source, bad
+input, 2 processes."""
 
 from __future__ import annotations
 

@@ -62,6 +62,7 @@ class DataPath:
         aug = self.aug_at(step)
         entry = self._crop_views.get(aug.image_size)
         if entry is None:
+            assert self.multicrop is not None  # only the crops of multi-crop ask (``crops`` in `_views`)
             small = self.multicrop.config(aug)
             entry = self._crop_views[aug.image_size] = (small, BatchViews(small))
         return entry
@@ -102,7 +103,8 @@ class DataPath:
 
     def views(self, batch, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The two full views of ``batch`` at ``step``: normalised (B, 3, S, S) float32 on the device."""
-        return self._views(batch, step, crops=False)
+        first, second = self._views(batch, step, crops=False)  # without the small crops: the two views
+        return first, second
 
     def all_views(self, batch, step: int) -> tuple[torch.Tensor, ...]:
         """The two full views, then multi-crop's small crops (``num_views`` tensors; two when multi-crop is off)."""

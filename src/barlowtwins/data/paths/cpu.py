@@ -101,7 +101,7 @@ def decode_for_views(path: str, params_for_size, size):
     """Read ``path`` once for its views: ``params_for_size(width, height) -> (p1, p2, ...)`` draws the parameters
     from the header's size; the decode is drafted when every crop allows (``size``: the output side of every
     view, or one per view). Returns (image, full size, p1, p2, ...)."""
-    drawn = {}
+    drawn: dict[str, tuple] = {}  # "size": (width, height); "params": (p1, p2, ...)
 
     def draft(width: int, height: int):
         drawn["size"] = (width, height)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -107,8 +108,9 @@ def _collate_bytes(samples) -> ByteBatch:
     offsets = torch.zeros(len(jpegs) + 1, dtype=torch.int64)
     if jpegs:
         offsets[1:] = torch.tensor([len(d) for d in jpegs]).cumsum(0)
-    return ByteBatch({"encoded": list(encoded), "bytes": torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8),
-                      "offsets": offsets, "images": [None if e else d for e, d in zip(encoded, data)],
+    return ByteBatch({"encoded": list(encoded),
+                      "bytes": torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8), "offsets": offsets,
+                      "images": [None if e else d for e, d in zip(encoded, data)],
                       "index": torch.tensor(idx), "step": torch.tensor(step), "position": torch.tensor(pos),
                       "source": torch.tensor(source), "skipped": list(note)})
 
@@ -128,7 +130,7 @@ class DevicePath(_FilePath):
     pin = True
     SIZE_SAMPLE = 64  # files whose sizes estimate a batch's bytes
 
-    def __init__(self, dataset, aug, **kw):
+    def __init__(self, dataset, aug, **kw) -> None:
         super().__init__(dataset, aug, **kw)
         # (files,) bool in shared memory, made before the loader workers fork: a file the device decoder refused
         # is marked here by this process, and the workers decode it with PIL for the rest of the run.
@@ -177,7 +179,7 @@ class DevicePath(_FilePath):
                 images[k] = img
         if refused:
             self._say_refused(refused)
-        return images
+        return cast("list[torch.Tensor]", images)  # every JPEG's place filled above; the others decoded in workers
 
     def _say_refused(self, paths: list[str]) -> None:
         """One warning line for the files the device decoder refused in a batch (the first three named)."""
@@ -205,7 +207,7 @@ class DevicePath(_FilePath):
         img, _ = samples.read_first_readable((i + 1) % len(self.files), read_image)
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).to(self.device)
 
-    def _views(self, batch: dict, step: int, crops: bool) -> tuple[torch.Tensor, ...]:
+    def _views(self, batch: ByteBatch, step: int, crops: bool) -> tuple[torch.Tensor, ...]:
         if int(batch["step"][0]) != step:
             raise RuntimeError(f"batch of step {int(batch['step'][0])} used at step {step}")
         images = self.decode(batch)
@@ -216,6 +218,7 @@ class DevicePath(_FilePath):
             p = view_params(aug, v, self.seed, step, pos, heights, widths)
             out.append(self.batch_views.finish(run_ops(DEVICE_OPS, images, p, aug)))
         if crops:  # every small crop in one pass of each op (the decoded images listed once per crop)
+            assert self.multicrop is not None  # crops only with multi-crop on (`all_views`)
             small, finisher = self._crop_views_at(step)
             m = self.multicrop.count
             p = self.multicrop.all_params(aug, self.seed, step, pos, heights, widths)

@@ -112,6 +112,10 @@ class _FileSamples(Dataset):
 
 class _FilePath(DataPath):
     pin = True  # the loader pins its batches for asynchronous copies to CUDA
+    # set by the first `_batches` (declared only: ``getattr(self, "_data_loader", None)`` until then)
+    _data_loader: DataLoader | None
+    _sampler: _StepBatches
+    _generation: int
 
     def __init__(self, dataset, aug, **kw):
         super().__init__(dataset, aug, **kw)
@@ -145,9 +149,10 @@ class _FilePath(DataPath):
         from epoch to epoch (a new epoch only re-keys the sampler): no re-fork of the training process (and
         of everything it holds) at every epoch boundary. Starting an epoch ends the previous one: a generator
         of an earlier epoch that is used again raises instead of giving another epoch's batches."""
-        if getattr(self, "_data_loader", None) is None:
+        loader = getattr(self, "_data_loader", None)
+        if loader is None:
             self._sampler = _StepBatches(self.order, self.batch_size, self.rank, epoch, start)
-            self._data_loader = DataLoader(
+            loader = self._data_loader = DataLoader(
                 make_samples(), batch_sampler=self._sampler, num_workers=self.workers,
                 pin_memory=self.device.type == "cuda" and self.pin, collate_fn=collate,
                 prefetch_factor=prefetch_for_shm(self.batch_bytes(), self.workers),
@@ -156,7 +161,7 @@ class _FilePath(DataPath):
         self._generation = getattr(self, "_generation", 0) + 1
         generation = self._generation
         self._sampler.epoch, self._sampler.start = epoch, start
-        for batch in iter(self._data_loader):
+        for batch in iter(loader):
             yield batch
             if self._generation != generation:
                 raise RuntimeError(f"epoch {epoch}'s batches were asked for after a later epoch() started")

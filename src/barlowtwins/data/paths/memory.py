@@ -36,6 +36,7 @@ class MemoryPath(DataPath):
         full = self._batch_views_at(step)
         out = [full.view(x, view_params(aug, v, self.seed, step, pos, h, w)) for v in (0, 1)]
         if crops:  # every small crop in one pass of each op: (M * B, 3, s, s), then one tensor per crop
+            assert self.multicrop is not None  # crops only with multi-crop on (`all_views`)
             _, small = self._crop_views_at(step)
             m = self.multicrop.count
             p = self.multicrop.all_params(aug, self.seed, step, pos, h, w)
