@@ -2,7 +2,7 @@
 
     python benchmarks/data_path_cpu_time.py [--images 200] [--repeats 3]
 
-Both from the same synthetic JPEGs (350-500 px, quality 90; `barlowtwins.training.bench.make_jpeg_folder`), both
+Both from the same synthetic JPEGs (350-500 px, quality 90; `barlowtwins.bench.make_jpeg_folder`), both
 views at
 224 px, decode included, one thread, alternated ``--repeats`` times. Process CPU time, not wall time: on a shared
 machine it is much less disturbed by other jobs than samples/s, and when the loader workers keep every core busy
@@ -18,9 +18,10 @@ import time
 
 import torch
 
+from barlowtwins.bench.jpegs import make_jpeg_folder
+from barlowtwins.bench.official import _OfficialFiles
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.paths.cpu import _PilViews
-from barlowtwins.training.bench import _OfficialFiles, make_jpeg_folder
 from barlowtwins.transforms.hue_shift import tables
 from barlowtwins.transforms.spec import augment_config
 

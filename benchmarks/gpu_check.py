@@ -52,10 +52,10 @@ import torch
 from PIL import Image
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from barlowtwins.bench import environment, time_limit
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.pipeline import build_pipeline
 from barlowtwins.runtime.files import write_text_atomic
-from barlowtwins.training.bench import environment, time_limit
 from barlowtwins.transforms.device import (
     OPS,
     check_device_decoder,

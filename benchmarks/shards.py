@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HERE, RESULTS, append_block, machine  # noqa: E402
 
+from barlowtwins.bench import make_jpeg_folder, time_batches  # noqa: E402
 from barlowtwins.data.datasets import build_dataset  # noqa: E402
 from barlowtwins.data.pipeline import build_pipeline  # noqa: E402
 from barlowtwins.data.sampling import default_workers  # noqa: E402
 from barlowtwins.data.shard_writer import write_shards  # noqa: E402
-from barlowtwins.training.bench import make_jpeg_folder, time_batches  # noqa: E402
 from barlowtwins.transforms.spec import augment_config  # noqa: E402
 
 CPU = torch.device("cpu")

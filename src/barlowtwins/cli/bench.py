@@ -15,7 +15,7 @@ from barlowtwins.data.pipeline import AUTO, DATA_PATHS
 from barlowtwins.errors import ConfigError
 from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
 from barlowtwins.runtime.hardware import select_device
-from barlowtwins.training.bench import (
+from barlowtwins.bench import (
     BenchResult,
     BenchSpec,
     append_results,

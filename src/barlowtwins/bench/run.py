@@ -20,54 +20,49 @@ the data path that was asked for: a device path that fell back to the cpu one is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import json
 import os
 import platform
-import random
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
-import torchvision.transforms as T
-from PIL import Image, ImageFilter, ImageOps
 from PIL import __version__ as pil_version
 from torch.utils.flop_counter import FlopCounterMode
 
+from barlowtwins.bench.official import _readable_batches, official_loader
+from barlowtwins.bench.timing import (
+    Timing,
+    _cycle,
+    _peak_memory,
+    measure_batches,
+    time_limit,
+)
 from barlowtwins.data.bad_files import (
-    ItemsOrUnreadable,
     collect_bad_files,
-    dropping_unreadable,
-    note_unreadable,
     refuse_unreadable,
     short_reason,
 )
 from barlowtwins.data.datasets import build_dataset
-from barlowtwins.data.images import read_image
 from barlowtwins.data.pipeline import build_pipeline, choose_data_path
 from barlowtwins.data.sampling import default_workers
 from barlowtwins.data.shard_writer import write_shards
 from barlowtwins.errors import ConfigError, DataError
-from barlowtwins.models.barlow_twins import build_model
-from barlowtwins.runtime.files import atomic_write, write_text_atomic
 from barlowtwins.runtime.hardware import (
-    autocast,
     autocast_dtype,
     select_device,
     usable_cpus,
 )
 from barlowtwins.training.config import PretrainConfig
 from barlowtwins.training.optim import build_optimizer, set_learning_rates
+from barlowtwins.training.run import build_pretrain_model
+from barlowtwins.training.step import optimizer_step
 from barlowtwins.transforms.spec import augment_config
 from barlowtwins.version import __version__
 
@@ -166,201 +161,14 @@ def _cpu_model() -> str:
     return ""
 
 
-def make_jpeg_folder(folder: str | os.PathLike, count: int, size_range: tuple[int, int] = (350, 500),
-                     quality: int = 90, seed: int = 0) -> Path:
-    """``count`` synthetic photographs-like JPEGs (smooth colour fields plus grain) with sides drawn uniformly
-    from ``size_range``; files already there are kept, so a second run reuses them."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        w, h = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
-        path = folder / f"img_{i:06d}.jpg"
-        if path.exists():
-            continue
-        coarse = rng.integers(0, 256, (h // 16 + 2, w // 16 + 2, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
-        grain = rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
-        image = Image.fromarray(np.clip(smooth + grain, 0, 255).astype(np.uint8))
-        # atomic: a file that exists is kept by the next run, so a half-written one must never exist
-        atomic_write(path, lambda tmp: image.save(tmp, format="JPEG", quality=quality))
-    return folder
-
-
-# --------------------------------------------------------------------------------------------------------
-# The official pipeline (facebookresearch/barlowtwins main.py: Transform), per image with torchvision v1 + PIL
-# --------------------------------------------------------------------------------------------------------
-
-class _OfficialBlur:
-    def __init__(self, p: float):
-        self.p = p
-
-    def __call__(self, img):
-        if random.random() < self.p:
-            return img.filter(ImageFilter.GaussianBlur(radius=random.random() * 1.9 + 0.1))
-        return img
-
-
-class _OfficialSolarize:
-    def __init__(self, p: float):
-        self.p = p
-
-    def __call__(self, img):
-        return ImageOps.solarize(img) if random.random() < self.p else img
-
-
-def official_transform(image_size: int = 224):
-    """The official two-view ``Transform``: image -> (view1, view2) normalised float tensors."""
-    def view(blur_p, solarize_p):
-        return T.Compose([
-            T.RandomResizedCrop(image_size, interpolation=T.InterpolationMode.BICUBIC),
-            T.RandomHorizontalFlip(p=0.5),
-            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2), _OfficialBlur(blur_p), _OfficialSolarize(solarize_p), T.ToTensor(),
-            T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
-
-    v1, v2 = view(1.0, 0.0), view(0.1, 0.2)
-    return lambda img: (v1(img), v2(img))
-
-
-class _OfficialFiles(torch.utils.data.Dataset):
-    def __init__(self, files, image_size):
-        self.files, self.transform = files, official_transform(image_size)
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        # torchvision's default ImageFolder loader (open, convert to RGB), through the package's one image reader
-        # and its format allow-list
-        img = read_image(self.files[i])
-        return self.transform(img), 0
-
-
-def official_loader(files, image_size: int, batch_size: int, workers: int, persistent: bool = False,
-                    skip_unreadable: bool = False):
-    """The official script's DataLoader (shuffled, pinned memory when CUDA is there). ``persistent`` keeps its
-    workers across epochs (the official script does not; `run_bench` does, so that on a small folder neither
-    pipeline is timed re-starting workers at epoch boundaries, which a long ImageNet epoch makes negligible).
-    ``skip_unreadable``: its batches are ``(batch | None, [Unreadable, ...])`` (`barlowtwins.data.bad_files`), an
-    unreadable file dropped from its batch instead of stopping the loader; `_readable_batches` reads them."""
-    data = _OfficialFiles(files, image_size)
-    return torch.utils.data.DataLoader(ItemsOrUnreadable(data) if skip_unreadable else data, batch_size=batch_size,
-                                       shuffle=True, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                                       drop_last=True, persistent_workers=persistent and workers > 0,
-                                       collate_fn=dropping_unreadable() if skip_unreadable else None)
-
-
-def _readable_batches(loader):
-    """The batches of an `official_loader` built over `ItemsOrUnreadable`: unreadable files dropped and counted."""
-    for batch, bad in loader:
-        for s in bad:
-            note_unreadable(s.file, s.reason)
-        if batch is not None:
-            yield batch
-
-
-# --------------------------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------------------------
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _cycle(make_epoch):
-    """Batches from successive epochs, without end."""
-    epoch = 0
-    while True:
-        empty = True
-        for item in make_epoch(epoch):
-            empty = False
-            yield item
-        if empty:
-            raise ValueError("the data set has fewer images than one batch")
-        epoch += 1
-
-
-class MeasurementTimeout(Exception):
-    """A measurement ran past its hard time limit (`time_limit`)."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None, what: str = "the measurement") -> Iterator[None]:
-    """Raise `MeasurementTimeout` inside the block once ``seconds`` have passed.
-
-    SIGALRM, so a loader wait or a slow Python loop is interrupted; a kernel or C call that never returns is not
-    (an outer ``timeout`` is the last resort). A no-op without a limit, off the main thread, or without
-    ``signal.setitimer`` (Windows). Not nested: the previous SIGALRM handler is restored and the timer disarmed.
-    """
-    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-    if not seconds or seconds <= 0 or not usable:
-        yield
-        return
-
-    def expire(signum, frame):
-        raise MeasurementTimeout(f"{what} ran past its time limit of {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-@dataclass
-class Timing:
-    """One timed run: ``rate`` samples/s over ``batches`` timed batches."""
-
-    rate: float
-    batches: int
-
-
-def measure_batches(batches, consume, batch_size: int, iters: int, warmup: int, device: torch.device,
-                    deadline: float | None = None) -> Timing:
-    """Samples/s of ``consume(batch)`` over ``iters`` batches after ``warmup`` ones. Past ``deadline`` (a
-    ``time.perf_counter()`` value) the timing ends after the batch in hand, at least one batch timed:
-    `Timing.batches` says how many were."""
-    it = iter(batches)
-    for _ in range(warmup):
-        consume(next(it))
-    _sync(device)
-    start = time.perf_counter()
-    done = 0
-    while done < iters:
-        consume(next(it))
-        done += 1
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-    _sync(device)
-    return Timing(done * batch_size / (time.perf_counter() - start), done)
-
-
-def time_batches(batches, consume, batch_size: int, iters: int, warmup: int, device: torch.device) -> float:
-    """Samples/s of ``consume(batch)`` over ``iters`` batches after ``warmup`` ones (`measure_batches`)."""
-    return measure_batches(batches, consume, batch_size, iters, warmup, device).rate
-
-
-def _peak_memory(device: torch.device) -> tuple[str, float]:
-    if device.type == "cuda":
-        return "device_max_allocated_gib", torch.cuda.max_memory_allocated(device) / 2**30
-    import resource  # Unix only: imported where the CPU path needs it
-
-    return "host_max_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
 class _Model:
-    """Network + LARS + one training step on two views, as the trainer does it."""
+    """The trainer's network (`build_pretrain_model` of the spec's architecture), LARS and one training step on two
+    views (`optimizer_step`, the trainer's own step)."""
 
     def __init__(self, spec: BenchSpec, device: torch.device, amp_dtype):
         cfg = PretrainConfig(backbone=spec.backbone, stem=spec.stem, width=spec.width, projector=spec.projector)
         torch.manual_seed(spec.seed)
-        self.model = build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
-                                 zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn,
-                                 lambd=cfg.lambd, terms=cfg.loss_terms).to(device)
+        self.model = build_pretrain_model(cfg).to(device)
         if spec.channels_last and device.type == "cuda":
             self.model.to(memory_format=torch.channels_last)
         self.opt = build_optimizer(cfg.optimizer, self.model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
@@ -369,11 +177,7 @@ class _Model:
         self.device, self.amp_dtype = device, amp_dtype
 
     def step(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
-        with autocast(self.device, self.amp_dtype):
-            loss = self.model(x1, x2)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        optimizer_step(self.model, self.opt, self.device, self.amp_dtype, x1, x2)
 
     def flops_per_step(self, x1: torch.Tensor, x2: torch.Tensor) -> int:
         counter = FlopCounterMode(display=False)
@@ -626,111 +430,3 @@ def _cl(xs, spec: BenchSpec, device: torch.device):
     if spec.channels_last and device.type == "cuda":
         return tuple(x.contiguous(memory_format=torch.channels_last) for x in xs)
     return xs
-
-
-# --------------------------------------------------------------------------------------------------------
-# Reporting
-# --------------------------------------------------------------------------------------------------------
-
-def table(result: BenchResult) -> str:
-    """The printed summary: one line per measurement (a failed or pending one says so), the ratios, the errors."""
-    m = result.model_only
-    model = m.get("samples_per_sec")
-    notes = (f"{_num(m.get('tflops'), '.3f')} TFLOP/s, MFU {_pct(m.get('mfu'))}, "
-             f"{_num(m.get('gflop_per_sample'), '.2f')} GFLOP/sample")
-    lines = [f"{'measurement':38s} {'samples/s':>10s}  notes",
-             f"{'model only (synthetic device tensors)':38s} {_cell(result, 'model only', model):>10s}  {notes}"]
-    for key in _keys(result):
-        lines.append(f"{'data path ' + key + ' (no model)':38s} "
-                     f"{_cell(result, 'data path ' + key, result.data_only.get(key)):>10s}")
-        e2e = result.end_to_end.get(key)
-        share = f"{e2e / model:.2f} of model only" if e2e and model else ""
-        lines.append(f"{'end to end, ' + key:38s} {_cell(result, 'end to end ' + key, e2e):>10s}  {share}".rstrip())
-    official = "official PIL pipeline"
-    if result.official_pil is not None or official in result.errors or official in result.pending:
-        lines.append(f"{'official PIL pipeline (no model)':38s} "
-                     f"{_cell(result, official, result.official_pil):>10s}")
-        for key, rate in result.data_only.items():
-            if result.official_pil:
-                lines.append(f"{'  ratio ' + key + ' / official':38s} {rate / result.official_pil:10.2f}x")
-    keys = [k for k in _keys(result) if k in result.data_only]
-    for key in keys[1:]:
-        lines.append(f"{'  ratio ' + key + ' / ' + keys[0]:38s} "
-                     f"{result.data_only[key] / result.data_only[keys[0]]:10.2f}x")
-    mem_key = next(k for k in m if k.endswith("_gib"))
-    lines.append(f"peak memory ({mem_key.replace('_gib', '').replace('_', ' ')}): {m[mem_key]:.2f} GiB")
-    lines += [f"failed: {name}: {why}" for name, why in result.errors.items()]
-    return "\n".join(lines)
-
-
-def _keys(result: BenchResult) -> list[str]:
-    """The data-path rows: ``paths``, or (a result made by hand) the keys of the figures."""
-    return result.paths or list(dict.fromkeys([*result.data_only, *result.end_to_end]))
-
-
-def _cell(result: BenchResult, name: str, value: float | None, spec: str = ".1f") -> str:
-    """A figure, or why there is none: failed, not run yet."""
-    if value is not None:
-        return format(value, spec)
-    return "failed" if name in result.errors else "not run" if name in result.pending else "n/a"
-
-
-def _num(v: float | None, spec: str) -> str:
-    return "n/a" if v is None else format(v, spec)
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
-
-
-RESULTS_HEADER = ("| date | device | torch / torchvision | backbone | size | batch | workers | model only | "
-                  "data path (alone / end to end) | official PIL | TFLOP/s | MFU | peak mem GiB |\n"
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-
-
-def results_row(result: BenchResult) -> str:
-    """One Markdown row for ``benchmarks/RESULTS.md`` (samples/s are two-view samples per second); a figure
-    that failed or is still to come says so."""
-    s, e, m = result.spec, result.environment, result.model_only
-    paths = "; ".join(f"{k} {_cell(result, 'data path ' + k, result.data_only.get(k))} / "
-                      f"{_cell(result, 'end to end ' + k, result.end_to_end.get(k))}" for k in _keys(result))
-    mem = next(v for k, v in m.items() if k.endswith("_gib"))
-    official = _cell(result, "official PIL pipeline", result.official_pil)
-    official = "" if official == "n/a" else official  # not asked for
-    net = s["backbone"] + (f" width {s['width']}" if s.get("width") else "")
-    net += f", {s['stem']} stem" if s.get("stem", "standard") != "standard" else ""
-    net += f", projector {s['projector']}" if s.get("projector") else ""
-    return (f"| {e['date']} | {e['device']} | {e['torch']} / {e['torchvision']} | {net} | "
-            f"{s['image_size']} | {s['batch_size']} | {s['workers']} | "
-            f"{_cell(result, 'model only', m.get('samples_per_sec'))} | {paths} | "
-            f"{official} | {_num(m.get('tflops'), '.3f')} | {_pct(m.get('mfu'))} | {mem:.2f} |")
-
-
-def append_results(path: str | os.PathLike, result: BenchResult, replace: str | None = None) -> str:
-    """Append the row under a ``## barlowtwins bench`` table (created at the end of the file if missing); with
-    ``replace`` (the row an earlier call returned) that row is rewritten in place instead, so a result saved
-    after every measurement stays one row. Returns the row written."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    title = "## `barlowtwins bench`: throughput (two-view samples/s)"
-    if title not in text:
-        text = text.rstrip("\n") + f"\n\n{title}\n\n{RESULTS_HEADER}\n"
-    lines = text.rstrip("\n").split("\n")
-    at = lines.index(title) + 1
-    while at < len(lines) and not lines[at].startswith("|"):
-        at += 1
-    first = at
-    while at < len(lines) and lines[at].startswith("|"):  # the end of this table, even if sections follow
-        at += 1
-    row = results_row(result)
-    mine = [i for i in range(first, at) if replace is not None and lines[i] == replace]
-    if mine:
-        lines[mine[-1]] = row
-    else:
-        lines.insert(at, row)
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return row
-
-
-def save_json(path: str | os.PathLike, result: BenchResult) -> None:
-    write_text_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")

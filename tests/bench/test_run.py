@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
-from barlowtwins.cli import main
-from barlowtwins.training.bench import (
+from barlowtwins.bench import (
     BenchResult,
     append_results,
     peak_tflops,
     results_row,
 )
+from barlowtwins.cli import main
 
 
 def test_bench_command_on_a_synthetic_jpeg_folder(tmp_path, capsys):
@@ -94,7 +94,7 @@ def test_rows_go_under_their_own_table_and_bad_flags_are_one_line(tmp_path, caps
 
 
 def test_bench_times_the_network_the_trainer_trains():
-    from barlowtwins.training.bench import BenchSpec, _Model
+    from barlowtwins.bench.run import BenchSpec, _Model
     from barlowtwins.training.config import PretrainConfig
     from barlowtwins.training.trainer import build_pretrain_model
 
@@ -115,8 +115,8 @@ def test_the_official_pipeline_reads_images_with_the_format_allow_list(tmp_path,
 
     from PIL import EpsImagePlugin, Image
 
+    from barlowtwins.bench.official import _OfficialFiles
     from barlowtwins.errors import DataError
-    from barlowtwins.training.bench import _OfficialFiles
 
     (tmp_path / "eps.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n%%EOF\n")
     used = []
@@ -173,8 +173,8 @@ def test_bench_strict_data_refuses_before_any_measurement(tmp_path, capsys, monk
     def forbidden(*a, **k):
         raise AssertionError("a measurement started before the files were checked")
 
-    monkeypatch.setattr("barlowtwins.training.bench.measure_batches", forbidden)
-    monkeypatch.setattr("barlowtwins.training.bench._Model", forbidden)
+    monkeypatch.setattr("barlowtwins.bench.run.measure_batches", forbidden)
+    monkeypatch.setattr("barlowtwins.bench.run._Model", forbidden)
     code = main(["bench", "--backbone", "resnet18", "--width", "8", "--stem", "small", "--projector", "32-32",
                  "--image-size", "16", "--batch-size", "2", "--data-path", "cpu", "--workers", "0", "--jpeg-dir",
                  str(folder), "--strict-data"])
@@ -192,7 +192,7 @@ def test_a_failing_measurement_costs_only_its_own_figure(tmp_path, capsys, monke
     def broken(*a, **k):
         raise RuntimeError("loader exploded\nsecond line")
 
-    monkeypatch.setattr("barlowtwins.training.bench.official_loader", broken)
+    monkeypatch.setattr("barlowtwins.bench.run.official_loader", broken)
     md = tmp_path / "R.md"
     code = main([*TOY, "--data-path", "cpu", "device", "--output", str(tmp_path / "b.json"), "--results", str(md)])
     err = capsys.readouterr().err
@@ -210,7 +210,7 @@ def test_a_failing_measurement_costs_only_its_own_figure(tmp_path, capsys, monke
 
 def test_the_figures_are_saved_after_every_measurement(tmp_path, capsys):
     """on_update sees the result after the set-up and after each measurement, each figure there from then on."""
-    from barlowtwins.training.bench import BenchSpec, make_jpeg_folder, run_bench
+    from barlowtwins.bench import BenchSpec, make_jpeg_folder, run_bench
 
     folder = make_jpeg_folder(tmp_path / "j", 8, (30, 40))
     spec = BenchSpec(backbone="resnet18", stem="small", width=8, projector="32-32", image_size=16, batch_size=4,
@@ -246,7 +246,7 @@ def test_a_model_that_cannot_be_built_leaves_the_data_path_figures(tmp_path, cap
     def no_model(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr("barlowtwins.training.bench._Model", no_model)
+    monkeypatch.setattr("barlowtwins.bench.run._Model", no_model)
     code = main([*TOY, "--data-path", "cpu", "--output", str(tmp_path / "b.json")])
     assert code == 1
     r = json.loads((tmp_path / "b.json").read_text())
@@ -267,7 +267,7 @@ def test_a_measurement_past_its_time_limit_is_stopped_and_the_rest_run(tmp_path,
             while True:
                 time.sleep(0.05)
 
-    monkeypatch.setattr("barlowtwins.training.bench.official_loader", lambda *a, **k: Hang())
+    monkeypatch.setattr("barlowtwins.bench.run.official_loader", lambda *a, **k: Hang())
     code = main([*TOY, "--data-path", "cpu", "--time-limit", "4", "--output", str(tmp_path / "b.json")])
     assert code == 1
     r = json.loads((tmp_path / "b.json").read_text())
@@ -281,7 +281,7 @@ def test_a_measurement_past_its_time_limit_is_stopped_and_the_rest_run(tmp_path,
 def test_timing_stops_at_the_deadline_after_the_batch_in_hand():
     import time
 
-    from barlowtwins.training.bench import measure_batches, time_batches
+    from barlowtwins.bench import measure_batches, time_batches
 
     calls = []
     cpu = torch.device("cpu")
@@ -296,7 +296,7 @@ def test_time_limit_interrupts_a_loop_and_restores_the_handler():
     import signal
     import time
 
-    from barlowtwins.training.bench import MeasurementTimeout, time_limit
+    from barlowtwins.bench import MeasurementTimeout, time_limit
 
     before = signal.getsignal(signal.SIGALRM)
     start = time.perf_counter()
@@ -316,7 +316,7 @@ def test_time_limit_interrupts_a_loop_and_restores_the_handler():
 def test_ratios_are_quotients_of_the_medians_and_rows_are_rewritten_in_place(tmp_path):
     from fractions import Fraction
 
-    from barlowtwins.training.bench import ratios
+    from barlowtwins.bench import ratios
 
     res = BenchResult(spec={"backbone": "resnet50", "image_size": 224, "batch_size": 256, "workers": 8},
                       environment={"date": "2026-11-30", "device": "NVIDIA H100", "torch": "2", "torchvision": "0"},
