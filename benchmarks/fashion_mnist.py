@@ -100,7 +100,8 @@ def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float | None
     from barlowtwins.evaluate.collapse import effective_rank
     from barlowtwins.runtime.hardware import select_device
     from barlowtwins.training.config import config_from_dict, preset_values
-    from barlowtwins.training.trainer import build_pretrain_model, pretrain
+    from barlowtwins.training.run import build_pretrain_model
+    from barlowtwins.training.trainer import pretrain
     from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
 
     # The budget alone sets the length: the preset's epoch count would otherwise cap the schedule.

@@ -7,8 +7,17 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.datasets import FakeData
 
-from barlowtwins import (LARS, BarlowTwinsLoss, Projector, TwoViewTransform, WarmupCosine, create_backbone,
-                         lars_param_groups, load_backbone, save_backbone)
+from barlowtwins import (
+    LARS,
+    BarlowTwinsLoss,
+    Projector,
+    TwoViewTransform,
+    WarmupCosine,
+    create_backbone,
+    lars_param_groups,
+    load_backbone,
+    save_backbone,
+)
 
 image_size, batch_size, epochs = 32, 16, 2
 views = TwoViewTransform(image_size=image_size)            # PIL image -> (view1, view2), the paper's augmentations

@@ -124,3 +124,28 @@ def test_build_pipeline_gives_two_views_of_a_batch(tmp_path):
     batch, labels, _ = next(iter(pipe.epoch(0)))
     x1, x2 = pipe.views(batch, 0)
     assert len(pipe) == 2 and x1.shape == x2.shape == (8, 3, 28, 28) and labels.shape == (8,)
+
+
+def test_recipe_for_is_the_plan_of_the_cli(tmp_path, capsys):
+    """The short-run recipe the CLI plans could not be asked for from Python; `recipe_for` is the same plan."""
+    import yaml
+    from conftest import make_image_folder
+
+    from barlowtwins.cli import main
+    from barlowtwins.training.autoconfig import plan_config
+
+    data = make_image_folder(tmp_path / "imgs", per_class=8, size=24, splits=("train",)) / "train"
+    cfg = bt.recipe_for(data, device="cpu", time_budget_minutes=5)
+    assert cfg == plan_config({"dataset": "images", "data_dir": str(data), "device": "cpu",
+                               "time_budget_minutes": 5})[0]
+    assert (cfg.backbone, cfg.width, cfg.image_size, cfg.batch_size, cfg.eta) == ("resnet18", 16, 24, 16, 0.02)
+    assert main(["pretrain", "--dataset", "images", "--data-dir", str(data), "--device", "cpu",
+                 "--time-budget-minutes", "5", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert all(printed[k] == v for k, v in cfg.to_dict().items() if v is not None and k not in ("crop_scale",))
+    assert printed["crop_scale"] == list(cfg.crop_scale)
+    small = bt.recipe_for("cifar10", device="cuda")  # a built-in data set: its size, a fitting network
+    assert (small.dataset, small.image_size, small.stem, small.projector, small.batch_size) == \
+        ("cifar10", 32, "small", "2048-2048-2048", 256)
+    assert bt.recipe_for(preset="cifar10", epochs=3) == bt.PretrainConfig(preset="cifar10", epochs=3)
+    assert "recipe_for" in bt.__doc__ and "recipe_for" in bt.__all__

@@ -96,7 +96,7 @@ def test_rows_go_under_their_own_table_and_bad_flags_are_one_line(tmp_path, caps
 def test_bench_times_the_network_the_trainer_trains():
     from barlowtwins.bench.run import BenchSpec, _Model
     from barlowtwins.training.config import PretrainConfig
-    from barlowtwins.training.trainer import build_pretrain_model
+    from barlowtwins.training.run import build_pretrain_model
 
     spec = BenchSpec(backbone="resnet18", stem="small", width=8, projector="32-32", seed=3)
     bench = _Model(spec, torch.device("cpu"), None).model

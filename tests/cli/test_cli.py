@@ -162,3 +162,28 @@ def test_malformed_run_folder_config_is_one_line(image_tree, tmp_path, capsys):
                  "--workers", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "config.yaml" in err and "malformed" in err, err
+
+
+def test_a_backbone_that_records_no_image_size_is_read_at_224_px_with_one_warning(image_tree, tmp_path, capsys):
+    """A backbone saved from an own loop without its size used to be evaluated and traced at 224 px silently;
+    `save_backbone(..., image_size=N)` records it, and a reader that falls back to 224 says so in one line."""
+    import barlowtwins
+
+    net = barlowtwins.create_backbone("resnet18", stem="small", width=8)
+    plain = barlowtwins.save_backbone(net, tmp_path / "plain.safetensors")
+    sized = barlowtwins.save_backbone(net, tmp_path / "sized.safetensors", image_size=16)
+    knn = ["knn", "--dataset", "folder", "--data-dir", str(image_tree), "--k", "3", "--workers", "0", "--device",
+           "cpu", "--no-cache"]
+    assert main([*knn, "--checkpoint", str(plain), "--output", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("records no image size: using 224 px") == 1 and "--image-size" in err, err
+    assert json.loads((tmp_path / "a" / "knn-folder.json").read_text())["image_size"] == 224
+    assert main([*knn, "--checkpoint", str(sized), "--output", str(tmp_path / "b")]) == 0
+    assert "image size" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "knn-folder.json").read_text())["image_size"] == 16
+    assert main(["export", "--checkpoint", str(plain), "--format", "torchscript", "--output",
+                 str(tmp_path / "x.pt")]) == 0
+    assert "records no image size: using 224 px" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(sized), "--format", "torchscript", "--output",
+                 str(tmp_path / "y.pt")]) == 0
+    assert "image size" not in capsys.readouterr().err

@@ -5,8 +5,11 @@ import pytest
 import torch
 from conftest import make_fashion_mnist, write_idx
 
+from barlowtwins.cli.pretrain import printed_config
 from barlowtwins.data.datasets import (
     DATASETS,
+    DatasetSpec,
+    InMemoryImages,
     build_dataset,
     default_val_split,
     image_folder,
@@ -17,6 +20,8 @@ from barlowtwins.data.datasets import (
 )
 from barlowtwins.data.images import read_image
 from barlowtwins.errors import DataError
+from barlowtwins.training.autoconfig import fit_to_data
+from barlowtwins.training.config import config_from_dict, resolve_values
 
 
 def test_idx_round_trip_gz_and_plain(tmp_path):
@@ -62,8 +67,9 @@ def test_labelled_and_unlabelled_folders(image_tree):
     img, label = train[0]
     assert img.mode == "RGB" and label == 0
     assert {f.rsplit(".", 1)[1] for f in train.files} == {"jpg", "png"}
-    flat = image_folder(image_tree)  # recursive, no labels
+    flat = image_folder(image_tree, split="")  # recursive, no labels: every split, when asked
     assert len(flat) == 24 and (flat.labels == -1).all()
+    assert len(image_folder(image_tree / "train")) == 12
 
 
 def test_folders_apply_a_transform_to_each_pil_image(image_tree):
@@ -126,6 +132,35 @@ def test_registry_names_splits_and_storage(fmnist_dir, image_tree):
     assert not is_in_memory(build_dataset("folder", image_tree)) and not DATASETS["folder"].in_memory
     with pytest.raises(DataError, match="has splits train, test, not 'val'"):
         build_dataset("fashion-mnist", fmnist_dir, "val")
+
+
+def test_every_data_set_states_its_native_size_and_channels(fmnist_dir):
+    """The size and channels a data set's entry states are what its reader gives (files: any size, read as RGB)."""
+    sizes = {name: (spec.native_size, spec.channels) for name, spec in DATASETS.items()}
+    assert sizes == {"fashion-mnist": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3), "stl10": (96, 3),
+                     "folder": (None, 3), "images": (None, 3), "webdataset": (None, 3), "hf": (None, 3)}
+    fm = build_dataset("fashion-mnist", fmnist_dir)
+    assert (fm.image_size, fm.channels) == sizes["fashion-mnist"]
+
+
+def test_a_registered_data_set_brings_its_size_and_channels_to_the_planner(monkeypatch):
+    """One `register_dataset` call is enough: the no-preset planner trains at the entry's native size, and the
+    printed config adapts the augmentation to its channel count."""
+    images = torch.zeros(4, 1, 40, 40, dtype=torch.uint8)
+    spec = DatasetSpec("tiny-gray", lambda root, split, download: InMemoryImages(images, None, name="tiny-gray"),
+                       ("train",), "train", in_memory=True, native_size=40, channels=1)
+    monkeypatch.setitem(DATASETS, spec.name, spec)  # registered for this test only
+    values = resolve_values(None, None, {"dataset": "tiny-gray", "backbone": "resnet18"})
+    cfg, note = fit_to_data(config_from_dict(values), set(values))
+    assert (cfg.image_size, cfg.stem, cfg.batch_size) == (40, "small-pool", 256) and "40 px" in note
+    text = printed_config(cfg)
+    assert "1 channel(s)" in text and "grayscale_p: 0.0  # derived" in text and "hue: 0.0  # derived" in text
+    three = DatasetSpec("tiny-rgb", spec.reader, ("train",), "train", in_memory=True, native_size=24, channels=3)
+    monkeypatch.setitem(DATASETS, three.name, three)
+    values = resolve_values(None, None, {"dataset": "tiny-rgb", "backbone": "resnet18"})
+    cfg, _ = fit_to_data(config_from_dict(values), set(values))
+    assert (cfg.image_size, cfg.stem) == (24, "small")
+    assert "3 channel(s)" in printed_config(cfg) and "grayscale_p: 0.2  # derived" in printed_config(cfg)
 
 
 
@@ -263,3 +298,21 @@ def test_listing_thousands_of_files_reads_names_only(tmp_path, monkeypatch):
     monkeypatch.setattr(PIL.Image, "open", forbidden)
     monkeypatch.setattr(builtins, "open", forbidden)
     assert len(labelled_folder(tmp_path, "train")) == 3000 and len(image_folder(tmp_path)) == 3000
+
+
+def test_image_folder_does_not_mix_the_splits_of_a_split_folder(image_tree, capsys):
+    """``image_folder(root)`` on ``root/train`` + ``root/val`` used to read both: the held-out images went into
+    pretraining. It reads ``train/`` with one warning line; ``split=`` picks another, ``split=""`` all; the CPU
+    plan counts what is read."""
+    ds = image_folder(image_tree)
+    err = capsys.readouterr().err
+    assert len(ds) == 12 and all("/train/" in f for f in ds.files)
+    assert len(err.strip().splitlines()) == 1 and "train/, val/" in err and "reading train/ only" in err, err
+    val = image_folder(image_tree, split="val")
+    assert len(val) == 12 and all("/val/" in f for f in val.files) and capsys.readouterr().err == ""
+    assert len(image_folder(image_tree, split="")) == 24
+    assert len(image_folder(image_tree / "train")) == 12 and capsys.readouterr().err == ""  # no splits: no line
+    with pytest.raises(DataError, match="does not exist"):
+        image_folder(image_tree, split="test")
+    _, note = fit_to_data(config_from_dict({"dataset": "images", "data_dir": str(image_tree), "device": "cpu"}))
+    assert "for 12 images" in note, note

@@ -78,3 +78,26 @@ def test_top5_is_not_shown_for_five_classes_or_fewer():
     many = EvalResult(protocol="knn", dataset="folder", split="val", train_split="train", hyperparameters={},
                       metrics={"top1": 40.0, "top5": 70.0}, seconds=1.0, extra={"classes": list("abcdefgh")})
     assert few.summary() == "k=20: top-1 40.00" and many.summary() == "top-1 40.00 top-5 70.00"
+
+
+def test_an_output_name_without_json_is_a_folder_and_metrics_are_rounded(tmp_path):
+    """``--output NAME`` used to write a file called NAME; metrics carried float32 noise (34.00000035762787)."""
+    import json
+
+    import pytest
+
+    from barlowtwins.errors import ConfigError
+    from barlowtwins.evaluate.results import result_path, write_result
+
+    assert result_path("knn", "folder", None, str(tmp_path / "NAME")) == tmp_path / "NAME" / "knn-folder.json"
+    assert result_path("knn", "folder", None, str(tmp_path / "r.json")) == tmp_path / "r.json"
+    with pytest.raises(ConfigError, match=r"--output .*r\.txt: a result is a JSON file: name it r\.json"):
+        result_path("knn", "folder", None, str(tmp_path / "r.txt"))
+    path = write_result({"protocol": "knn", "metrics": {"k=20": {"top1": 34.00000035762787, "top5": 100.0},
+                                                        "mAP": 1 / 3, "n": 7}, "seconds": 1.23456789},
+                        tmp_path / "NAME" / "knn-folder.json")
+    text = path.read_text()
+    rec = json.loads(text)
+    assert "34.00000035762787" not in text and rec["metrics"] == {"k=20": {"top1": 34.0, "top5": 100.0},
+                                                                  "mAP": 0.3333, "n": 7}
+    assert rec["seconds"] == 1.23456789  # only the metrics are rounded

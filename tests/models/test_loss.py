@@ -177,3 +177,37 @@ def test_module_returns_a_scalar_with_the_functional_value_and_gradients():
     assert parts.loss.item() == loss.item() and parts.c_block is None
     with pytest.raises(ValueError, match="c_block"):
         BarlowTwinsLoss(c_block=-1)
+
+
+def test_the_loss_sums_over_ranks_only_when_asked(monkeypatch):
+    """A loss computed on one rank alone must not wait in a collective: `BarlowTwinsLoss()` keeps to its process
+    whatever process group exists; ``distributed=True`` (the trainer's, and `build_model`'s) sums over the ranks."""
+    import barlowtwins.models.loss as L
+    import barlowtwins.models.mixed as M
+    from barlowtwins.models.barlow_twins import build_model
+    from barlowtwins.training.config import PretrainConfig
+    from barlowtwins.training.run import build_pretrain_model
+
+    calls = []
+
+    def counted(t, group=None):  # a 2-rank world whose other rank never answers: record instead of waiting
+        calls.append(tuple(t.shape))
+        return t
+
+    monkeypatch.setattr(L, "world_size", lambda: 2)
+    monkeypatch.setattr(L, "all_reduce_sum", counted)
+    monkeypatch.setattr(M, "world_size", lambda: 2)
+    monkeypatch.setattr(M, "all_reduce_sum", counted)
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    alone = BarlowTwinsLoss()(z1, z2)
+    assert calls == [] and BarlowTwinsLoss().distributed is False
+    assert barlow_twins_loss(z1, z2).loss == alone and calls == []  # the functional form too
+    cross_correlation(z1, z2)
+    assert calls == []
+    BarlowTwinsLoss(distributed=True)(z1, z2)
+    assert len(calls) == 3  # the means and count, the variances, C
+    assert build_model("resnet18", "16-16", stem="small", width=8).loss.distributed is True  # the DDP module
+    assert build_model("resnet18", "16-16", stem="small", width=8, distributed=False).loss.distributed is False
+    cfg = PretrainConfig(backbone="resnet18", stem="small", width=8, projector="16-16")
+    assert build_pretrain_model(cfg).loss.distributed is True

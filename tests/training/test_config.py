@@ -161,3 +161,52 @@ def test_an_oversized_config_file_is_one_line(tmp_path):
     big.write_text("seed: 1\n" + "# padding\n" * 200_000)
     with pytest.raises(ConfigError, match="characters"):
         resolve_values(None, str(big), {})
+
+
+def test_a_preset_named_in_python_applies_it_and_the_given_fields_win():
+    """``PretrainConfig(preset="cifar10")`` used to be a label only: the ImageNet defaults trained."""
+    cfg = PretrainConfig(preset="cifar10", epochs=5, batch_size=2048)  # 2048 is the default, given on purpose
+    assert cfg == config_from_dict(resolve_values("cifar10", None, {"epochs": 5, "batch_size": 2048}))  # the CLI's
+    assert (cfg.dataset, cfg.image_size, cfg.stem, cfg.epochs, cfg.batch_size) == ("cifar10", 32, "small", 5, 2048)
+    assert PretrainConfig(preset="fashion-mnist").crop_scale == (0.4, 1.0)  # coerced as from YAML
+    # a config made from another one keeps its values: the preset is not applied again
+    again = dataclasses.replace(cfg, epochs=7)
+    assert again.epochs == 7 and again.batch_size == 2048 and again.image_size == 32
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert dataclasses.replace(PretrainConfig(preset="cifar10"), image_size=48).image_size == 48
+    with pytest.raises(ConfigError, match="unknown preset 'cifar11'"):
+        PretrainConfig(preset="cifar11")
+
+
+def test_help_of_the_config_class_shows_every_fields_help():
+    """``help(PretrainConfig)`` listed 77 fields without their meaning; the class docstring now carries it."""
+    import pydoc
+
+    text = " ".join(pydoc.render_doc(PretrainConfig, renderer=pydoc.plaintext).split())
+    for f in dataclasses.fields(PretrainConfig):
+        assert f"{f.name}:" in text, f.name
+        assert " ".join(f.metadata["help"].split())[:60] in text, f.name
+
+
+def test_config_yaml_holds_the_augmentation_values_that_ran(tmp_path):
+    """The augmentation fields left unset were saved as null: config.yaml now holds the values derived from the
+    image size and channels, and read back (``--config``) they make the same views."""
+    import yaml
+
+    from barlowtwins.training.config import save_config
+    from barlowtwins.transforms.spec import CLI_SETTINGS, augment_config
+
+    for cfg, channels in ((PretrainConfig(dataset="fashion-mnist", image_size=28, hue=0.05), 1),
+                          (PretrainConfig(dataset="images", image_size=96), 3)):
+        save_config(cfg, tmp_path / "config.yaml")
+        saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+        assert all(saved[n] is not None for n in CLI_SETTINGS), saved
+        aug = augment_config(cfg.image_size, channels, **cfg.augment_overrides())
+        assert saved["blur_p"] == list(aug.blur_p) and saved["mean"] == list(aug.mean) and saved["hue"] == aug.hue
+        back = config_from_dict(saved)
+        assert augment_config(back.image_size, channels, **back.augment_overrides()) == aug
+        assert {k: v for k, v in back.to_dict().items() if k not in CLI_SETTINGS} == \
+            {k: v for k, v in cfg.to_dict().items() if k not in CLI_SETTINGS}
+    assert saved["saturation"] == 0.2
+    save_config(PretrainConfig(dataset="fashion-mnist", image_size=28), tmp_path / "gray.yaml")
+    assert yaml.safe_load((tmp_path / "gray.yaml").read_text())["saturation"] == 0.0  # one channel: no colour jitter

@@ -240,3 +240,36 @@ def test_optimizer_state_follows_a_moved_model(name, target):
             for key, value in opt.state[p_old].items():
                 if key != "step":
                     torch.testing.assert_close(opt2.state[p_new][key], value.double())
+
+
+def test_the_param_groups_take_the_optimisers_rate_unless_given_their_own():
+    """``torch.optim.AdamW(lars_param_groups(m), lr=1e-3)`` trains at 1e-3 (not at the paper's 0.2 / 0.0048 the
+    groups used to carry), with no weight decay on biases and norms; LARS without an lr still gets the paper's
+    rates, and the trainer's optimisers (explicit rates) are unchanged."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    adamw = torch.optim.AdamW(lars_param_groups(model), lr=1e-3, weight_decay=0.05)
+    assert [g["lr"] for g in adamw.param_groups] == [1e-3, 1e-3]
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.05, 0.0]
+    sched = WarmupCosine(adamw, total_steps=10, warmup_steps=0)
+    assert sched.get_last_lr() == [1e-3, 1e-3]  # the scheduler starts from the optimiser's rate too
+    assert [g["lr"] for g in LARS(lars_param_groups(model)).param_groups] == [0.2, 0.0048]  # the paper's
+    assert [g["lr"] for g in LARS(lars_param_groups(model), lr=0.1).param_groups] == [0.1, 0.1]  # what it says
+    given = lars_param_groups(model, lr_weights=0.5, lr_biases=0.01)
+    assert [g["lr"] for g in torch.optim.AdamW(given, lr=1e-3).param_groups] == [0.5, 0.01]  # asked for
+    for name in ("lars", "adamw"):
+        opt = build_optimizer(name, model, 0.3, 0.007, 1e-6)
+        assert [(g["lr"], g["base_lr"]) for g in opt.param_groups] == [(0.3, 0.3), (0.007, 0.007)], name
+
+
+def test_warmup_cosine_takes_the_batch_size_of_rates_per_256_samples():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    by_batch = LARS(lars_param_groups(model))
+    sched = WarmupCosine(by_batch, total_steps=20, warmup_steps=0, batch_size=512)
+    assert sched.scale == 2.0 and [g["lr"] for g in by_batch.param_groups] == pytest.approx([0.4, 0.0096])
+    by_scale = LARS(lars_param_groups(model))
+    WarmupCosine(by_scale, total_steps=20, warmup_steps=0, scale=2.0)
+    assert [g["lr"] for g in by_scale.param_groups] == [g["lr"] for g in by_batch.param_groups]
+    with pytest.raises(ValueError, match="batch_size .* or scale"):
+        WarmupCosine(LARS(lars_param_groups(model)), 20, 0, scale=2.0, batch_size=512)
+    with pytest.raises(ValueError, match="whole number"):
+        WarmupCosine(LARS(lars_param_groups(model)), 20, 0, batch_size=0)

@@ -52,3 +52,16 @@ def test_steps_follow_the_spec_with_each_views_probabilities():
     v2 = view_transform(cfg, 1).transforms
     assert isinstance(v2[6], T.RandomApply) and v2[6].p == 0.1 and isinstance(v2[6].transforms[0], T.GaussianBlur)
     assert isinstance(v2[7], T.RandomSolarize) and v2[7].p == 0.2
+
+
+def test_one_way_to_ask_for_the_view_size():
+    """``TwoViewTransform(image_size=32)`` and a config of another size given ``image_size=32`` used to give
+    different views (the config kept the blur and crops it derived for 224 px): the second is refused now."""
+    assert TwoViewTransform(image_size=32).cfg == TwoViewTransform(augment_config(32)).cfg == augment_config(32)
+    assert TwoViewTransform(augment_config(32), image_size=32).cfg == augment_config(32)  # the same size: fine
+    with pytest.raises(ValueError, match=r"224-px views.*augment_config\(32"):
+        TwoViewTransform(augment_config(), image_size=32)
+    with pytest.raises(ValueError, match=r"augment_config\(32, 1"):
+        TwoViewTransform(augment_config(32), channels=1)
+    with pytest.raises(ValueError, match="two view sizes"):
+        TwoViewTransform(32, image_size=64)

@@ -96,3 +96,19 @@ def test_torch_hub_load_local(run_dir):
     assert all(callable(getattr(hub, n)) for n in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"))
     plain = torch.hub.load(str(REPO), "resnet50", source="local", num_classes=1000)
     assert plain.fc.out_features == 1000  # no weights: torchvision's random init, with a head when asked
+
+
+def test_a_feature_extractor_comes_back_in_eval_mode_a_classifier_in_train_mode_of_a_public_class(saved):
+    """``num_classes=N`` asks for a classifier to fine-tune: train mode, as a freshly built torchvision model;
+    features come back in eval mode. A narrow ResNet is the public `WidthResNet`, a torchvision ResNet."""
+    import barlowtwins
+    from barlowtwins.models.backbones import WidthResNet
+
+    _, path = saved
+    features, classifier = load_backbone(path), load_backbone(path, num_classes=3)
+    assert not features.training and classifier.training
+    assert all(m.training for m in classifier.modules())
+    assert type(features) is WidthResNet and not type(features).__name__.startswith("_")
+    assert isinstance(features, torchvision.models.ResNet) and barlowtwins.WidthResNet is WidthResNet
+    assert WidthResNet.__doc__ and "create_backbone" in WidthResNet.__doc__
+    assert "train mode" in load_backbone.__doc__ and "eval mode" in load_backbone.__doc__

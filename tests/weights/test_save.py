@@ -110,3 +110,20 @@ def test_non_finite_backbone_is_never_written(tmp_path):
     with pytest.raises(CheckpointError, match="non-finite"):
         write_run_backbone(net, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_save_backbone_records_the_image_size_the_readers_use(tmp_path):
+    """A backbone saved from an own loop used to record no input size, so knn and export quietly took 224 px."""
+    from barlowtwins.errors import ConfigError
+    from barlowtwins.evaluate.backbone import load_eval_backbone
+
+    net = create_backbone("resnet18", stem="small", width=8)
+    path = save_backbone(net, tmp_path / "b.safetensors", image_size=64, mean=(0.5, 0.5, 0.5), std=[0.25] * 3)
+    src = load_backbone_state(path)
+    assert src.arch["image_size"] == 64 and src.arch["mean"] == [0.5, 0.5, 0.5] and src.arch["std"] == [0.25] * 3
+    setup = load_eval_backbone(str(path), device="cpu")
+    assert setup.image_size == 64 and setup.mean == (0.5, 0.5, 0.5)
+    pth = save_backbone(net, tmp_path / "b.pth", image_size=64)
+    assert load_backbone_state(pth).arch["image_size"] == 64
+    with pytest.raises(ConfigError, match="image_size"):
+        save_backbone(net, tmp_path / "c.safetensors", image_size=0)

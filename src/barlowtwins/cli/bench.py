@@ -10,11 +10,6 @@ import os
 import sys
 import tempfile
 
-from barlowtwins.cli.common import add_strict_data_arg, printable, report_skipped
-from barlowtwins.data.pipeline import AUTO, DATA_PATHS
-from barlowtwins.errors import ConfigError
-from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
-from barlowtwins.runtime.hardware import select_device
 from barlowtwins.bench import (
     BenchResult,
     BenchSpec,
@@ -24,6 +19,11 @@ from barlowtwins.bench import (
     save_json,
     table,
 )
+from barlowtwins.cli.common import add_strict_data_arg, printable, report_skipped
+from barlowtwins.data.pipeline import AUTO, DATA_PATHS
+from barlowtwins.errors import ConfigError
+from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
+from barlowtwins.runtime.hardware import select_device
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from barlowtwins.evaluate.backbone import load_eval_backbone
 from barlowtwins.evaluate.protocols import LINEAR_PROTOCOLS
 from barlowtwins.models.backbones import STEMS
 from barlowtwins.runtime import distributed as D
+from barlowtwins.weights.load import warn_default_image_size
 
 
 def leaves_process_group(run):
@@ -78,7 +79,8 @@ def add_backbone_args(p: argparse.ArgumentParser) -> None:
     add_architecture_args(g)
     h = p.add_argument_group("hardware")
     add_device_args(h)
-    h.add_argument("--output", default=None, metavar="PATH", help="result JSON file or folder")
+    h.add_argument("--output", default=None, metavar="PATH",
+                   help="result file (NAME.json), or folder (an existing one, or a name without a suffix)")
     h.add_argument("--cache-dir", default="auto", metavar="DIR",
                    help="keep extracted features here and reuse them (default: <run>/eval/cache for run folders)")
     h.add_argument("--no-cache", action="store_true", help="always extract features afresh")
@@ -124,12 +126,17 @@ def add_data_args(p: argparse.ArgumentParser, val_help: str = "evaluation split"
     add_column_args(g)
 
 
-def setup_backbone(args: argparse.Namespace):
-    """The backbone the flags describe, with the checkpoint's weights loaded (or random ones)."""
-    return load_eval_backbone(args.checkpoint, random_init=args.random_init, backbone=args.backbone,
-                              stem=args.stem, width=args.width, image_size=args.image_size, mean=args.mean,
-                              std=args.std, device=args.device, precision=args.precision,
-                              cache_dir=None if args.no_cache else args.cache_dir)
+def setup_backbone(args: argparse.Namespace, *, warn_size: bool = True):
+    """The backbone the flags describe, with the checkpoint's weights loaded (or random ones); one warning line
+    when neither the source nor ``--image-size`` gives the input size (224 px is then used; ``warn_size=False``
+    for a protocol with sizes of its own, detection)."""
+    setup = load_eval_backbone(args.checkpoint, random_init=args.random_init, backbone=args.backbone,
+                               stem=args.stem, width=args.width, image_size=args.image_size, mean=args.mean,
+                               std=args.std, device=args.device, precision=args.precision,
+                               cache_dir=None if args.no_cache else args.cache_dir)
+    if warn_size and not setup.arch.get("image_size") and D.is_main_process():
+        warn_default_image_size(printable(args.checkpoint or "the randomly initialised backbone"))
+    return setup
 
 
 def resolve_data(args: argparse.Namespace, arch: dict | None = None) -> tuple[str, str | None, str]:

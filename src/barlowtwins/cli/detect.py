@@ -21,6 +21,7 @@ from barlowtwins.evaluate.detection.model import build_detector
 from barlowtwins.evaluate.detection.protocol import DetectionRun, run_detection, standard_schedule
 from barlowtwins.evaluate.results import result_path, write_result
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.files import check_writable
 from barlowtwins.runtime.hardware import usable_cpus
 
 MIN_SIZES = {"voc": tuple(range(480, 801, 32)), "coco": tuple(range(640, 801, 32))}
@@ -102,10 +103,13 @@ def load_data(args: argparse.Namespace):
 @leaves_process_group
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    tag = ("segm" if args.task == "instance-segmentation" else "") + ("-random" if args.random_init else "")
+    path = result_path("detection", args.dataset, args.checkpoint, args.output, tag.strip("-"))
+    check_writable(path)  # before any work, not after it
     train, test = load_data(args)
     if args.strict_data:  # every image decodes, before any model is built
         refuse_unreadable(list(dict.fromkeys(str(r.file) for r in train.records + test.records)))
-    setup = setup_backbone(args)
+    setup = setup_backbone(args, warn_size=False)  # detection resizes by --min-size/--max-size
     if setup.device.type != "cuda":
         # Detection batches change shape every iteration; channels-last convolutions on the CPU then fall on
         # slow paths (many times slower than the default layout in our measurements).
@@ -128,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
                            log=lambda r: print(f"iteration {r['iteration']}: loss {r['loss']:.3f} lr {r['lr']:.4g}"))
     res = run_detection(model, train, test, run_cfg, task=args.task, head=args.head,
                         use_07_metric=all(s.strip().startswith("2007") for s in args.test_sets.split(",")))
-    tag = ("segm" if args.task == "instance-segmentation" else "") + ("-random" if args.random_init else "")
     record = {"protocol": "detection", "dataset": args.dataset, "split": res.test_set, "train_split": res.train_set,
               "task": res.task, "head": res.head, "evaluation": res.evaluation,
               "hyperparameters": {"iterations": schedule.iterations, "batch_size": schedule.batch_size,
@@ -144,7 +147,6 @@ def run(args: argparse.Namespace) -> int:
               "num_test": res.num_test, "seconds": res.seconds, **setup.describe(),
               "skipped_files": res.skipped_files, "skipped": res.skipped}
     if D.is_main_process():
-        path = result_path("detection", args.dataset, args.checkpoint, args.output, tag.strip("-"))
         write_result(record, path)
         m = res.metrics
         masks = f" mask AP {m['mask_AP']:.2f}" if "mask_AP" in m else ""

@@ -13,6 +13,7 @@ from barlowtwins.cli.common import (
     add_strict_data_arg,
     check_data,
     leaves_process_group,
+    printable,
     report_skipped,
 )
 from barlowtwins.data.bad_files import collect_bad_files
@@ -25,6 +26,7 @@ from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import on_terminal
 from barlowtwins.runtime.files import check_writable
 from barlowtwins.version import __version__
+from barlowtwins.weights.load import warn_default_image_size
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -64,12 +66,17 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
 
 
 def setup_from_args(args: argparse.Namespace, checkpoint: str, arch: dict | None = None):
+    """The backbone of ``checkpoint`` (flags, then ``arch``, over what it records); one warning line when nothing
+    gives the input size (224 px is then used)."""
     arch = arch or {}
-    return load_eval_backbone(checkpoint, backbone=args.backbone or arch.get("backbone"),
-                              stem=args.stem or arch.get("stem"), width=args.width or arch.get("width"),
-                              image_size=args.image_size or arch.get("image_size"), mean=args.mean or arch.get("mean"),
-                              std=args.std or arch.get("std"), device=args.device, precision=args.precision,
-                              cache_dir=None)
+    setup = load_eval_backbone(checkpoint, backbone=args.backbone or arch.get("backbone"),
+                               stem=args.stem or arch.get("stem"), width=args.width or arch.get("width"),
+                               image_size=args.image_size or arch.get("image_size"), mean=args.mean or arch.get("mean"),
+                               std=args.std or arch.get("std"), device=args.device, precision=args.precision,
+                               cache_dir=None)
+    if not setup.arch.get("image_size") and D.is_main_process():
+        warn_default_image_size(printable(checkpoint))
+    return setup
 
 
 @leaves_process_group

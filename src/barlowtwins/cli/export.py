@@ -8,7 +8,10 @@ import argparse
 from barlowtwins.errors import BarlowTwinsError
 from barlowtwins.models.backbones import STEMS
 from barlowtwins.weights.formats import EXPORT_FORMATS, export_backbone_file
+from barlowtwins.weights.load import warn_default_image_size
 from barlowtwins.weights.sources import cli_message
+
+TRACED_FORMATS = ("torchscript", "onnx")  # the formats traced at an input size (--image-size)
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -36,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
                                         backbone=args.backbone, stem=args.stem, width=args.width)
     except BarlowTwinsError as e:  # the library names its Python arguments; here they are flags
         raise type(e)(cli_message(str(e))) from None
+    if args.format in TRACED_FORMATS and args.image_size is None and not src.arch.get("image_size"):
+        warn_default_image_size(src.origin)  # traced at 224 px
     print(f"wrote {len(src.state)} tensors from {src.origin} to {args.output} as {how}")
     return 0

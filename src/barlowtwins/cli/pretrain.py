@@ -8,18 +8,18 @@ import sys
 import yaml
 
 from barlowtwins.data.bad_files import summary_line
+from barlowtwins.data.datasets import DATASETS
 from barlowtwins.runtime import distributed as D
-from barlowtwins.training.autoconfig import fit_to_data
+from barlowtwins.training.autoconfig import plan_config
 from barlowtwins.training.config import (
     PretrainConfig,
     add_config_flags,
     available_presets,
-    config_from_dict,
+    derived_augmentation,
     resolve_values,
 )
 from barlowtwins.training.trainer import pretrain
 from barlowtwins.transforms.multicrop import multicrop_from
-from barlowtwins.transforms.spec import CLI_SETTINGS, augment_config
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -36,20 +36,15 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     return p
 
 
-ONE_CHANNEL_DATASETS = ("fashion-mnist",)  # the built-in data sets read as 1-channel images
-
-
 def printed_config(cfg: PretrainConfig) -> str:
     """The config as YAML with every augmentation field resolved: a field left unset (None: the paper's value
     adapted to the image size and channels) shows the value the run will use, with a comment that it was derived.
     The text is valid input for ``--config``."""
-    channels = 1 if cfg.dataset in ONE_CHANNEL_DATASETS else 3
-    aug = augment_config(cfg.image_size, channels, **cfg.augment_overrides())
+    channels = DATASETS[cfg.dataset].channels if cfg.dataset in DATASETS else 3
     values = cfg.to_dict()
-    derived = [n for n in CLI_SETTINGS if values.get(n) is None]
-    for n in derived:
-        v = getattr(aug, n)
-        values[n] = list(v) if isinstance(v, tuple) else v
+    resolved = derived_augmentation(cfg, channels)  # the values config.yaml records too (`save_config`)
+    derived = list(resolved)
+    values.update(resolved)
     if cfg.multicrop_count > 0:  # the small crops' size and scale the run will use
         mc = multicrop_from(cfg.multicrop_count, cfg.multicrop_size, cfg.multicrop_scale, cfg.image_size)
         for n, v in (("multicrop_size", mc.size), ("multicrop_scale", list(mc.scale))):
@@ -73,13 +68,13 @@ def printed_config(cfg: PretrainConfig) -> str:
 def run(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
     values = resolve_values(args.preset, args.config, flags)
-    cfg, note = fit_to_data(config_from_dict(values), explicit=set(values))  # small images: no ImageNet recipe
+    cfg, note = plan_config(values)  # small images: no ImageNet recipe (the plan barlowtwins.pretrain makes too)
     if args.print_config:
         print((f"# {note}\n" if note else "") + printed_config(cfg), end="")
         return 0
     if note and (D.launcher_env() is None or D.launcher_env().get("rank") == 0):
         print(note, flush=True)
-    summary = pretrain(cfg)
+    summary = pretrain(cfg, fit=False)  # fitted above, with the flags as the explicit fields
     if D.launcher_env() is None or D.launcher_env().get("rank") == 0:
         run_dir = summary["run_dir"]
         if summary.get("skipped"):  # every unreadable file of this session, named once
@@ -88,10 +83,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"pretrained {summary['step']} steps in {summary['minutes']:.1f} min; "
                   f"backbone: {run_dir}/backbone.pth (and .safetensors)")
         elif summary["stopped_by"] == "max_steps":
-            print(f"reached --max-steps {cfg.max_steps} at step {summary['step']} of the {summary['total_steps']}-step "
-                  f"schedule (--max-steps stops every run there; the learning rate follows the full schedule): "
-                  f"to continue, rerun with a larger --max-steps or without it; the backbone of step "
-                  f"{summary['step']} is in {run_dir}/backbone.pth (and .safetensors)")
+            pass  # said by pretrain() (from Python too), with what the learning rate did
         else:
             print(f"stopped at step {summary['step']} of {summary['total_steps']} ({summary['stopped_by']}); "
                   f"run the same command again to resume from {run_dir}/checkpoint.pth; "

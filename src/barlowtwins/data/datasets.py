@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from barlowtwins.data.hf import table_dataset
-from barlowtwins.data.image_files import ImageFiles
+from barlowtwins.data.image_files import ImageFiles, split_folders
 from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key
 from barlowtwins.data.shards import shard_dataset
 from barlowtwins.errors import DataError
@@ -220,7 +220,7 @@ def labelled_folder(root: str | os.PathLike, split: str | None = "train",
     return ImageFiles(files, labels, classes, str(folder), transform)
 
 
-def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> ImageFiles:
+def image_folder(root: str | os.PathLike, transform: Callable | None = None, *, split: str | None = None) -> ImageFiles:
     """Every image under ``root`` at any depth, without labels (label -1).
 
     Items are ``(transform(img), -1)`` with ``img`` an RGB PIL image (``(img, -1)`` without a transform), as
@@ -228,6 +228,10 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> 
 
         >>> ds = image_folder("my_images", transform=TwoViewTransform(image_size=96))
         >>> (x1, x2), _ = ds[0]
+
+    A folder laid out as splits (``train/`` beside ``val/``, ``validation/`` or ``test/``) is not mixed: only
+    ``train/`` is read, with one warning line naming the splits left out. ``split="val"`` reads ``root/val``
+    instead; ``split=""`` reads everything under ``root``, the splits together.
     """
     folder = Path(root).expanduser()
     if folder.exists() and not folder.is_dir():  # a file given as --data-dir
@@ -235,6 +239,17 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None) -> 
                         "depth)")
     if not folder.is_dir():
         raise DataError(f"data folder {folder} does not exist; check --data-dir")
+    if split is None:
+        splits = split_folders(folder)
+        if splits:
+            print(f"warning: {folder} holds the split folders {', '.join(s + '/' for s in splits)}: reading "
+                  f"{splits[0]}/ only, not mixing in the held-out ones (point at a split's own folder, or "
+                  "image_folder(root, split='') for all of them)", file=sys.stderr, flush=True)
+            split = splits[0]
+    if split:
+        folder = folder / split
+        if not folder.is_dir():
+            raise DataError(f"data folder {folder} does not exist; check the split '{split}'")
     files = find_image_files(folder)
     if not files:
         raise DataError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)} at any depth)")
@@ -355,7 +370,10 @@ class DatasetSpec:
     """A data set by name: ``reader(root, split, download)`` returns it; ``splits`` are the valid splits
     (empty: any folder name); ``eval_split`` is the default evaluation split; ``in_memory`` says whether it is
     one uint8 tensor (augmented a batch at a time) or a list of files (decoded per image); ``needs_root``
-    whether ``--data-dir`` is required."""
+    whether ``--data-dir`` is required. ``native_size``: the side of its images in pixels when every image has
+    it (pretraining without a preset trains at that size, `training.autoconfig`; None: images of any size);
+    ``channels``: the channels its images are read with (1: grayscale, whose augmentation drops the colour-only
+    steps; files are read as RGB, 3)."""
 
     name: str
     reader: Callable
@@ -365,6 +383,8 @@ class DatasetSpec:
     needs_root: bool = False
     labelled: bool = True
     options: tuple[str, ...] = ()  # keyword options of the reader (``build_dataset(..., **options)``)
+    native_size: int | None = None
+    channels: int = 3
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set", DataError)
@@ -376,18 +396,21 @@ def _tv(name: str) -> Callable:
 
 
 for _spec in (
-    DatasetSpec("fashion-mnist", load_fashion_mnist, ("train", "test"), "test", in_memory=True),
-    DatasetSpec("cifar10", _tv("cifar10"), ("train", "test"), "test", in_memory=True),
-    DatasetSpec("cifar100", _tv("cifar100"), ("train", "test"), "test", in_memory=True),
-    DatasetSpec("stl10", _tv("stl10"), ("train", "test", "unlabeled", "train+unlabeled"), "test", in_memory=True),
+    DatasetSpec("fashion-mnist", load_fashion_mnist, ("train", "test"), "test", in_memory=True, native_size=28,
+                channels=1),
+    DatasetSpec("cifar10", _tv("cifar10"), ("train", "test"), "test", in_memory=True, native_size=32, channels=3),
+    DatasetSpec("cifar100", _tv("cifar100"), ("train", "test"), "test", in_memory=True, native_size=32, channels=3),
+    DatasetSpec("stl10", _tv("stl10"), ("train", "test", "unlabeled", "train+unlabeled"), "test", in_memory=True,
+                native_size=96, channels=3),
     DatasetSpec("folder", lambda root, split, download: labelled_folder(root, split), (), "val", in_memory=False,
-                needs_root=True),
+                needs_root=True, native_size=None, channels=3),
     DatasetSpec("images", lambda root, split, download: image_folder(root), (), "val", in_memory=False,
-                needs_root=True, labelled=False),
+                needs_root=True, labelled=False, native_size=None, channels=3),
     DatasetSpec("webdataset", lambda root, split, download: shard_dataset(root, split), (), "val", in_memory=False,
-                needs_root=True),
+                needs_root=True, native_size=None, channels=3),
     DatasetSpec("hf", lambda root, split, download, **o: table_dataset(root, split, **o), (), "test",
-                in_memory=False, needs_root=True, options=("image_column", "label_column")),
+                in_memory=False, needs_root=True, options=("image_column", "label_column"), native_size=None,
+                channels=3),
 ):
     register_dataset(_spec)
 

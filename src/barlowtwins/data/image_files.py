@@ -3,7 +3,9 @@ source that is not held in memory (folders, shards, tables)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -40,3 +42,22 @@ class ImageFiles(torch.utils.data.Dataset):
         idx = [int(i) for i in indices]
         return ImageFiles([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes, self.name,
                           self.transform)
+
+
+TRAIN_SPLIT = "train"
+HELD_OUT_SPLITS = ("val", "validation", "test")  # sub-folder names of held-out splits beside a train/ folder
+
+
+def split_folders(root: str | os.PathLike) -> list[str]:
+    """The split sub-folders of ``root`` when it is laid out as splits (a ``train/`` folder beside at least one of
+    `HELD_OUT_SPLITS`), sorted with ``train`` first; [] otherwise. A folder of images read "at any depth" would
+    mix them: `image_folder` reads ``train/`` only, and the CPU plan counts what it reads."""
+    root = Path(root)
+    try:
+        names = {e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")}
+    except OSError:
+        return []
+    held_out = sorted(n for n in names if n.lower() in HELD_OUT_SPLITS)
+    if TRAIN_SPLIT not in names or not held_out:
+        return []
+    return [TRAIN_SPLIT, *held_out]

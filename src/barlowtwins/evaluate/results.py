@@ -4,35 +4,67 @@ Every evaluation command writes a record with the data set, split, protocol, hyp
 the checkpoint (origin and SHA-256), timing and, for single-label data, the class-to-index map every split was
 scored with (``classes``: the training split's) and what the splits did not share (``class_mismatch``). When the
 checkpoint is a run folder the file goes to ``<run>/eval/<protocol>-<dataset>[-<tag>].json``; ``--output``
-chooses another place, which `check_writable` checks before any work.
+chooses another place (a ``.json`` file, or a folder: `result_path`), which `check_writable` checks before any
+work. Metric values are written rounded to 4 decimals (float32 arithmetic leaves 34.00000035762787).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barlowtwins.errors import ConfigError
 from barlowtwins.runtime.files import is_folder, write_text_atomic
 from barlowtwins.version import __version__
 
 RESULTS_DIRNAME = "eval"
 def result_path(protocol: str, dataset: str, checkpoint: str | None, output: str | None, tag: str = "") -> Path:
+    """Where a result goes. ``output`` (``--output``): a name ending in ``.json`` is the file; an existing folder, a
+    name ending in a separator or a name without a suffix is a folder (made when the result is written) that gets
+    ``<protocol>-<dataset>[-<tag>].json``; any other suffix is refused (`ConfigError`), so a result never lands in
+    a file named without ``.json``. Without ``output``: ``<run>/eval/`` for a run folder, else ``results/`` with a
+    time stamp."""
     name = f"{protocol}-{dataset}{('-' + tag) if tag else ''}.json"
     if output:
         out = Path(output)
-        return out / name if is_folder(out) or output.endswith(os.sep) else out
+        if is_folder(out) or output.endswith(os.sep) or (os.altsep and output.endswith(os.altsep)) or not out.suffix:
+            return out / name
+        if out.suffix.lower() != ".json":
+            raise ConfigError(f"--output {output}: a result is a JSON file: name it {out.stem}.json, or give a "
+                              "folder (a name without a suffix)")
+        return out
     if checkpoint and Path(checkpoint).is_dir():
         return Path(checkpoint) / RESULTS_DIRNAME / name
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("results") / f"{protocol}-{dataset}{('-' + tag) if tag else ''}-{stamp}.json"
 
 
+METRIC_DECIMALS = 4  # metrics are written with this many decimals (percentages: 1e-4 points)
+
+
+def rounded(value, decimals: int = METRIC_DECIMALS):
+    """``value`` with every float rounded to ``decimals`` places (in mappings and lists too): a top-1 of
+    34.00000035762787 (float32 noise) is written as 34.0. Integers, booleans and other values stay as they are."""
+    if isinstance(value, float):
+        return round(value, decimals) if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, decimals) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, decimals) for v in value]
+    return value
+
+
 def write_result(record: dict, path: Path) -> Path:
+    """Write ``record`` as JSON (atomically), with the version and the time; its ``metrics`` rounded to
+    `METRIC_DECIMALS` places (`rounded`: what is computed and printed is not changed)."""
     record = {"barlowtwins_version": __version__,
               "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **record}
+    if isinstance(record.get("metrics"), dict):
+        record["metrics"] = rounded(record["metrics"])
     write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     return path
 

@@ -140,10 +140,14 @@ def _zero_init_residual(model: ResNet) -> None:
             nn.init.zeros_(m.bn2.weight)
 
 
-class _WidthResNet(ResNet):
+class WidthResNet(ResNet):
     """torchvision's ResNet with the first stage's width chosen (later stages double it; 64 = torchvision).
 
-    Keys match torchvision's, so checkpoints stay readable by the same code; shapes follow the width.
+    What `create_backbone` (and so `barlowtwins.load_backbone`) returns for a ResNet with ``width``: a subclass
+    of ``torchvision.models.ResNet`` (``isinstance(net, torchvision.models.ResNet)`` holds), with the same
+    attributes, forward and state-dict keys, so checkpoints stay readable by the same code; shapes follow the
+    width. ``WidthResNet(block, layers, width)`` takes torchvision's ``BasicBlock``/``Bottleneck`` and the four
+    stage depths (``[2, 2, 2, 2]`` for a ResNet-18).
     """
 
     def __init__(self, block, layers: Sequence[int], width: int, groups: int = 1, width_per_group: int = 64):
@@ -171,6 +175,9 @@ class _WidthResNet(ResNet):
                 nn.init.zeros_(m.bias)
 
 
+_WidthResNet = WidthResNet  # its former, private name
+
+
 def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bool = True,
                     width: int | None = None, weights: str | None = None) -> nn.Module:
     """A torchvision classification model by name with its classifier replaced by ``nn.Identity``.
@@ -187,8 +194,10 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
             for CPU-sized runs.
         weights: torchvision weight name (e.g. ``IMAGENET1K_V2`` or ``DEFAULT``); downloaded by torchvision.
 
-    The returned module has ``num_features`` (the width of its output, read off the removed head) and ``arch``
-    (``{"backbone", "stem", "width"}``: what `barlowtwins.save_backbone` records so that it loads without flags).
+    The returned module is the model's own class (``torchvision.models.ResNet`` for ``resnet50``, timm's for
+    ``timm:`` names), or `WidthResNet`, a public ``ResNet`` subclass, when ``width`` is given. It has
+    ``num_features`` (the width of its output, read off the removed head) and ``arch`` (``{"backbone", "stem",
+    "width"}``: what `barlowtwins.save_backbone` records so that it loads without flags).
     """
     check_backbone_name(name)
     if name.startswith(TIMM_PREFIX):
@@ -211,7 +220,7 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
             raise ConfigError(f"width is only supported for ResNet-family backbones, not '{name}'")
         block = type(model.layer1[0])
         layers = [len(model.layer1), len(model.layer2), len(model.layer3), len(model.layer4)]
-        model = _WidthResNet(block, layers, width, groups=model.groups, width_per_group=model.base_width)
+        model = WidthResNet(block, layers, width, groups=model.groups, width_per_group=model.base_width)
     if stem != "standard":
         if not is_resnet:
             raise ConfigError(f"stem '{stem}' is only supported for ResNet-family backbones, not '{name}'")

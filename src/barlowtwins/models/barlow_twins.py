@@ -23,6 +23,10 @@ class BarlowTwins(nn.Module):
     in one pass per crop size (BN statistics over all small crops of that size, as SwAV batches its crops), and
     ``crop_weight`` times their term in the loss (`models.loss`).
 
+    Without a ``loss`` the module takes ``BarlowTwinsLoss(distributed=True)``: the module is the one DDP wraps, so
+    its loss (and the Mixed Barlow Twins term) are global over the ranks of torch.distributed, and every rank
+    calls it at each step. Set ``model.loss.distributed = False`` to compute it on one rank alone.
+
         >>> model = build_model("resnet18", "512-512", stem="small")
         >>> model(x1, x2).backward()
     """
@@ -31,7 +35,7 @@ class BarlowTwins(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.projector = projector
-        self.loss = loss if loss is not None else BarlowTwinsLoss()
+        self.loss = loss if loss is not None else BarlowTwinsLoss(distributed=True)
 
     @property
     def c_block(self) -> int:
@@ -74,8 +78,14 @@ class BarlowTwins(nn.Module):
 
 def build_model(backbone: str = "resnet50", projector: str = "8192-8192-8192", *, stem: str = "standard",
                 width: int | None = None, zero_init_residual: bool = True, projector_bn: bool = True,
-                lambd: float = 0.0051, terms: str = "both", c_block: int = 0) -> BarlowTwins:
-    """The whole Barlow Twins network from names: ``build_model("resnet50", "8192-8192-8192")``."""
+                lambd: float = 0.0051, terms: str = "both", c_block: int = 0,
+                distributed: bool = True) -> BarlowTwins:
+    """The whole Barlow Twins network from names: ``build_model("resnet50", "8192-8192-8192")``.
+
+    ``distributed`` is its loss's (`BarlowTwinsLoss`): ``True`` (default, the module DDP wraps) sums the batch
+    statistics and C over the ranks of torch.distributed when there are several, so every rank must call the model
+    at each step; ``False`` keeps the loss to the calling process (a model evaluated on one rank alone).
+    """
     net = create_backbone(backbone, stem=stem, width=width, zero_init_residual=zero_init_residual)
     return BarlowTwins(net, Projector(net.num_features, projector, batch_norm=projector_bn),
-                       BarlowTwinsLoss(lambd=lambd, terms=terms, c_block=c_block))
+                       BarlowTwinsLoss(lambd=lambd, terms=terms, c_block=c_block, distributed=distributed))

@@ -10,8 +10,11 @@ Usable on its own:
     >>> loss.backward()
     >>> parts = loss_fn(z1, z2, return_parts=True)   # BarlowTwinsLossOutput(loss, on_diag, off_diag, c_block)
 
-Under torch.distributed the batch statistics and C are global (summed over ranks with an autograd-aware
-collective), so loss and gradients equal those of one process on the whole global batch.
+Across ranks only when asked: ``BarlowTwinsLoss(distributed=True)`` (the trainer's, and `build_model`'s default)
+makes the batch statistics and C global under torch.distributed (summed over ranks with an autograd-aware
+collective), so loss and gradients equal those of one process on the whole global batch; every rank must then call
+it at the same step. The default, ``distributed=False``, keeps every computation on the calling process: a loss
+computed on one rank only (an evaluation, a check on rank 0) never waits for the others.
 
 Multi-crop (`transforms.multicrop`): with small crops z_3 .. z_{M+2}, the loss between the two full views stays
 exactly the paper's, and the crops add, as SwAV and DINO do, a term between each small crop and each full view
@@ -74,14 +77,20 @@ def _standardise(z1: torch.Tensor, z2: torch.Tensor, eps: float, distributed: bo
     return z1n, z2n, n
 
 
+def _across_ranks(distributed: bool | None) -> bool:
+    """Whether to sum over ranks: ``True`` when a process group of more than one rank exists; ``None`` is the same
+    (the old automatic setting, kept for callers that pass it); ``False`` never."""
+    return bool(distributed or distributed is None) and world_size() > 1
+
+
 def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5,
-                      distributed: bool | None = None) -> torch.Tensor:
-    """The D x D cross-correlation matrix C of two (N, D) batches, global under torch.distributed."""
+                      distributed: bool | None = False) -> torch.Tensor:
+    """The D x D cross-correlation matrix C of two (N, D) batches; global over the ranks of torch.distributed with
+    ``distributed=True`` (default: this process's batch only)."""
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(f"Barlow Twins loss: expected two (N, D) tensors of the same shape, got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-    if distributed is None:
-        distributed = world_size() > 1
+    distributed = _across_ranks(distributed)
     z1n, z2n, n = _standardise(z1, z2, eps, distributed)
     c = z1n.T @ z2n  # (D, D): local sum over the batch
     if distributed:
@@ -119,16 +128,17 @@ def _correlation(a: torch.Tensor, b: torch.Tensor, n: torch.Tensor, distributed:
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051, eps: float = 1e-5,
-                      distributed: bool | None = None, terms: str = "both",
+                      distributed: bool | None = False, terms: str = "both",
                       c_block: int = 0, crops=(), crop_weight: float | torch.Tensor = 1.0) -> BarlowTwinsLossOutput:
     """Functional form of :class:`BarlowTwinsLoss` that returns all the parts (``.loss`` is the scalar to
     minimise); computed in float32 at least (autocast is turned off).
 
     ``c_block=k`` also returns C[:k, :k] (detached, on C's device): a slice of the matrix the loss builds anyway,
     so it costs one k x k copy and no extra collective. ``crops``: multi-crop's small-crop embeddings, (N, D)
-    each: ``loss`` adds ``crop_weight`` times their term (the module docstring), returned as ``crops``."""
-    if distributed is None:
-        distributed = world_size() > 1
+    each: ``loss`` adds ``crop_weight`` times their term (the module docstring), returned as ``crops``.
+    ``distributed=True``: statistics and C summed over the ranks of torch.distributed (every rank must call it);
+    ``False`` (default): this process's batch only."""
+    distributed = _across_ranks(distributed)
     if z1.ndim != 2 or z1.shape != z2.shape or any(z.shape != z1.shape for z in crops):
         raise ValueError(f"Barlow Twins loss: expected (N, D) tensors of the same shape, got "
                          f"{[tuple(z.shape) for z in (z1, z2, *crops)]}")
@@ -162,8 +172,11 @@ class BarlowTwinsLoss(nn.Module):
         lambd: weight of the off-diagonal (redundancy) term; the paper uses 0.0051.
         eps: added to the per-dimension variance before the square root (BatchNorm's default, as the
             official code standardises with an affine-free ``BatchNorm1d``).
-        distributed: ``None`` (default) uses the global batch whenever a process group with more than one
-            rank is initialised; ``False`` forces per-process statistics.
+        distributed: ``True`` sums the batch statistics and C over the ranks of torch.distributed when a
+            process group of more than one rank is initialised (the global batch, as the paper; every rank must
+            call the loss at the same step: the trainer and `build_model` turn it on); ``False`` (default) keeps
+            them to this process's batch, so a loss computed on one rank alone never waits for the others.
+            (``None``, the former default, is taken as ``True``.)
         terms: ``both`` (the paper); ``on-diagonal`` or ``off-diagonal`` keep one term (Table 5 ablations).
         c_block: when > 0, the parts (``return_parts=True``) also carry ``c_block``: the detached top-left
             (k, k) block of C, for run reports. A compiled module sees the value it had at tracing.
@@ -173,7 +186,7 @@ class BarlowTwinsLoss(nn.Module):
     ``crops=[z3, ...]`` adds multi-crop's small-crop term, times ``crop_weight`` (the module docstring).
     """
 
-    def __init__(self, lambd: float = 0.0051, eps: float = 1e-5, distributed: bool | None = None,
+    def __init__(self, lambd: float = 0.0051, eps: float = 1e-5, distributed: bool | None = False,
                  terms: str = "both", c_block: int = 0):
         super().__init__()
         if lambd < 0:
@@ -195,4 +208,5 @@ class BarlowTwinsLoss(nn.Module):
         return out if return_parts else out.loss
 
     def extra_repr(self) -> str:
-        return f"lambd={self.lambd}, eps={self.eps}, terms={self.terms}, c_block={self.c_block}"
+        return (f"lambd={self.lambd}, eps={self.eps}, terms={self.terms}, c_block={self.c_block}, "
+                f"distributed={self.distributed}")

@@ -13,7 +13,8 @@ weight up over the warm-up on ImageNet). The two bracketed differences share a f
 ``C(m, v) - [...] = Δᵀ ẑ_v / N`` with ``Δ = ẑ_m - α ẑ1 - (1 - α) ẑ2[π]``; the gradient flows through every term,
 targets included, as in the reference code.
 
-Under torch.distributed the statistics and the two matrices are global (one collective each), and π permutes
+With ``distributed=True`` (the trainer's) the statistics and the two matrices are global over the ranks of
+torch.distributed (one collective each; default ``False``: this process's batch, as `models.loss`), and π permutes
 within each rank's samples (the inputs live there), so W ranks equal one process whose π permutes within the
 same blocks (`training.mixing` draws π in blocks of the global batch).
 
@@ -36,11 +37,10 @@ def mix_inputs(x1: torch.Tensor, x2: torch.Tensor, perm: torch.Tensor, alpha: fl
 
 def mixed_regulariser(z1: torch.Tensor, z2: torch.Tensor, zm: torch.Tensor, perm: torch.Tensor,
                       alpha: float | torch.Tensor,
-                      eps: float = 1e-5, distributed: bool | None = None) -> torch.Tensor:
+                      eps: float = 1e-5, distributed: bool | None = False) -> torch.Tensor:
     """R of the module docstring (unweighted) from the (N, D) embeddings of the two views and the mixed input;
-    computed in float32 at least, global under torch.distributed."""
-    if distributed is None:
-        distributed = world_size() > 1
+    computed in float32 at least; global over the ranks with ``distributed=True`` (``None``: the same)."""
+    distributed = bool(distributed or distributed is None) and world_size() > 1
     if not (z1.shape == z2.shape == zm.shape) or z1.ndim != 2:
         raise ValueError(f"Mixed Barlow Twins: expected three (N, D) tensors of one shape, got {tuple(z1.shape)}, "
                          f"{tuple(z2.shape)} and {tuple(zm.shape)}")

@@ -18,8 +18,16 @@ silently for small images they cost a lot for nothing: a ResNet-18 on 32-px imag
   ``fashion-mnist`` preset (LARS trust coefficient 0.02, no zero-initialised residual branches), measured in
   benchmarks/RESULTS.md ("your own photos on a CPU").
 
-Every field set by a preset, a YAML file or a flag is kept as it is. The returned note, printed as the first line
-of ``barlowtwins pretrain``, says what was chosen.
+Every field set by a preset, a YAML file or a flag is kept as it is (in Python: every field given to
+``PretrainConfig``, `config.explicit_fields`). The returned note, printed as the first line of ``barlowtwins
+pretrain`` (and by `barlowtwins.pretrain` when it chose something), says what was chosen.
+
+`plan_config` is that plan for a set of explicit values, the one function ``barlowtwins pretrain`` and
+`barlowtwins.pretrain` use; `recipe_for` asks for it from Python:
+
+    >>> cfg = recipe_for("my_images", time_budget_minutes=10)   # the CLI's plan for the folder (a CPU run here)
+    >>> cfg = recipe_for("cifar10")                              # a built-in data set: its size, a fitting network
+    >>> cfg = recipe_for(preset="fashion-mnist", data_dir="data") # a preset (no fit: the preset decides)
 """
 
 from __future__ import annotations
@@ -32,11 +40,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from barlowtwins.data.datasets import DATASETS
+from barlowtwins.data.image_files import split_folders
 from barlowtwins.data.images import is_image_file
 from barlowtwins.models.backbones import create_backbone
-from barlowtwins.training.config import PretrainConfig
+from barlowtwins.training.config import PretrainConfig, config_from_dict, explicit_fields, resolve_values
 
-NATIVE_SIZES = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "stl10": 96}
 SMALL_IMAGES = 64  # px: at or below, the ImageNet projector and batch do not fit
 SMALL_BATCH = 256
 MATCHING_PRESETS = {"fashion-mnist": "fashion-mnist", "cifar10": "cifar10"}
@@ -120,20 +129,26 @@ def _num_features(cfg: PretrainConfig) -> int:
         return int(create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width).num_features)
 
 
-def fit_to_data(cfg: PretrainConfig, explicit: set[str]) -> tuple[PretrainConfig, str | None]:
-    """``cfg`` with the fields the user did not set (not in ``explicit``) fitted to the image size.
+def fit_to_data(cfg: PretrainConfig, explicit: set[str] | None = None) -> tuple[PretrainConfig, str | None]:
+    """``cfg`` with the fields the user did not set (not in ``explicit``; default `explicit_fields`: those given to
+    the config or not at their default) fitted to the image size.
 
     Returns the new config and a one-line note for the user (None when a preset was given: the preset decides).
     """
+    explicit = explicit_fields(cfg) if explicit is None else set(explicit)
     if cfg.preset or "preset" in explicit:
         return cfg, None
     if cfg.dataset in FOLDER_DATASETS and trains_on_cpu(cfg):
-        summary = summarise_folder(cfg.data_dir) if cfg.data_dir else None
+        root = cfg.data_dir
+        splits = split_folders(root) if root and cfg.dataset == "images" else []
+        if root and splits:  # what image_folder reads: train/ only
+            root = os.path.join(root, splits[0])
+        summary = summarise_folder(root) if root else None
         changes = cpu_folder_plan(cfg, explicit, summary)
         new = dataclasses.replace(cfg, **changes)
         return new, _cpu_note(new, changes, summary)
     changes: dict = {}
-    native = NATIVE_SIZES.get(cfg.dataset)
+    native = DATASETS[cfg.dataset].native_size if cfg.dataset in DATASETS else None  # `DatasetSpec.native_size`
     if native is not None and "image_size" not in explicit and cfg.image_size != native:
         changes["image_size"] = native
     size = changes.get("image_size", cfg.image_size)
@@ -176,3 +191,36 @@ def _note(cfg: PretrainConfig, changes: dict, size: int) -> str:
         return f"no preset: small images, your settings ({recipe}){hint}"
     chosen = ", ".join("--" + k.replace("_", "-") for k in changes)
     return f"no preset: small images, not the ImageNet recipe: {recipe} (chosen: {chosen}; flags override){hint}"
+
+
+def plan_config(values: dict) -> tuple[PretrainConfig, str | None]:
+    """The config a mapping of explicit field values plans, and its note: `config_from_dict` of ``values``, then
+    `fit_to_data` with exactly those fields as set. ``barlowtwins pretrain`` passes what its preset, ``--config``
+    and flags set; `recipe_for` its arguments."""
+    return fit_to_data(config_from_dict(values), explicit=set(values))
+
+
+def recipe_for(source: str | os.PathLike | None = None, /, *, preset: str | None = None,
+               **fields) -> PretrainConfig:
+    """The config ``barlowtwins pretrain`` plans for ``source``, without running anything (but reading the
+    folder's file names and a few image headers).
+
+    ``source`` is a built-in data set's name (``cifar10``, ``fashion-mnist``, ...: ``--dataset NAME``) or a folder
+    of images (``--dataset images --data-dir FOLDER``, unless ``dataset=`` says otherwise). ``preset`` and
+    ``fields`` (any `PretrainConfig` field) are set as ``--preset`` and flags are, and kept as given; the fields left
+    are fitted to the data as the CLI fits them (`fit_to_data`: on a CPU the short-run recipe for a folder, the
+    native size and a fitting network for small images). Pass the result to `barlowtwins.pretrain`:
+
+        >>> cfg = recipe_for("my_images", time_budget_minutes=10, out="runs/mine")
+        >>> summary = barlowtwins.pretrain(cfg)
+    """
+    values = dict(fields)
+    if source is not None:
+        name = os.fspath(source)
+        spec = DATASETS.get(name) if isinstance(name, str) else None
+        if spec is not None and spec.name not in FOLDER_DATASETS and not spec.needs_root:
+            values.setdefault("dataset", name)
+        else:
+            values.setdefault("dataset", "images")
+            values.setdefault("data_dir", str(name))
+    return plan_config(resolve_values(preset, None, values))[0]

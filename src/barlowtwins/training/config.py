@@ -1,15 +1,20 @@
 """Pretraining configuration: a preset YAML, then an optional user YAML, then command-line flags.
 
-Every field of `PretrainConfig` is a flag (``batch_size`` -> ``--batch-size``). The fully resolved config is
-saved as ``config.yaml`` in the run folder and inside every checkpoint.
+Every field of `PretrainConfig` is a flag (``batch_size`` -> ``--batch-size``). In Python a preset is a field
+too: ``PretrainConfig(preset="cifar10", epochs=100)`` takes the preset's values for every field not given, as
+``--preset cifar10 --epochs 100`` does. The resolved config is saved as ``config.yaml`` in the run folder (with
+the augmentation values the run derived from the image size, `save_config`) and inside every checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
 import math
 import reprlib
+import textwrap
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -29,7 +34,7 @@ from barlowtwins.training.optim import OPTIMIZERS
 from barlowtwins.transforms.multicrop import MIN_SIZE as MULTICROP_MIN_SIZE
 from barlowtwins.transforms.multicrop import check_multicrop
 from barlowtwins.transforms.progressive import check_progressive_epochs
-from barlowtwins.transforms.spec import CLI_SETTINGS, SPEC
+from barlowtwins.transforms.spec import CLI_SETTINGS, SPEC, augment_config
 
 # Allowed values of each choice field, read from the registries of the code that implements them.
 CHOICES = {
@@ -82,6 +87,14 @@ class PretrainConfig:
 
     Types and allowed values are declared per field (`opt`) and checked on construction (`validate_config`),
     so a bad value fails with one line before any work starts.
+
+    ``preset`` names a preset (``imagenet``, ``cifar10``, ``fashion-mnist``: the YAML files of
+    ``barlowtwins.configs``): its values fill every field the constructor was not given, so
+    ``PretrainConfig(preset="cifar10", epochs=100)`` is ``--preset cifar10 --epochs 100``. A config made from
+    another one or from a full mapping (``dataclasses.replace``, `config_from_dict`, a saved ``config.yaml`` read
+    back) keeps its values: the preset is applied once, where it is named.
+    `explicit_fields` tells which fields a config was set (given, or not at their default: what
+    `barlowtwins.pretrain` leaves alone when it fits the rest to the data).
     """
 
     # Data
@@ -212,9 +225,11 @@ class PretrainConfig:
     knn_train_split: str = opt("train", "split the kNN monitor takes its memory bank from")
     knn_val_split: str | None = opt(None, "split the kNN monitor classifies (default: test, or val for folders)")
     knn_max_samples: int | None = opt(10000, "at most this many images of each kNN split (for speed)", ge=1)
-    preset: str | None = opt(None, "the preset this config started from")
+    preset: str | None = opt(None, "the preset this config started from; in Python, PretrainConfig(preset=NAME) "
+                                   "takes the preset's values for every field not given (as --preset NAME does)")
 
     def __post_init__(self):
+        apply_preset(self)
         validate_config(self)
         # the settings that only make sense together, before any work (a start checked against --image-size by
         # check_progressive_start, where the trainer knows the size it trains at)
@@ -227,6 +242,87 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
+def _recording_given(cls):
+    """Wrap the dataclass ``__init__`` so that a config records the names of the fields it was given (`explicit_fields`,
+    `apply_preset`); ``dataclasses.replace`` passes every field, so a copy counts them all as given."""
+    init = cls.__init__
+    names = [f.name for f in fields(cls) if f.init]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        self.__dict__["_given"] = frozenset(names[:len(args)]).union(kwargs)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+_recording_given(PretrainConfig)
+
+
+def explicit_fields(cfg) -> set[str]:
+    """The fields of ``cfg`` that were set: those holding a value other than their default, and those given to its
+    constructor. A copy (``dataclasses.replace``, `config_from_dict`: every field passed) only tells the first kind:
+    a field given at its default value there counts as unset."""
+    given = set(cfg.__dict__.get("_given", ()))
+    if len(given) == len(fields(cfg)):  # a copy passes every field: which were set is not known from it
+        given = set()
+    for f in fields(cfg):
+        if f.default is not dataclasses.MISSING and getattr(cfg, f.name) != f.default:
+            given.add(f.name)
+    return given
+
+
+def apply_preset(cfg) -> None:
+    """Fill the fields ``cfg`` was not given with the values of its ``preset`` (nothing without a preset, or for a
+    config that was given every field: a copy, a saved config read back). An unknown preset is one line."""
+    if cfg.preset is None:
+        return
+    given = cfg.__dict__.get("_given")
+    if given is None:
+        return
+    missing = [f.name for f in fields(cfg) if f.name not in given]
+    if not missing:
+        return
+    values = preset_values(cfg.preset)
+    valid = {f.name for f in fields(cfg)}
+    unknown = sorted(str(k) for k in values if k not in valid)
+    if unknown:
+        raise ConfigError(f"preset {cfg.preset} has an unknown field '{unknown[0]}'")
+    for name in missing:
+        if name in values:
+            setattr(cfg, name, _coerce(type(cfg), name, values[name]))
+
+
+def _field_doc(f) -> str:
+    """One field's entry in the generated class docstring: name, type, default, help."""
+    hint = _field_types(PretrainConfig)[f.name]
+    kind = getattr(hint, "__name__", None) if typing.get_origin(hint) is None else None
+    kind = kind or str(hint).replace("typing.", "")
+    meta = f.metadata or {}
+    default = f.default
+    if f.name in CLI_SETTINGS and default is None:
+        shown = derived_default(f.name)
+    else:
+        shown = repr(default)
+    bounds = _describe_range(meta) if meta else ""
+    listed = choice_values(meta)  # the registries' names at import time (an entry registered later is valid too)
+    text = meta.get("help", "") + (f"; {bounds}" if bounds else "") + (
+        f"; one of: {', '.join(listed)}" if listed and len(listed) <= 12 and not all(
+            c in meta.get("help", "") for c in listed) else "")
+    head = f"{f.name}: {kind} = {shown}"
+    return head + "\n" + textwrap.fill(text, 112, initial_indent="        ", subsequent_indent="        ")
+
+
+def _class_doc(cls) -> str:
+    """The class docstring with every field's help (from its metadata), so that ``help(PretrainConfig)`` shows it."""
+    intro = inspect.cleandoc(cls.__doc__ or "")
+    lines = [intro, "", f"Fields ({len(fields(cls))}; each is also the flag --name-with-dashes of barlowtwins "
+             "pretrain):", ""]
+    lines += ["    " + _field_doc(f) for f in fields(cls)]
+    return "\n".join(lines) + "\n"
 
 
 def flag(name: str) -> str:
@@ -425,7 +521,10 @@ def _coerce(cls, name: str, value):
 
 
 def config_from_dict(values: dict, cls=PretrainConfig, base=None):
-    """Apply ``values`` onto ``base`` (default: the dataclass defaults) with type checks."""
+    """Apply ``values`` onto ``base`` (default: the dataclass defaults) with type checks.
+
+    The values are taken as they are: a ``preset`` among them is a label (a saved config read back keeps what it
+    trained with); `resolve_values` merges a preset's values first, as ``barlowtwins pretrain`` does."""
     valid = [f.name for f in fields(cls)]
     unknown = sorted((k[:100] if isinstance(k, str) else short(k) for k in values if k not in valid), key=str)
     if unknown:
@@ -507,7 +606,38 @@ def resolve_values(preset: str | None, config_file: str | None, flags: dict) -> 
     return values
 
 
-def save_config(cfg, path: Path) -> None:
-    """Write the resolved config as YAML, atomically (a kill mid-write leaves the previous file)."""
-    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def config_channels(cfg) -> int:
+    """The channel count the run's views are made for: its data set's (`DatasetSpec.channels`: 1 for the built-in
+    grayscale ones; files and tables are read as RGB), 3 for a name the registry does not know."""
+    return DATASETS[cfg.dataset].channels if cfg.dataset in DATASETS else 3
+
+
+def derived_augmentation(cfg, channels: int | None = None) -> dict:
+    """The augmentation fields ``cfg`` leaves unset (None), each with the value the run uses: the paper's,
+    adapted to the image size and channel count (`augment_config`); lists for pairs, as YAML writes them."""
+    channels = config_channels(cfg) if channels is None else channels
+    aug = augment_config(cfg.image_size, channels, **cfg.augment_overrides())
+    out = {}
+    for name in CLI_SETTINGS:
+        if getattr(cfg, name) is None:
+            value = getattr(aug, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def resolved_dict(cfg, channels: int | None = None) -> dict:
+    """``cfg.to_dict()`` with every augmentation field resolved to the value the run uses (`derived_augmentation`):
+    what ``config.yaml`` holds, valid input for ``--config`` (and a resume from it) that trains the same views."""
+    values = cfg.to_dict()
+    values.update(derived_augmentation(cfg, channels))
+    return values
+
+
+def save_config(cfg, path: Path, channels: int | None = None) -> None:
+    """Write the resolved config as YAML (`resolved_dict`: the augmentation values that ran, not ``null``),
+    atomically (a kill mid-write leaves the previous file). ``channels``: the data's (default `config_channels`)."""
+    write_text_atomic(path, yaml.safe_dump(resolved_dict(cfg, channels), sort_keys=False))
+
+
+PretrainConfig.__doc__ = _class_doc(PretrainConfig)
 

@@ -1,13 +1,16 @@
 """LARS and the paper's learning-rate schedule, usable in any training loop.
 
-    >>> opt = LARS(lars_param_groups(model, lr_weights=0.2, lr_biases=0.0048))  # base rates per 256 samples
+    >>> opt = LARS(lars_param_groups(model))      # the paper's base rates per 256 samples: 0.2 / 0.0048
     >>> sched = WarmupCosine(opt, total_steps=epochs * steps_per_epoch, warmup_steps=10 * steps_per_epoch,
-    ...                      scale=batch_size / 256)
+    ...                      batch_size=batch_size)  # every rate x batch_size / 256
     >>> for x1, x2 in batches:
     ...     model(x1, x2).backward(); opt.step(); opt.zero_grad(); sched.step()
 
-Every group starts at its base rate (``group["base_lr"]``), so a bare ``opt.step()`` trains; the scheduler (or
-:func:`set_learning_rates`) scales each group from that base.
+`lars_param_groups` only splits the parameters (and takes the biases' and norms' weight decay off): without rates
+of its own a group takes the optimiser's, so ``torch.optim.AdamW(lars_param_groups(model), lr=1e-3)`` trains
+both at 1e-3, and ``LARS(lars_param_groups(model))`` (no ``lr``) the paper's 0.2 (weights) and 0.0048 (biases
+and norms), each group's ``default_lr``. Every group starts at its base rate (``group["base_lr"]``), so a bare
+``opt.step()`` trains; the scheduler (or :func:`set_learning_rates`) scales each group from that base.
 
 LARS (You et al., 2017) as in the official Barlow Twins code: weight decay is added to the gradient, the
 update is scaled by the trust ratio eta * ||w|| / ||g + wd * w||, then heavy-ball momentum. Groups with
@@ -23,22 +26,32 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+PAPER_LR_WEIGHTS, PAPER_LR_BIASES = 0.2, 0.0048  # the paper's base rates per 256 samples
 
-def lars_param_groups(model: nn.Module, lr_weights: float = 0.2, lr_biases: float = 0.0048) -> list[dict]:
-    """Split parameters as the paper does: weights (ndim > 1) and biases/BN parameters (ndim <= 1).
 
-    Each group's ``lr`` starts at its ``base_lr`` (the paper's rate for a batch of 256); :class:`WarmupCosine`
-    or :func:`set_learning_rates` scale it per step.
+def lars_param_groups(model: nn.Module, lr_weights: float | None = None,
+                      lr_biases: float | None = None) -> list[dict]:
+    """Split parameters as the paper does: weights (ndim > 1) and biases/BN parameters (ndim <= 1, no weight
+    decay: ``weight_decay=0`` and ``lars=False`` in their group).
+
+    A rate given here becomes that group's ``lr`` and ``base_lr`` (the paper's are 0.2 and 0.0048 per 256
+    samples); a group without one takes the optimiser's ``lr``: ``torch.optim.AdamW(lars_param_groups(model),
+    lr=1e-3)`` trains both groups at 1e-3. Such a group carries the paper's rate as ``default_lr``, which only
+    `LARS` reads, when it is given no ``lr`` at all: ``LARS(lars_param_groups(model))`` trains at 0.2 and 0.0048.
+    :class:`WarmupCosine` or :func:`set_learning_rates` scale the rates per step.
     """
     weights, others = [], []
     for p in model.parameters():
         if p.requires_grad:
             (weights if p.ndim > 1 else others).append(p)
-    return [
-        {"params": weights, "lr": lr_weights, "base_lr": lr_weights, "lars": True, "name": "weights"},
-        {"params": others, "lr": lr_biases, "base_lr": lr_biases, "lars": False, "weight_decay": 0.0,
-         "name": "biases_and_norms"},
-    ]
+    groups = [{"params": weights, "lars": True, "name": "weights"},
+              {"params": others, "lars": False, "weight_decay": 0.0, "name": "biases_and_norms"}]
+    for group, lr, paper in zip(groups, (lr_weights, lr_biases), (PAPER_LR_WEIGHTS, PAPER_LR_BIASES)):
+        if lr is not None:
+            group.update(lr=lr, base_lr=lr)
+        else:
+            group["default_lr"] = paper
+    return groups
 
 
 class LARS(torch.optim.Optimizer):
@@ -47,20 +60,27 @@ class LARS(torch.optim.Optimizer):
     Args:
         params: parameters or groups; a group's ``lars=False`` excludes it from weight decay and from the
             trust ratio (see :func:`lars_param_groups`).
-        lr: learning rate of the groups that do not give their own (:func:`lars_param_groups` gives the paper's
-            0.2 for weights and 0.0048 for biases and norms). It is each group's ``base_lr``, which a
-            scheduler (:class:`WarmupCosine`) or :func:`set_learning_rates` scales per step.
+        lr: learning rate of every group that does not give its own. Without it, such a group takes its
+            ``default_lr`` (:func:`lars_param_groups` gives the paper's 0.2 for weights and 0.0048 for biases and
+            norms), else the paper's 0.2. It is each group's ``base_lr``, which a scheduler
+            (:class:`WarmupCosine`) or :func:`set_learning_rates` scales per step.
         weight_decay: L2 coefficient added to the gradient of ``lars=True`` groups (paper: 1.5e-6).
         momentum: heavy-ball momentum (paper: 0.9).
         eta: trust coefficient (paper: 0.001).
     """
 
-    def __init__(self, params: Iterable, lr: float = 0.2, weight_decay: float = 1.5e-6, momentum: float = 0.9,
-                 eta: float = 0.001):
+    def __init__(self, params: Iterable, lr: float | None = None, weight_decay: float = 1.5e-6,
+                 momentum: float = 0.9, eta: float = 0.001):
+        given = lr is not None
+        lr = PAPER_LR_WEIGHTS if lr is None else lr
         if lr < 0 or weight_decay < 0 or not 0 <= momentum < 1 or eta <= 0:
             raise ValueError(f"LARS: invalid hyperparameters lr={lr} weight_decay={weight_decay} "
                              f"momentum={momentum} eta={eta}")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True)
+        params = list(params)
+        if not given and params and isinstance(params[0], dict):
+            # no lr given: a group without its own takes the rate it suggests (the paper's, from lars_param_groups)
+            params = [dict(g, lr=g["default_lr"]) if "lr" not in g and "default_lr" in g else g for g in params]
         super().__init__(params, defaults)
         for group in self.param_groups:
             group.setdefault("base_lr", group["lr"])
@@ -133,20 +153,35 @@ class WarmupCosine(LRScheduler):
     At step ``t`` every group's rate is ``base_lr * scale * warmup_cosine(t, total_steps, warmup_steps,
     final_ratio)`` (``base_lr``: the group's base rate, else its ``lr`` when the scheduler was created).
 
+    The paper's rates (:class:`LARS`'s defaults, ``lr_weights``/``lr_biases`` of the config) are per 256
+    samples: give ``batch_size`` and every rate is scaled by ``batch_size / 256``, as the trainer does.
+    Without it (and without ``scale``) the rates are used as they are, which is right for rates meant for the
+    batch at hand (``AdamW(..., lr=1e-3)``).
+
     Args:
         optimizer: any torch optimiser (:class:`LARS` with :func:`lars_param_groups` in the paper).
         total_steps: length of the run in optimiser steps.
         warmup_steps: linear warm-up from 0 (paper: 10 epochs).
         final_ratio: the multiplier at the end of the cosine (paper: 0.001).
-        scale: multiplies every base rate; the paper's ``batch_size / 256`` for rates given per 256 samples.
+        scale: multiplies every base rate (default 1); ``batch_size=B`` is the same as ``scale=B / 256``.
+        batch_size: the global batch size, for base rates given per 256 samples: ``scale = batch_size / 256``.
+            Give ``batch_size`` or ``scale``, not both.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                 final_ratio: float = 0.001, scale: float = 1.0, last_epoch: int = -1):
+                 final_ratio: float = 0.001, scale: float | None = None, last_epoch: int = -1, *,
+                 batch_size: int | None = None):
+        if batch_size is not None:
+            if scale is not None:
+                raise ValueError(f"WarmupCosine: give batch_size ({batch_size}) or scale ({scale}), not both: "
+                                 "batch_size=B is scale=B / 256")
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"WarmupCosine: batch_size must be a whole number >= 1, got {batch_size!r}")
+            scale = batch_size / 256
         schedule = CosineSchedule(total_steps, warmup_steps, final_ratio)  # checks and caps the lengths
         # Plain numbers only, so that ``state_dict()`` loads with ``torch.load(weights_only=True)``.
         self.total_steps, self.warmup_steps = schedule.total_steps, schedule.warmup_steps
-        self.final_ratio, self.scale = schedule.final_ratio, float(scale)
+        self.final_ratio, self.scale = schedule.final_ratio, float(1.0 if scale is None else scale)
         if last_epoch == -1:
             for group in optimizer.param_groups:
                 group.setdefault("initial_lr", group.get("base_lr", group["lr"]))

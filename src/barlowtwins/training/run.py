@@ -43,10 +43,11 @@ LOG_POINTS = 30  # log lines at least, over a whole schedule
 
 
 def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
-    """The network and loss a config describes (on the CPU, before any wrapping): `build_model` of its fields."""
+    """The network and loss a config describes (on the CPU, before any wrapping): `build_model` of its fields, its
+    loss global over the ranks (``distributed=True``: every rank computes it at every step, as the paper's)."""
     return build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
                        zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn, lambd=cfg.lambd,
-                       terms=cfg.loss_terms)
+                       terms=cfg.loss_terms, distributed=True)
 
 
 @dataclass

@@ -24,14 +24,14 @@ import torch
 
 from barlowtwins.data.bad_files import short_reason
 from barlowtwins.errors import CheckpointError, ConfigError
-from barlowtwins.models.barlow_twins import BarlowTwins, build_model
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.runtime.finite import nonfinite_names
-from barlowtwins.runtime.hardware import autocast, to_device
+from barlowtwins.runtime.hardware import to_device
 from barlowtwins.runtime.lock import FolderLock, describe_stale
 from barlowtwins.runtime.memory_format import as_input_format
 from barlowtwins.training import signals
+from barlowtwins.training.autoconfig import fit_to_data
 from barlowtwins.training.checkpoints import remove_stale_temps
 from barlowtwins.training.config import PretrainConfig, save_config
 from barlowtwins.training.finite import divergence_hint, divergence_message, training_state_tensors
@@ -41,30 +41,48 @@ from barlowtwins.training.optim import set_learning_rates
 from barlowtwins.training.progress import Progress
 from barlowtwins.training.run import build_run
 from barlowtwins.training.slurm import requeue_if_slurm
+from barlowtwins.training.step import optimizer_step
 from barlowtwins.weights.run_files import FORMAT
 from barlowtwins.weights.save import write_run_backbone
 
 
-def build_pretrain_model(cfg: PretrainConfig) -> BarlowTwins:
-    """The network and loss a config describes (on the CPU, before any wrapping): `build_model` of its fields."""
-    return build_model(cfg.backbone, cfg.projector, stem=cfg.stem, width=cfg.width,
-                       zero_init_residual=cfg.zero_init_residual, projector_bn=cfg.projector_bn, lambd=cfg.lambd,
-                       terms=cfg.loss_terms)
-
-
-def pretrain(cfg: PretrainConfig) -> dict:
+def pretrain(cfg: PretrainConfig, *, fit: bool = True) -> dict:
     """Run (or resume) pretraining as configured; return a summary dict (rank 0's view).
+
+    ``fit=True`` (default) first fits the fields ``cfg`` leaves unset to the data, exactly as ``barlowtwins
+    pretrain`` does without a preset (`autoconfig.fit_to_data`: on a CPU the short-run recipe for a folder of
+    images, for small images their own size and a fitting network; a preset decides by itself): the fields set
+    (given to ``PretrainConfig``, or other than their default: `config.explicit_fields`) are kept. When it changed
+    something it prints the CLI's note (rank 0); the summary's ``note`` holds it (None with a preset or without a
+    fit). ``fit=False`` runs ``cfg`` as it is (``barlowtwins pretrain`` fits first, then calls it so).
 
     Stop signals are handled from here on (the CLI installs the handlers earlier, on its first line); the
     summary's ``exit_status`` is 0 when the schedule (or ``--max-steps``) was reached and
-    `signals.GRACEFUL_STOP_EXIT` when a signal or the time limit stopped the run early.
+    `signals.GRACEFUL_STOP_EXIT` when a signal or the time limit stopped the run early. A run that ``max_steps``
+    stopped before the end of its schedule says so in one line (rank 0): the learning rate followed the full
+    schedule, so it never decayed to the schedule's end.
     """
     installed = signals.install()
     try:
         info = D.init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
         try:
+            note = None
+            if fit:
+                fitted, note = fit_to_data(cfg)
+                if fitted != cfg and note and info.is_main:
+                    print(note, flush=True)
+                cfg = fitted
             with RunFolderLock(cfg.out, info) as lock:
-                return Trainer(cfg, info, lock).run()
+                summary = Trainer(cfg, info, lock).run()
+            summary["note"] = note
+            if summary.get("stopped_by") == "max_steps" and info.is_main:
+                step, total = summary["step"], summary["total_steps"]
+                print(f"reached --max-steps {cfg.max_steps} at step {step} of the {total}-step schedule (--max-steps "
+                      f"stops every run there; the learning rate follows the full schedule, so it has not decayed "
+                      f"as it would by step {total}): to continue, rerun with a larger --max-steps or without it; for "
+                      f"a short run, shorten the schedule instead (--epochs or --time-budget-minutes); the backbone "
+                      f"of step {step} is in {summary['run_dir']}/backbone.pth (and .safetensors)", flush=True)
+            return summary
         finally:
             D.shutdown()
     finally:
@@ -136,7 +154,7 @@ class Trainer:
         self.step = r.start_step
         self.saved_step = r.saved_step
         self.window = LossWindow(r.device)
-        self.bar = None  # the terminal bar of rank 0 (set by run)
+        self.bar: Progress | None = None  # the terminal bar of rank 0 (set by run)
         self.start_time = self.last_checkpoint = clock()
         self.plan_said = False  # the budget's plan line is said once
         # multi-crop's weight as a 0-d device tensor, made once (a compiled step would otherwise specialise)
@@ -165,11 +183,8 @@ class Trainer:
         set_learning_rates(r.optimizer, r.plan.schedule(self.step) * self.cfg.batch_size / 256)
         x1, x2, *crops = self._views(images)
         extra = {"crops": crops, "crop_weight": self.crop_weight} if crops else {}
-        with autocast(r.device, r.amp_dtype):
-            result = r.called(x1, x2, return_parts=True, mix=self._mix(x1.shape[0]), **extra)
-        r.optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        r.optimizer.step()
+        result = optimizer_step(r.called, r.optimizer, r.device, r.amp_dtype, x1, x2, mix=self._mix(x1.shape[0]),
+                                **extra)
         self.step += 1
         return result
 
@@ -256,9 +271,9 @@ class Trainer:
         clock): one answer for every rank (`signals.decide`). ``last_checkpoint`` None: only the stop question."""
         now = clock()
         due = last_checkpoint is not None and now - last_checkpoint > self.cfg.checkpoint_minutes * 60
+        failed = self.run_parts.log.write_error is not None
         return signals.decide(self.step, max_steps=self.cfg.max_steps, time_limit_minutes=self.cfg.time_limit_minutes,
-                              start_time=self.start_time, now=now, write_failed=self.run_parts.log.write_error is not None,
-                              checkpoint_due=due)
+                              start_time=self.start_time, now=now, write_failed=failed, checkpoint_due=due)
 
     def _checkpoint_reason(self, reason: str) -> str:
         """How metrics.jsonl names a checkpoint: the stop's reason, else ``epoch`` at an epoch's end or the end of

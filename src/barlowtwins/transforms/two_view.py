@@ -1,6 +1,6 @@
 """The two views, one image at a time, with torchvision's random transforms (the reference implementation).
 
-    >>> views = TwoViewTransform(image_size=32)              # or TwoViewTransform(augment_config(32), hue=0.0)
+    >>> views = TwoViewTransform(image_size=32)              # the same as TwoViewTransform(augment_config(32))
     >>> v1, v2 = views(pil_image_or_uint8_tensor)            # two normalised (3, 32, 32) float32 tensors
 
 `OPS` holds one function per op of the spec (`spec.SPEC`): cfg, view -> the torchvision transforms of that op
@@ -11,6 +11,7 @@ numbers here; the other executors read theirs from `params`.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode
@@ -76,19 +77,35 @@ def view_transform(cfg: AugmentConfig, view: int, ops=OPS) -> T.Compose:
 class TwoViewTransform:
     """``image -> (view1, view2)`` with the paper's asymmetric views (torchvision, one image at a time).
 
-    ``TwoViewTransform(image_size=32, channels=1, hue=0.0)`` builds the config with `augment_config`;
-    ``TwoViewTransform(cfg)`` takes an `AugmentConfig` (further keyword arguments override its fields).
+    One way to ask for a view size: ``TwoViewTransform(image_size=32, channels=1, hue=0.0)`` builds the config
+    with `augment_config` (its defaults adapted to the size and channels: at 32 px no blur, crops from 0.2), the
+    same views as ``TwoViewTransform(augment_config(32, 1, hue=0.0))``. ``TwoViewTransform(cfg)`` takes an
+    `AugmentConfig` as it is, its size included; further keyword arguments override its fields (``hue=0.0``).
+    A config with another ``image_size`` or ``channels`` is refused (`ValueError`): the defaults it derived from
+    its own size would stay, so ask `augment_config` for the size.
     """
 
     def __init__(self, cfg: AugmentConfig | int | None = None, /, *, image_size: int | None = None,
-                 channels: int = 3, **overrides):
+                 channels: int | None = None, **overrides):
         if isinstance(cfg, int):  # TwoViewTransform(32)
+            if image_size is not None and image_size != cfg:
+                raise ValueError(f"TwoViewTransform({cfg}, image_size={image_size}): two view sizes; give one")
             cfg, image_size = None, cfg
         if cfg is None:
-            cfg = augment_config(224 if image_size is None else image_size, channels, **overrides)
-        elif overrides or image_size is not None:
-            extra = dict(overrides, **({} if image_size is None else {"image_size": image_size}))
-            cfg = replace(cfg, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in extra.items()})
+            cfg = augment_config(224 if image_size is None else image_size, 3 if channels is None else channels,
+                                 **overrides)
+        else:
+            if image_size is not None and image_size != cfg.image_size:
+                raise ValueError(f"TwoViewTransform(cfg, image_size={image_size}): the config is for "
+                                 f"{cfg.image_size}-px views, and its blur and crop defaults were derived for that "
+                                 f"size; pass augment_config({image_size}, ...) (or TwoViewTransform(image_size="
+                                 f"{image_size}, ...)) instead")
+            if channels is not None:
+                raise ValueError("TwoViewTransform(cfg, channels=...): a config carries its channel defaults; pass "
+                                 f"augment_config({cfg.image_size}, {channels}, ...) instead")
+            if overrides:
+                changes: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+                cfg = replace(cfg, **changes)
         self.cfg = cfg
         self.t1, self.t2 = view_transform(self.cfg, 0), view_transform(self.cfg, 1)
 

@@ -1,7 +1,7 @@
 """Save a backbone with its architecture, so that it loads without flags.
 
     >>> backbone = create_backbone("resnet18", stem="small", width=32)
-    >>> save_backbone(backbone, "backbone.safetensors")      # architecture in the metadata
+    >>> save_backbone(backbone, "backbone.safetensors", image_size=32)   # architecture and input size recorded
     >>> load_backbone("backbone.safetensors")                 # the same network, no flags
 """
 
@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from barlowtwins.errors import CheckpointError
+from barlowtwins.errors import CheckpointError, ConfigError
 from barlowtwins.models.barlow_twins import BarlowTwins
 from barlowtwins.runtime.files import atomic_write, save_atomic
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.weights.run_files import BACKBONE_NAME, SAFETENSORS_NAME
+from barlowtwins.weights.sources import _field_problem as field_problem
 from barlowtwins.weights.sources import arch_from_config
 
 ARCH_KEY = "barlowtwins.arch"
@@ -50,7 +51,8 @@ def write_run_backbone(backbone: nn.Module, run_dir: str | os.PathLike, config: 
     save_safetensors_atomic(state, Path(run_dir) / SAFETENSORS_NAME, arch_from_config(config))
 
 
-def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: dict | None = None) -> Path:
+def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: dict | None = None, *,
+                  image_size: int | None = None, mean=None, std=None) -> Path:
     """Write ``backbone``'s weights and architecture to ``path`` atomically, for `load_backbone` without flags.
 
     Args:
@@ -62,11 +64,21 @@ def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: dict | Non
             ``barlowtwins export`` reads); by default the ``arch`` that `create_backbone`
             and `load_backbone` put on the module. Without either, the file holds no architecture and
             `load_backbone` needs ``backbone=``/``stem=``/``width=`` to read it.
+        image_size: the side in pixels of the images it was trained on, recorded so that ``barlowtwins knn``,
+            ``linear``, ``export`` ... use it (without one they take 224 px and say so in a warning).
+        mean, std: the per-channel normalisation it was trained with (3 numbers each; default ImageNet's).
 
-    Returns the path written. Refuses non-finite weights (`CheckpointError`).
+    Returns the path written. Refuses non-finite weights (`CheckpointError`) and a malformed ``image_size``,
+    ``mean`` or ``std`` (`ConfigError`).
     """
     net = backbone.backbone if isinstance(backbone, BarlowTwins) else backbone
-    found = arch if arch is not None else getattr(net, "arch", None) or {}
+    found = dict(arch if arch is not None else getattr(net, "arch", None) or {})
+    for key, value in (("image_size", image_size), ("mean", mean), ("std", std)):
+        if value is not None:
+            found[key] = list(value) if isinstance(value, tuple) else value
+            problem = field_problem(key, found[key])
+            if problem:
+                raise ConfigError(f"save_backbone: {key}={value!r}: {problem}")
     record = {k: v for k, v in arch_from_config(found).items() if v is not None}
     path = Path(path)
     state = backbone_state(net)
