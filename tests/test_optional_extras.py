@@ -37,6 +37,12 @@ IMPORT_NAMES = {
     "scikit-learn": ("sklearn",),
     "tensorboard": ("tensorboard",),
     "umap-learn": ("umap",),
+    # the lint and docs extras: tools CI runs beside the tests, never imported by a test
+    "ruff": ("ruff",),
+    "mypy": ("mypy",),
+    "mkdocs": ("mkdocs",),
+    "mkdocs-material": ("material",),
+    "mkdocstrings": ("mkdocstrings",),
 }
 OPTIONAL = {m for names in IMPORT_NAMES.values() for m in names}
 # string prefixes that only work with an optional package installed

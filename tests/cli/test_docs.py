@@ -201,3 +201,12 @@ def test_the_layers_of_the_architecture_page_are_the_imports_of_the_source():
         if unit in layers and imported in layers:
             assert layers.index(imported) >= layers.index(unit), f"{where}: {unit} imports {imported}, a layer above"
         assert {unit, imported} != {"models", "transforms"}, f"{where}: models and transforms import each other"
+
+
+def test_every_module_of_the_package_has_its_mirror_test_file():
+    """docs/architecture.md says tests/<layer>/test_<module>.py holds the tests of each module."""
+    src = ROOT / "src" / "barlowtwins"
+    modules = [p for p in src.rglob("*.py") if p.name not in ("__init__.py", "__main__.py", "version.py")]
+    missing = [str(p.relative_to(src)) for p in modules
+               if not (ROOT / "tests" / p.relative_to(src).parent / f"test_{p.stem}.py").is_file()]
+    assert modules and not missing, f"modules without tests/<layer>/test_<module>.py: {missing}"

@@ -1,5 +1,6 @@
-"""`barlowtwins report`: every figure from short CPU runs (in memory and a JPEG folder), the diagnostics against
-float64 references, the page rendered by a real headless browser, and clean errors."""
+"""`barlowtwins report`: every figure from short CPU runs (in memory and a JPEG folder), the page rendered by a
+real headless browser, and clean errors. Each module's own tests: test_build.py, test_runs.py, test_plots.py,
+test_html.py, test_diagnostics.py (and tests/cli/test_report.py for the command)."""
 
 import base64
 import re
@@ -9,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("matplotlib")
 
@@ -25,7 +25,6 @@ from barlowtwins.report import (
     build_report,
     plots,  # noqa: E402
 )
-from barlowtwins.report.diagnostics import map_2d, normalised_std  # noqa: E402
 from barlowtwins.report.runs import load_run  # noqa: E402
 from barlowtwins.training.trainer import pretrain  # noqa: E402
 
@@ -128,23 +127,3 @@ def test_missing_matplotlib_is_one_line_and_exit_2(runs, monkeypatch, capsys):
     assert main(["report", str(runs / "fm-a")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "barlowtwins report: error: the report needs matplotlib: pip install 'barlowtwins[report]'"
-
-
-def test_not_a_run_folder_is_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["report", str(tmp_path / "nope")]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert main(["report", str(tmp_path)]) == 2
-    assert "has no metrics.jsonl" in capsys.readouterr().err
-
-
-# ---- diagnostics against independent references -------------------------------------------------------------
-
-def test_normalised_std_and_map_fallback():
-    z = torch.randn(200, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    zn = z / z.norm(dim=1, keepdim=True)
-    np.testing.assert_allclose(normalised_std(z), zn.numpy().std(0), rtol=1e-12)
-    assert np.allclose(normalised_std(torch.ones(10, 4)), 0)  # collapse: every embedding the same
-    xy, method = map_2d(z.numpy(), method="pca")
-    assert method == "PCA" and xy.shape == (200, 2)
-    c = z.numpy() - z.numpy().mean(0)
-    np.testing.assert_allclose(np.abs(xy[:, 0]), np.abs(c @ np.linalg.svd(c)[2][0]), rtol=1e-8)

@@ -7,13 +7,6 @@ from barlowtwins.training.finite import divergence_hint, divergence_message, tra
 from barlowtwins.training.optim import LARS, lars_param_groups
 
 
-def test_nonfinite_names():
-    named = [("a", torch.ones(3)), ("b", torch.tensor([1.0, float("nan")])), ("c", torch.tensor([float("-inf")])),
-             ("i", torch.tensor([1, 2])), ("e", torch.empty(0)), ("h", torch.tensor([1.0], dtype=torch.float16))]
-    assert nonfinite_names(named) == ["b", "c"]
-    assert nonfinite_names([]) == []
-
-
 def test_training_state_covers_parameters_buffers_and_optimizer_state():
     net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     opt = LARS(lars_param_groups(net))

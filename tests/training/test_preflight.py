@@ -65,18 +65,3 @@ def test_resume_with_another_seed_keeps_the_run_folder(fmnist_dir, tmp_path):
     assert yaml.safe_load(before)["seed"] == 7
 
 
-def test_the_knn_monitor_owns_its_capped_data(fmnist_dir, tmp_path):
-    import torch
-    from conftest import tiny_config
-
-    from barlowtwins.models.backbones import create_backbone
-
-    assert preflight.check_knn_data(tiny_config(fmnist_dir, tmp_path / "r")) is None  # no --knn-every: no monitor
-    cfg = tiny_config(fmnist_dir, tmp_path / "r", knn_every=1, knn_max_samples=10)
-    a, b = preflight.check_knn_data(cfg), preflight.check_knn_data(cfg)
-    assert len(a.train_set) == len(a.val_set) == 10  # 64 train and 32 test images, capped
-    assert a.train_set is not b.train_set  # each monitor holds its own data: nothing cached behind its back
-    assert [a.train_set[i][1] for i in range(10)] == [b.train_set[i][1] for i in range(10)]  # the same subset
-    torch.manual_seed(0)
-    result = a(create_backbone("resnet18", stem="small", width=8), torch.device("cpu"), None)
-    assert set(result) == {"knn_k=20_top1", "knn_k=200_top1"} and all(0 <= v <= 100 for v in result.values())
