@@ -46,7 +46,8 @@ def test_pretrain_then_knn_on_a_folder_of_jpeg_and_png(image_tree, tmp_path, cap
 def test_print_config_resolves_preset_then_flags(capsys, tmp_path):
     user = tmp_path / "mine.yaml"
     user.write_text("epochs: 5\nbatch_size: 64\n")
-    assert main(["pretrain", "--preset", "imagenet", "--config", str(user), "--batch-size", "32", "--print-config"]) == 0
+    assert main(["pretrain", "--preset", "imagenet", "--config", str(user), "--batch-size", "32",
+                 "--print-config"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["backbone"] == "resnet50" and cfg["projector"] == "8192-8192-8192"
     assert cfg["epochs"] == 5 and cfg["batch_size"] == 32 and cfg["preset"] == "imagenet"

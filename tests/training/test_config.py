@@ -23,7 +23,8 @@ def test_every_field_has_a_one_sentence_help_in_the_flag_list(capsys):
     for f in dataclasses.fields(PretrainConfig):
         if f.name != "preset":
             assert "".join(f.metadata["help"].split()) in text, f.name
-    assert "".join("side in pixels of the square crops the network sees; >= 8 and <= 4096 (default: 224)".split()) in text
+    size_help = "side in pixels of the square crops the network sees; >= 8 and <= 4096 (default: 224)"
+    assert "".join(size_help.split()) in text
 
 
 @pytest.mark.parametrize("kw,message", [
@@ -99,8 +100,8 @@ def test_yaml_and_binary_config_files(tmp_path):
 
 FIELDS = [f.name for f in dataclasses.fields(PretrainConfig)]
 values = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                   st.text(max_size=12), st.lists(st.floats(-5, 5), max_size=4), st.dictionaries(st.text(max_size=3),
-                                                                                               st.integers(), max_size=2))
+                   st.text(max_size=12), st.lists(st.floats(-5, 5), max_size=4),
+                   st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
 @settings(max_examples=150, deadline=None)

@@ -74,7 +74,8 @@ def test_explicit_arch_wins_and_none_needs_flags(tmp_path):
     other = torchvision.models.mobilenet_v3_small()
     other.classifier = torch.nn.Identity()
     save_backbone(other, tmp_path / "other.safetensors")
-    with pytest.raises(CheckpointError, match="pass the matching backbone=, stem= and width= arguments"):  # read as the default resnet50
+    # read as the default resnet50
+    with pytest.raises(CheckpointError, match="pass the matching backbone=, stem= and width= arguments"):
         load_backbone(tmp_path / "other.safetensors")
     save_backbone(net, tmp_path / "named.safetensors", arch={"backbone": "resnet18"})
     _same_outputs(net, load_backbone(tmp_path / "named.safetensors"), 32)

@@ -40,7 +40,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     add_backbone_args(p)
     add_data_args(p)
     g = p.add_argument_group("fine-tuning")
-    g.add_argument("--train-percent", type=float, default=1, help="1 or 10 (standard ImageNet lists), or any %% elsewhere")
+    g.add_argument("--train-percent", type=float, default=1,
+                   help="1 or 10 (standard ImageNet lists), or any %% elsewhere")
     g.add_argument("--subset", choices=("auto", "standard", "balanced"), default="auto",
                    help="auto: the standard lists for ImageNet folders, balanced otherwise")
     g.add_argument("--subset-file", default=None, help="a list of file names or indices to train on instead")

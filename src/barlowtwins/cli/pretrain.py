@@ -47,6 +47,7 @@ def printed_config(cfg: PretrainConfig) -> str:
     values.update(resolved)
     if cfg.multicrop_count > 0:  # the small crops' size and scale the run will use
         mc = multicrop_from(cfg.multicrop_count, cfg.multicrop_size, cfg.multicrop_scale, cfg.image_size)
+        assert mc is not None  # multicrop_from is None only for a count <= 0; this one is > 0
         for n, v in (("multicrop_size", mc.size), ("multicrop_scale", list(mc.scale))):
             if n not in values or values[n] in (None, 0):
                 values[n] = v
@@ -65,6 +66,12 @@ def printed_config(cfg: PretrainConfig) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _main_process() -> bool:
+    """Whether this process prints: a single process, or rank 0 of a launched job."""
+    env = D.launcher_env()
+    return env is None or env.get("rank") == 0
+
+
 def run(args: argparse.Namespace) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "preset", "config", "print_config")}
     values = resolve_values(args.preset, args.config, flags)
@@ -72,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print((f"# {note}\n" if note else "") + printed_config(cfg), end="")
         return 0
-    if note and (D.launcher_env() is None or D.launcher_env().get("rank") == 0):
+    if note and _main_process():
         print(note, flush=True)
     summary = pretrain(cfg, fit=False)  # fitted above, with the flags as the explicit fields
-    if D.launcher_env() is None or D.launcher_env().get("rank") == 0:
+    if _main_process():
         run_dir = summary["run_dir"]
         if summary.get("skipped"):  # every unreadable file of this session, named once
             print(f"warning: {summary_line(summary['skipped'])}", file=sys.stderr)

@@ -15,7 +15,8 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, allow_abbrev=False, help="write an HTML report of one or more runs",
                        description="Write one self-contained HTML page (PNG figures embedded, and also saved in "
                                    "<output>_files/, a folder the report makes and marks itself: an existing one it "
-                                   "did not make, or a symbolic link, is refused and left untouched): loss and its on- and off-diagonal terms, learning rate, "
+                                   "did not make, or a symbolic link, is refused and left untouched): loss and its "
+                                   "on- and off-diagonal terms, learning rate, "
                                    "throughput, data-wait share, online kNN; the cross-correlation matrix C at "
                                    "several points of the run; collapse diagnostics on held-out images (singular "
                                    "values, RankMe, per-dimension std, a 2-D map of the features); every "

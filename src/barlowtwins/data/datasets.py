@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from barlowtwins.data.hf import table_dataset
@@ -97,8 +98,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(data) < 4:
         raise DataError(f"IDX file {path} is truncated; re-download or reinstall it")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+    dtypes: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"),
+                                        0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
     if zero != 0 or dtype_code not in dtypes:
         raise DataError(f"{path} is not an IDX file (bad magic number)")
     shape = struct.unpack(">" + "I" * ndim, data[4: 4 + 4 * ndim])

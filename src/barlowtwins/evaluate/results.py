@@ -95,8 +95,8 @@ def find_results(paths: list[str], skipped: list[tuple[Path, str]] | None = None
     record with malformed metrics is left out and, when ``skipped`` is given, appended to it as ``(path, why)``.
     """
     found = []
-    for p in paths:
-        p = Path(p)
+    for path in paths:
+        p = Path(path)
         files = [p] if p.is_file() else sorted(p.rglob("*.json"))
         for f in files:
             rec = _read_result(f)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -59,7 +61,7 @@ class BarlowTwins(nn.Module):
             ks = [k for k, x in enumerate(crops) if tuple(x.shape) == shape]
             for k, z in zip(ks, self.embed(torch.cat([crops[k] for k in ks])).chunk(len(ks))):
                 out[k] = z
-        return out
+        return cast("list[torch.Tensor]", out)  # every index is in exactly one shape group: every slot is filled
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, *, return_parts: bool = False,
                 mix: tuple[torch.Tensor, float, float] | None = None, crops=(),
@@ -87,5 +89,7 @@ def build_model(backbone: str = "resnet50", projector: str = "8192-8192-8192", *
     at each step; ``False`` keeps the loss to the calling process (a model evaluated on one rank alone).
     """
     net = create_backbone(backbone, stem=stem, width=width, zero_init_residual=zero_init_residual)
-    return BarlowTwins(net, Projector(net.num_features, projector, batch_norm=projector_bn),
+    # torch types a module's undeclared attributes as Tensor | Module; create_backbone sets this int
+    num_features = cast(int, net.num_features)
+    return BarlowTwins(net, Projector(num_features, projector, batch_norm=projector_bn),
                        BarlowTwinsLoss(lambd=lambd, terms=terms, c_block=c_block, distributed=distributed))

@@ -28,7 +28,7 @@ image shows), averaged so that its scale does not grow with the crop count:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
@@ -159,8 +159,9 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 0.0051,
         crop_term = None
         if hc:
             # (1/M) Σ_k ½ [L(1, k) + L(2, k)]: one C (and one collective) at a time, D x D each
-            crop_term = sum(_terms(_correlation(h, hk, n, distributed), lambd, terms)[0]
-                            for hk in hc for h in (h1, h2)) / (2 * len(hc))
+            # a tensor: hc is not empty (typeshed's sum starts at int 0, so it reads as Tensor | float)
+            crop_term = cast(torch.Tensor, sum(_terms(_correlation(h, hk, n, distributed), lambd, terms)[0]
+                                               for hk in hc for h in (h1, h2)) / (2 * len(hc)))
             loss = loss + crop_weight * crop_term
     return BarlowTwinsLossOutput(loss, on_diag, off_diag, block, crops=crop_term)
 

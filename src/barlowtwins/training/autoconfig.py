@@ -36,6 +36,7 @@ import dataclasses
 import os
 import statistics
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from PIL import Image
@@ -51,9 +52,10 @@ SMALL_BATCH = 256
 MATCHING_PRESETS = {"fashion-mnist": "fashion-mnist", "cifar10": "cifar10"}
 
 # The CPU recipe for a folder of images (benchmarks/own_photos.py measured it on photo-like scenes).
-CPU_FOLDER_RECIPE = {"image_size": 48, "backbone": "resnet18", "stem": "small-pool", "width": 16,
-                     "projector": "1024-1024-1024", "eta": 0.02, "zero_init_residual": False,
-                     "crop_scale": (0.25, 1.0), "warmup_epochs": 2.0}
+# (config field -> value: values of several types)
+CPU_FOLDER_RECIPE: dict[str, Any] = {"image_size": 48, "backbone": "resnet18", "stem": "small-pool", "width": 16,
+                                     "projector": "1024-1024-1024", "eta": 0.02, "zero_init_residual": False,
+                                     "crop_scale": (0.25, 1.0), "warmup_epochs": 2.0}
 CPU_BATCH = 128
 FOLDER_DATASETS = ("images", "folder")
 HEADER_SAMPLE = 64  # image headers read to learn the typical size and channels
@@ -126,7 +128,8 @@ def small_projector(num_features: int) -> str:
 
 def _num_features(cfg: PretrainConfig) -> int:
     with torch.device("meta"):  # the architecture only: no memory, no initialisation cost
-        return int(create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width).num_features)
+        # torch types a module's undeclared attributes as Tensor | Module; create_backbone sets this int
+        return int(cast(int, create_backbone(cfg.backbone, stem=cfg.stem, width=cfg.width).num_features))
 
 
 def fit_to_data(cfg: PretrainConfig, explicit: set[str] | None = None) -> tuple[PretrainConfig, str | None]:
@@ -144,9 +147,9 @@ def fit_to_data(cfg: PretrainConfig, explicit: set[str] | None = None) -> tuple[
         if root and splits:  # what image_folder reads: train/ only
             root = os.path.join(root, splits[0])
         summary = summarise_folder(root) if root else None
-        changes = cpu_folder_plan(cfg, explicit, summary)
-        new = dataclasses.replace(cfg, **changes)
-        return new, _cpu_note(new, changes, summary)
+        plan = cpu_folder_plan(cfg, explicit, summary)
+        new = dataclasses.replace(cfg, **plan)
+        return new, _cpu_note(new, plan, summary)
     changes: dict = {}
     native = DATASETS[cfg.dataset].native_size if cfg.dataset in DATASETS else None  # `DatasetSpec.native_size`
     if native is not None and "image_size" not in explicit and cfg.image_size != native:

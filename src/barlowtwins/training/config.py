@@ -16,6 +16,7 @@ import math
 import reprlib
 import textwrap
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -360,7 +361,7 @@ def _check_type(name: str, value, base) -> None:
             bad("a string")
 
 
-def _describe_range(meta: dict) -> str:
+def _describe_range(meta: Mapping) -> str:
     parts = []
     for key, word in (("gt", "> "), ("ge", ">= "), ("lt", "< "), ("le", "<= ")):
         if meta.get(key) is not None:
@@ -403,6 +404,7 @@ def validate_config(cfg) -> None:
                               f"write {flag(f.name)} {value[1]} {value[0]}")
         if meta["choices"] is not None:
             choices = choice_values(meta)
+            assert choices is not None  # None only when meta has no choices; it has, just checked
             if value not in choices:
                 listed = ", ".join(choices) if len(choices) <= 12 else "any torchvision classification model name"
                 hint = did_you_mean(value, choices) if len(value) <= 100 else ""
@@ -563,10 +565,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls=PretrainConfig, skip: 
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         base = args[0] if args else hint
         default = f.default if f.default is not dataclasses.MISSING else None
-        meta = f.metadata or {}
+        meta: Mapping[str, typing.Any] = f.metadata or {}
         bounds = _describe_range(meta) if meta else ""
-        listed = choice_values(meta)
-        listed = f"; one of: {', '.join(listed)}" if listed and len(listed) <= 12 else ""
+        names = choice_values(meta)
+        listed = f"; one of: {', '.join(names)}" if names and len(names) <= 12 else ""
         if meta.get("describe"):
             listed = f": {meta['describe']()}"
         if f.name in CLI_SETTINGS and default is None:

@@ -40,7 +40,8 @@ def lars_param_groups(model: nn.Module, lr_weights: float | None = None,
     `LARS` reads, when it is given no ``lr`` at all: ``LARS(lars_param_groups(model))`` trains at 0.2 and 0.0048.
     :class:`WarmupCosine` or :func:`set_learning_rates` scale the rates per step.
     """
-    weights, others = [], []
+    weights: list[nn.Parameter] = []
+    others: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (weights if p.ndim > 1 else others).append(p)
@@ -187,7 +188,7 @@ class WarmupCosine(LRScheduler):
                 group.setdefault("initial_lr", group.get("base_lr", group["lr"]))
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's type: a rate may be a tensor
         factor = warmup_cosine(self.last_epoch, self.total_steps, self.warmup_steps, self.final_ratio) * self.scale
         return [base * factor for base in self.base_lrs]
 

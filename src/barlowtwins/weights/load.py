@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import cast
 
 from torch import nn
 
@@ -28,10 +29,14 @@ def build_backbone(src: BackboneSource, *, backbone: str | None = None, stem: st
     load_backbone_weights(net, src)
     if num_classes is not None:
         if hasattr(net, "reset_classifier"):  # timm
-            net.reset_classifier(num_classes)
+            # a timm model's method; torch types a module's undeclared attributes as Tensor | Module
+            net.reset_classifier(num_classes)  # type: ignore[operator]
         else:
-            set_submodule(net, net.head_name, nn.Linear(net.num_features, num_classes))
-    net.arch = {**arch, "backbone": name}
+            # torch types a module's undeclared attributes as Tensor | Module; create_backbone sets a str and an int
+            head_name, num_features = cast(str, net.head_name), cast(int, net.num_features)
+            set_submodule(net, head_name, nn.Linear(num_features, num_classes))
+    # the ignore: torch annotates nn.Module.__setattr__'s value as Tensor | Module, though it sets any value
+    net.arch = {**arch, "backbone": name}  # type: ignore[assignment]
     return net.eval()
 
 
