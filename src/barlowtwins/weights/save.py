@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -52,7 +53,8 @@ def write_run_backbone(backbone: nn.Module, run_dir: str | os.PathLike, config: 
 
 
 def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: dict | None = None, *,
-                  image_size: int | None = None, mean=None, std=None) -> Path:
+                  image_size: int | None = None, mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None) -> Path:
     """Write ``backbone``'s weights and architecture to ``path`` atomically, for `load_backbone` without flags.
 
     Args:
@@ -66,7 +68,8 @@ def save_backbone(backbone: nn.Module, path: str | os.PathLike, arch: dict | Non
             `load_backbone` needs ``backbone=``/``stem=``/``width=`` to read it.
         image_size: the side in pixels of the images it was trained on, recorded so that ``barlowtwins knn``,
             ``linear``, ``export`` ... use it (without one they take 224 px and say so in a warning).
-        mean, std: the per-channel normalisation it was trained with (3 numbers each; default ImageNet's).
+        mean: the per-channel mean of the normalisation it was trained with (3 numbers; default ImageNet's).
+        std: the per-channel standard deviation of that normalisation (3 numbers; default ImageNet's).
 
     Returns the path written. Refuses non-finite weights (`CheckpointError`) and a malformed ``image_size``,
     ``mean`` or ``std`` (`ConfigError`).
