@@ -16,6 +16,7 @@ from PIL import Image
 
 from barlowtwins.models.backbones import create_backbone
 from barlowtwins.training.config import PretrainConfig
+from barlowtwins.transforms.spec import augment_config
 from barlowtwins.weights.save import write_run_backbone
 
 torch.set_num_threads(2)
@@ -140,3 +141,14 @@ def epoch_views(pipe, epoch: int, start: int = 0, every_view: bool = False) -> l
         step = epoch * len(pipe) + start + b
         out.append((idx.tolist(), (pipe.all_views if every_view else pipe.views)(batch, step)))
     return out
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """16 files (JPEG and PNG, 40 px and a little taller) under ``imgs/train/{cat,dog}``: the data paths' folder."""
+    return make_image_folder(tmp_path / "imgs", per_class=8, size=40, splits=("train",))
+
+
+def path_aug(size: int = 24, **kw):
+    """The views the data-path tests compare: ``size`` px, a 5-px blur kernel (what small views use)."""
+    return augment_config(size, blur_kernel=5, **kw)

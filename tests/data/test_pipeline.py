@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import epoch_views, make_image_folder
+from conftest import epoch_views
+from conftest import path_aug as aug
 from PIL import Image
 
 from barlowtwins.data.datasets import build_dataset, load_fashion_mnist
@@ -17,19 +18,9 @@ from barlowtwins.data.pipeline import build_pipeline, choose_data_path
 from barlowtwins.errors import ConfigError
 from barlowtwins.training.config import PretrainConfig
 from barlowtwins.training.trainer import pretrain
-from barlowtwins.transforms.spec import augment_config
 from barlowtwins.weights.run_files import load_checkpoint
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def folder(tmp_path):
-    return make_image_folder(tmp_path / "imgs", per_class=8, size=40, splits=("train",))  # 16 files, JPEG + PNG
-
-
-def aug(size=24, **kw):
-    return augment_config(size, blur_kernel=5, **kw)
 
 
 def dataset_for(kind, folder, fmnist_dir):

@@ -6,24 +6,14 @@ counts)."""
 import numpy as np
 import pytest
 import torch
-from conftest import make_image_folder
+from conftest import path_aug as aug
 from PIL import Image
 
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.pipeline import build_pipeline
 from barlowtwins.errors import ConfigError, DataError
-from barlowtwins.transforms.spec import augment_config
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def folder(tmp_path):
-    return make_image_folder(tmp_path / "imgs", per_class=8, size=40, splits=("train",))  # 16 files, JPEG + PNG
-
-
-def aug(size=24, **kw):
-    return augment_config(size, blur_kernel=5, **kw)
 
 
 def _jpeg_bytes(mode="RGB", size=(36, 28), **save):

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import epoch_views, make_image_folder
+from conftest import epoch_views
+from conftest import path_aug as aug
 
 from barlowtwins.data.datasets import build_dataset
 from barlowtwins.data.paths.files import MAX_REPLACEMENTS, _FileSamples
@@ -16,15 +17,6 @@ from barlowtwins.errors import DataError
 from barlowtwins.transforms.spec import augment_config
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def folder(tmp_path):
-    return make_image_folder(tmp_path / "imgs", per_class=8, size=40, splits=("train",))  # 16 files, JPEG + PNG
-
-
-def aug(size=24, **kw):
-    return augment_config(size, blur_kernel=5, **kw)
 
 
 def corrupt(folder):
