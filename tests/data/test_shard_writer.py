@@ -8,9 +8,9 @@ import pytest
 from conftest import make_image_folder
 
 from barlowtwins.data.datasets import build_dataset
-from barlowtwins.data.manifest import file_sha256
 from barlowtwins.data.shard_writer import check_prefix, verify_shard, write_shards
 from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.runtime.files import file_sha256
 
 
 @pytest.fixture

@@ -55,22 +55,15 @@ def index_digest(samples) -> str:
     return hashlib.sha256(json.dumps([list(s) for s in samples], separators=(",", ":")).encode()).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _member_key(name: str) -> str:
+def sample_key(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name: WebDataset's convention, the key ends at the first dot of the base name."""
     folder, base = os.path.split(name)
-    stem = base.partition(".")[0]
-    return os.path.join(folder, stem) if folder else stem
+    stem, _, ext = base.partition(".")
+    return (os.path.join(folder, stem) if folder else stem), ext.lower()
 
 
 def _check_entry(entry, where: str) -> str | None:
@@ -94,7 +87,7 @@ def _check_entry(entry, where: str) -> str | None:
         if not isinstance(s, list) or len(s) != 5:
             return f"shard {name}: sample {k} is {str(s)[:60]}, not [key, member, offset, size, label]"
         key, member, offset, n, label = s
-        if not isinstance(key, str) or not isinstance(member, str) or not key or _member_key(member) != key:
+        if not isinstance(key, str) or not isinstance(member, str) or not key or sample_key(member)[0] != key:
             return f"shard {name}: sample {k} has key {key!r} and member {member!r} (the member must be the key's)"
         if not _int(offset) or not _int(n) or n < 0 or offset < end + BLOCK or offset + n > size:
             return (f"shard {name}: sample {k} ({member}) has offset {offset!r} and size {n!r}, outside the "
@@ -158,5 +151,5 @@ def write_manifest(folder: Path, meta: dict, entries: dict[str, dict]) -> None:
     os.replace(tmp, Path(folder) / MANIFEST)
 
 
-__all__ = ["BLOCK", "MANIFEST", "Manifest", "VERSION", "check_manifest", "file_sha256", "index_digest",
-           "read_manifest", "write_manifest"]
+__all__ = ["BLOCK", "MANIFEST", "Manifest", "VERSION", "check_manifest", "index_digest",
+           "read_manifest", "sample_key", "write_manifest"]

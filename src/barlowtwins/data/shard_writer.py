@@ -36,9 +36,10 @@ import torch
 from PIL import Image
 
 from barlowtwins.data.images import read_file_bytes, read_image
-from barlowtwins.data.manifest import VERSION, file_sha256, index_digest, read_manifest, write_manifest
+from barlowtwins.data.manifest import VERSION, index_digest, read_manifest, write_manifest
 from barlowtwins.data.shards import scan_shard
 from barlowtwins.errors import ConfigError, DataError
+from barlowtwins.runtime.files import file_sha256
 
 _FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # stored as they are; other formats become PNG
 _UNITS = {"": 1, "b": 1, "kb": 10 ** 3, "mb": 10 ** 6, "gb": 10 ** 9, "kib": 2 ** 10, "mib": 2 ** 20,

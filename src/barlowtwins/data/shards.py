@@ -46,9 +46,10 @@ import torch
 from barlowtwins.data.image_files import ImageFiles
 from barlowtwins.data.images import SampleRef
 from barlowtwins.data.labels import read_labels
-from barlowtwins.data.manifest import BLOCK, Manifest, file_sha256, read_manifest
+from barlowtwins.data.manifest import BLOCK, Manifest, read_manifest, sample_key
 from barlowtwins.data.sampling import GlobalBatchSampler
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.files import file_sha256
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # the members that hold a sample's image, in order of preference
 LABEL_KEYS = ("cls", "json")
@@ -269,13 +270,6 @@ class ShardIndex:
     duplicates: int = 0
     lost: int = 0
     sha256: str = ""
-
-
-def sample_key(name: str) -> tuple[str, str]:
-    """(key, extension) of a member name: WebDataset's convention, the key ends at the first dot of the base name."""
-    folder, base = os.path.split(name)
-    stem, dot, ext = base.partition(".")
-    return (os.path.join(folder, stem) if folder else stem), ext.lower()
 
 
 def _raw_label(ext: str, data: bytes):
