@@ -15,11 +15,15 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from barlowtwins.models.backbones import create_backbone
+from barlowtwins.runtime.log import enable_console
 from barlowtwins.training.config import PretrainConfig
 from barlowtwins.transforms.spec import augment_config
 from barlowtwins.weights.save import write_run_backbone
 
 torch.set_num_threads(2)
+# The library's log records printed as the CLI prints them (stdout / stderr looked up per line, so capsys sees
+# them): a test of a library function reads the lines a user of the command reads.
+enable_console()
 # The data generators the benchmarks and the tests share (benchmarks/detection_shapes.py)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 

@@ -30,6 +30,7 @@ from barlowtwins.cli.common import printable
 from barlowtwins.errors import BarlowTwinsError
 from barlowtwins.runtime.console import did_you_mean
 from barlowtwins.runtime.files import describe_os_error
+from barlowtwins.runtime.log import enable_console
 from barlowtwins.training import signals
 from barlowtwins.version import __version__
 from barlowtwins.weights.sources import cli_message
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    enable_console()  # the library's log records, printed as the lines a user of the command reads
     # Large CPU tensors (a batch of views, activations) in 2 MB transparent huge pages: on a VM a fresh 38 MB
     # tensor costs ~9 ms instead of ~28 ms of page faults. PyTorch reads this at its first allocation of 2 MB
     # or more, which comes later; THP_MEM_ALLOC_ENABLE=0 keeps the default. Only the command sets it: importing

@@ -16,7 +16,6 @@ every file first (`scan_images`, as pretraining does) and raises one line naming
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import NamedTuple, cast
 
@@ -27,6 +26,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from barlowtwins.data.images import scan_images
 from barlowtwins.data.sampling import BatchStream, default_workers
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.log import get_logger
+
+log = get_logger(__name__)
 
 
 class Unreadable(NamedTuple):
@@ -113,7 +115,7 @@ def collecting() -> bool:
 def warn_uncollected(bad: BadFiles) -> None:
     """Print ``bad``'s summary as one warning line unless an enclosing collector (a command's) will list it."""
     if len(bad) and not _ACTIVE:
-        print(f"warning: {bad.summary()}", file=sys.stderr, flush=True)
+        log.warning(f"warning: {bad.summary()}")
 
 
 def note_unreadable(file: str, reason: str) -> None:
@@ -123,7 +125,7 @@ def note_unreadable(file: str, reason: str) -> None:
             bad.add(file, reason)
     elif file not in _WARNED:
         _WARNED.add(file)
-        print(f"warning: skipping unreadable image {file} ({reason})", file=sys.stderr, flush=True)
+        log.warning(f"warning: skipping unreadable image {file} ({reason})")
 
 
 def refuse_unreadable(files: Sequence[str], workers: int = 0) -> None:

@@ -23,7 +23,6 @@ import copy
 import gzip
 import os
 import struct
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,10 @@ from barlowtwins.data.image_files import ImageFiles, split_folders
 from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key
 from barlowtwins.data.shards import shard_dataset
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.log import NOTE, get_logger
 from barlowtwins.runtime.registry import Registry
+
+log = get_logger(__name__)
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -243,9 +245,9 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None, *, 
     if split is None:
         splits = split_folders(folder)
         if splits:
-            print(f"warning: {folder} holds the split folders {', '.join(s + '/' for s in splits)}: reading "
-                  f"{splits[0]}/ only, not mixing in the held-out ones (point at a split's own folder, or "
-                  "image_folder(root, split='') for all of them)", file=sys.stderr, flush=True)
+            log.warning(f"warning: {folder} holds the split folders {', '.join(s + '/' for s in splits)}: reading "
+                        f"{splits[0]}/ only, not mixing in the held-out ones (point at a split's own folder, or "
+                        "image_folder(root, split='') for all of them)")
             split = splits[0]
     if split:
         folder = folder / split
@@ -337,9 +339,9 @@ def align_classes(train, evaluation, train_split: str = "train", eval_split: str
                             f"{len(numbered) - 1} without class names, the other split only {len(named)} named "
                             "classes; their labels cannot be the same classes")
         # the numbers are indices into the named split's classes (WebDataset's .cls convention)
-        print(f"note: the {train_split if not train_named else eval_split} split records no class names; its "
-              f"labels are taken as indices into the {eval_split if not train_named else train_split} split's "
-              f"{len(named)} classes", file=sys.stderr)
+        log.log(NOTE, f"note: the {train_split if not train_named else eval_split} split records no class names; its "
+                      f"labels are taken as indices into the {eval_split if not train_named else train_split} split's "
+                      f"{len(named)} classes")
         if not train_named:
             train_classes = named  # the training split's numbering, with the names the other split records
         else:

@@ -38,7 +38,6 @@ is decoded once before training, and any unreadable one is an error.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -49,11 +48,14 @@ from barlowtwins.data.paths.cpu import CpuPath
 from barlowtwins.data.paths.device import DevicePath
 from barlowtwins.data.paths.memory import MemoryPath
 from barlowtwins.errors import ConfigError
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.device import check_device_decoder
 from barlowtwins.transforms.multicrop import MultiCrop, multicrop_from
 from barlowtwins.transforms.progressive import ViewSizes, check_progressive_start
 from barlowtwins.transforms.spec import AugmentConfig, augment_config
+
+log = get_logger(__name__)
 
 AUTO = "auto"  # the data-path name resolved per device by `choose_data_path`
 
@@ -109,7 +111,7 @@ def build_pipeline(dataset, aug: AugmentConfig, *, batch_size: int, seed: int, r
     device = torch.device(device)
     kind = choose_data_path(data_path, dataset, device)
     if kind == DevicePath.kind and (why := check_device_decoder(device)) is not None:
-        print(f"warning: {why}; using --data-path cpu instead", file=sys.stderr, flush=True)
+        log.warning(f"warning: {why}; using --data-path cpu instead")
         kind = CpuPath.kind
     cls = MemoryPath if kind == MemoryPath.kind else DATA_PATHS[kind].cls
     path = cls(dataset, aug, batch_size=batch_size, seed=seed, rank=rank, world=world, device=device,

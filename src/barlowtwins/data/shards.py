@@ -34,7 +34,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +49,9 @@ from barlowtwins.data.manifest import BLOCK, Manifest, read_manifest, sample_key
 from barlowtwins.data.sampling import GlobalBatchSampler
 from barlowtwins.errors import DataError
 from barlowtwins.runtime.files import file_sha256
+from barlowtwins.runtime.log import get_logger
+
+log = get_logger(__name__)
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")  # the members that hold a sample's image, in order of preference
 LABEL_KEYS = ("cls", "json")
@@ -454,16 +456,16 @@ def shard_dataset(spec: str, split: str | None = None, transform=None) -> ShardI
         shard_rows.append((Path(path).name, len(index.samples), index.bytes))
         checks.append((path, index.sha256, index.lost))
     if without:
-        print(f"warning: {without} samples in the shards of {spec} have no image member ({', '.join(IMAGE_KEYS)}) "
-              "and are left out", file=sys.stderr)
+        log.warning(f"warning: {without} samples in the shards of {spec} have no image member "
+                    f"({', '.join(IMAGE_KEYS)}) and are left out")
     if duplicates:
-        print(f"warning: {duplicates} samples in the shards of {spec} repeat a key an earlier sample of their shard "
-              "has; each is read as a sample of its own (re-create the shards with unique keys)", file=sys.stderr)
+        log.warning(f"warning: {duplicates} samples in the shards of {spec} repeat a key an earlier sample of their "
+                    "shard has; each is read as a sample of its own (re-create the shards with unique keys)")
     lost = [(p, n) for p, _, n in checks if n]
     if lost:
-        print(f"warning: {sum(n for _, n in lost)} samples that the manifest lists are gone from {len(lost)} "
-              f"truncated shard{'s' if len(lost) > 1 else ''} ({lost[0][0]} ...); training on the rest "
-              "(--strict-data makes this an error; re-create or copy the shards again)", file=sys.stderr)
+        log.warning(f"warning: {sum(n for _, n in lost)} samples that the manifest lists are gone from {len(lost)} "
+                    f"truncated shard{'s' if len(lost) > 1 else ''} ({lost[0][0]} ...); training on the rest "
+                    "(--strict-data makes this an error; re-create or copy the shards again)")
     if not files:
         raise DataError(f"the shards of {spec} hold no images (looked for members {', '.join(IMAGE_KEYS)}); check "
                         "that they are WebDataset shards")

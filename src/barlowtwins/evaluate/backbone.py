@@ -13,9 +13,12 @@ from barlowtwins.evaluate.features import cached_features_kept
 from barlowtwins.models.backbones import create_backbone
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.hardware import autocast_dtype, select_device
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.memory_format import use_channels_last
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.weights.sources import load_backbone_state, load_backbone_weights
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -92,7 +95,7 @@ def load_eval_backbone(checkpoint: str | None, *, random_init: bool = False, bac
     if src is not None and not random_init:
         loaded = len(load_backbone_weights(net, src))
         if D.is_main_process():
-            print(f"loaded {loaded} backbone tensors from {src.origin}")
+            log.info(f"loaded {loaded} backbone tensors from {src.origin}")
     dev = select_device(device, info.local_rank)
     net.to(dev)
     if use_channels_last(net, dev):

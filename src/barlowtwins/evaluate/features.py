@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -25,10 +24,13 @@ from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.console import terminal_bar
 from barlowtwins.runtime.files import describe_os_error, save_atomic
 from barlowtwins.runtime.hardware import autocast
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.memory_format import as_input_format, is_channels_last
 from barlowtwins.transforms.spec import IMAGENET_MEAN, IMAGENET_STD
 from barlowtwins.transforms.tensor import to_float_rgb
 from barlowtwins.weights.run_files import load_checkpoint
+
+log = get_logger(__name__)
 
 
 def eval_transform(image_size: int, crop_ratio: float = 0.875) -> T.Compose:
@@ -168,7 +170,7 @@ def cached_features_kept(backbone: torch.nn.Module, dataset, *, key: dict, cache
         if (cached.get("key") == json.loads(json.dumps(key, default=str))
                 and len(cached["labels"]) == len(dataset) - len(skipped)):
             if kwargs.get("progress") and D.is_main_process():
-                print(f"reusing features from {path}")
+                log.info(f"reusing features from {path}")
             for s in skipped:  # the files skipped when the cache was written are skipped (and counted) again
                 note_unreadable(s["file"], s["reason"])
             # The labels are the data set's own, not the cached ones: features do not depend on them, and an
@@ -186,8 +188,7 @@ def cached_features_kept(backbone: torch.nn.Module, dataset, *, key: dict, cache
             save_atomic({"features": feats.float(), "labels": labels, "kept": kept, "skipped": bad.as_list(),
                          "key": json.loads(json.dumps(key, default=str))}, path)
         except OSError as e:  # a read-only run folder, a full disk: the evaluation goes on without the cache
-            print(f"warning: features not cached ({describe_os_error(e)}); pass --cache-dir DIR or --no-cache",
-                  file=sys.stderr)
+            log.warning(f"warning: features not cached ({describe_os_error(e)}); pass --cache-dir DIR or --no-cache")
     return feats, labels, kept
 
 

@@ -13,7 +13,6 @@ function takes ``(setup, train, val, names, options: LinearOptions)`` and return
 from __future__ import annotations
 
 import functools
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,10 @@ from barlowtwins.evaluate.linear import DEFAULT_LRS, DEFAULT_WDS, fast_linear_pr
 from barlowtwins.evaluate.results import EvalResult
 from barlowtwins.evaluate.svm import voc07_svm_map
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.registry import Registry
+
+log = get_logger(__name__)
 
 
 def _result(setup: EvalSetup, protocol: str, names: tuple[str, str, str], metrics: dict, hyper: dict, t0: float,
@@ -58,7 +60,7 @@ def aligned(train, val, names: tuple[str, str, str]):
     val, alignment = align_classes(train, val, names[1], names[2])
     if D.is_main_process():
         for line in alignment.warnings():
-            print(f"warning: {line}", file=sys.stderr)
+            log.warning(f"warning: {line}")
     return val, alignment
 
 

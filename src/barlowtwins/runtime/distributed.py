@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,9 @@ import torch.distributed as dist
 from torch import nn
 
 from barlowtwins.runtime.hardware import cuda_index
+from barlowtwins.runtime.log import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def init_distributed(device_type: str | None = None, timeout_minutes: float = 30
         torch.cuda.set_device(cuda_index(int(layout["local_rank"])))
     line = elastic_store_warning()
     if line and int(layout["rank"]) == 0:
-        print(line, file=sys.stderr, flush=True)
+        log.warning(line)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return DistInfo(int(layout["rank"]), int(layout["local_rank"]), int(layout["world_size"]), backend)
 
@@ -180,7 +182,7 @@ def _warn_slurm_batch() -> None:
     line = slurm_batch_warning()
     if line and not _warned_slurm_batch:
         _warned_slurm_batch = True
-        print(line, file=sys.stderr, flush=True)
+        log.warning(line)
 
 
 def shutdown() -> None:

@@ -14,7 +14,6 @@ them is `barlowtwins.training.trainer.Trainer.run`.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +28,7 @@ from barlowtwins.errors import CheckpointError, DataError
 from barlowtwins.models.barlow_twins import BarlowTwins, build_model
 from barlowtwins.runtime import distributed as D
 from barlowtwins.runtime.hardware import autocast_dtype, select_device
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.placement import per_rank_batch, place_model
 from barlowtwins.training.budget import TimeBudget, warmup_steps
 from barlowtwins.training.checkpoints import CheckpointStore
@@ -38,6 +38,8 @@ from barlowtwins.training.monitor import RunMonitor
 from barlowtwins.training.optim import CosineSchedule, build_optimizer, move_state_to_params
 from barlowtwins.training.preflight import check_knn_data, check_output_folder, check_resume, schedule_changes
 from barlowtwins.transforms.progressive import check_progressive_start
+
+log = get_logger(__name__)
 
 LOG_POINTS = 30  # log lines at least, over a whole schedule
 
@@ -122,7 +124,7 @@ def read_resume(store: CheckpointStore, cfg: PretrainConfig, info: D.DistInfo) -
         return None
     ckpt, path, problems = found
     if problems and info.is_main:
-        print(f"warning: {problems[0]}; resuming from the previous checkpoint {path.name}", file=sys.stderr)
+        log.warning(f"warning: {problems[0]}; resuming from the previous checkpoint {path.name}")
     check_resume(ckpt["config"], cfg, path)
     return _Resumed(ckpt, path, schedule_changes(ckpt["config"], cfg))
 
@@ -137,7 +139,7 @@ def check_same_data(saved: dict | None, now: dict, cfg: PretrainConfig, info: D.
         raise DataError(f"{change}; resuming would train on other images than the interrupted run: restore "
                         "the data set, choose a new --out, or pass --accept-data-change to resume anyway")
     if info.is_main:
-        print(f"warning: {change}; resuming anyway (--accept-data-change)", file=sys.stderr)
+        log.warning(f"warning: {change}; resuming anyway (--accept-data-change)")
 
 
 def resume(model: nn.Module, optimizer: torch.optim.Optimizer, resumed: _Resumed, cfg: PretrainConfig

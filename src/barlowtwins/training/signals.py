@@ -54,6 +54,8 @@ class StopSignal:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt
         if signum == signal.SIGINT:
+            # print, not logging: a signal handler runs between any two bytecodes of the main thread, possibly
+            # inside a logging handler holding its lock, which logging does not support re-entering from a signal
             print("\nstopping after this step with a checkpoint (Ctrl-C again to abort)", flush=True)
         if self.received is None:
             self.received = signum

@@ -17,7 +17,6 @@ standardises and correlates over the global batch, BN layers are synchronised, a
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import torch
@@ -29,6 +28,7 @@ from barlowtwins.runtime.files import describe_os_error
 from barlowtwins.runtime.finite import nonfinite_names
 from barlowtwins.runtime.hardware import to_device
 from barlowtwins.runtime.lock import FolderLock, describe_stale
+from barlowtwins.runtime.log import NOTE, console_unconfigured, enable_console, get_logger
 from barlowtwins.runtime.memory_format import as_input_format
 from barlowtwins.training import signals
 from barlowtwins.training.autoconfig import fit_to_data
@@ -45,6 +45,8 @@ from barlowtwins.training.step import optimizer_step
 from barlowtwins.weights.run_files import FORMAT
 from barlowtwins.weights.save import write_run_backbone
 
+log = get_logger(__name__)
+
 
 def pretrain(cfg: PretrainConfig, *, fit: bool = True) -> dict:
     """Run (or resume) pretraining as configured; return a summary dict (rank 0's view).
@@ -56,12 +58,18 @@ def pretrain(cfg: PretrainConfig, *, fit: bool = True) -> dict:
     something it prints the CLI's note (rank 0); the summary's ``note`` holds it (None with a preset or without a
     fit). ``fit=False`` runs ``cfg`` as it is (``barlowtwins pretrain`` fits first, then calls it so).
 
+    The run's lines (the note, the plan, one line per ``log_every`` steps, warnings) are `logging` records of the
+    ``barlowtwins`` loggers; where the program has set up no logging, they are printed as the CLI prints them
+    (`runtime.log.enable_console`).
+
     Stop signals are handled from here on (the CLI installs the handlers earlier, on its first line); the
     summary's ``exit_status`` is 0 when the schedule (or ``--max-steps``) was reached and
     `signals.GRACEFUL_STOP_EXIT` when a signal or the time limit stopped the run early. A run that ``max_steps``
     stopped before the end of its schedule says so in one line (rank 0): the learning rate followed the full
     schedule, so it never decayed to the schedule's end.
     """
+    if console_unconfigured():  # a program that set up no logging sees the run's lines, as the CLI shows them
+        enable_console()
     installed = signals.install()
     try:
         info = D.init_distributed("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
@@ -70,18 +78,19 @@ def pretrain(cfg: PretrainConfig, *, fit: bool = True) -> dict:
             if fit:
                 fitted, note = fit_to_data(cfg)
                 if fitted != cfg and note and info.is_main:
-                    print(note, flush=True)
+                    log.info(note)
                 cfg = fitted
             with RunFolderLock(cfg.out, info) as lock:
                 summary = Trainer(cfg, info, lock).run()
             summary["note"] = note
             if summary.get("stopped_by") == "max_steps" and info.is_main:
                 step, total = summary["step"], summary["total_steps"]
-                print(f"reached --max-steps {cfg.max_steps} at step {step} of the {total}-step schedule (--max-steps "
-                      f"stops every run there; the learning rate follows the full schedule, so it has not decayed "
-                      f"as it would by step {total}): to continue, rerun with a larger --max-steps or without it; for "
-                      f"a short run, shorten the schedule instead (--epochs or --time-budget-minutes); the backbone "
-                      f"of step {step} is in {summary['run_dir']}/backbone.pth (and .safetensors)", flush=True)
+                log.info(f"reached --max-steps {cfg.max_steps} at step {step} of the {total}-step schedule "
+                         f"(--max-steps stops every run there; the learning rate follows the full schedule, so it has "
+                         f"not decayed as it would by step {total}): to continue, rerun with a larger --max-steps or "
+                         f"without it; for a short run, shorten the schedule instead (--epochs or "
+                         f"--time-budget-minutes); the backbone of step {step} is in {summary['run_dir']}/backbone.pth "
+                         f"(and .safetensors)")
             return summary
         finally:
             D.shutdown()
@@ -124,10 +133,9 @@ class RunFolderLock:
             raise ConfigError(error)
         self.held = True
         if self.info.is_main and self.lock.stale:
-            print(f"note: {describe_stale(self.lock.stale)}", file=sys.stderr)
+            log.log(NOTE, f"note: {describe_stale(self.lock.stale)}")
         if self.info.is_main and self.lock.unlocked_reason:
-            print(f"warning: the run folder is not locked against a second run ({self.lock.unlocked_reason})",
-                  file=sys.stderr)
+            log.warning(f"warning: the run folder is not locked against a second run ({self.lock.unlocked_reason})")
 
     def __enter__(self) -> "RunFolderLock":
         return self
@@ -370,7 +378,7 @@ class Trainer:
         if self.bar is not None:
             self.bar.write(line)
         else:
-            print(line, flush=True)
+            log.info(line)
 
     def _plan_line(self) -> str:
         """The budget's first estimate, said once: steps, epochs, the rate measured, and a warning when the budget

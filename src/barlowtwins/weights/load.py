@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import cast
 
 from torch import nn
 
 from barlowtwins.models.backbones import create_backbone, set_submodule
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.weights.sources import BackboneSource, load_backbone_state, load_backbone_weights, resolve_arch
+
+log = get_logger(__name__)
 
 
 def build_backbone(src: BackboneSource, *, backbone: str | None = None, stem: str | None = None,
@@ -90,5 +92,5 @@ def warn_default_image_size(origin: str = "the backbone", flag: str = "--image-s
     if origin in _WARNED:
         return
     _WARNED.add(origin)
-    print(f"warning: {origin} records no image size: using {DEFAULT_IMAGE_SIZE} px; give {flag} N (the size it "
-          "was pretrained at), or save it with save_backbone(..., image_size=N)", file=sys.stderr, flush=True)
+    log.warning(f"warning: {origin} records no image size: using {DEFAULT_IMAGE_SIZE} px; give {flag} N (the size it "
+                "was pretrained at), or save it with save_backbone(..., image_size=N)")

@@ -8,7 +8,6 @@ and builds one.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -16,10 +15,13 @@ import torch
 
 from barlowtwins.data.bad_files import collecting, note_unreadable, short_reason
 from barlowtwins.data.sampling import default_workers
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.transforms.multicrop import MultiCrop
 from barlowtwins.transforms.progressive import ViewSizes
 from barlowtwins.transforms.spec import AugmentConfig
 from barlowtwins.transforms.tensor import BatchViews
+
+log = get_logger(__name__)
 
 
 class DataPath:
@@ -95,8 +97,8 @@ class DataPath:
                 if collecting():  # a command lists every bad file once, at its end
                     note_unreadable(path, short_reason(reason))
                 else:
-                    print(f"warning: skipping unreadable image {path} ({reason}); the next readable file is used "
-                          "in its place (--strict-data makes this an error)", file=sys.stderr, flush=True)
+                    log.warning(f"warning: skipping unreadable image {path} ({reason}); the next readable file is used "
+                                "in its place (--strict-data makes this an error)")
 
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[tuple]:
         raise NotImplementedError

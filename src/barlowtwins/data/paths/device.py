@@ -6,7 +6,6 @@ refuses."""
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from typing import cast
 
@@ -18,10 +17,13 @@ from barlowtwins.data.images import SampleRef, read_file_bytes, read_image
 from barlowtwins.data.jpeg import has_jpeg_end, is_jpeg, jpeg_header
 from barlowtwins.data.paths.files import _FilePath, _FileSamples
 from barlowtwins.errors import DataError
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.transforms.device import OPS as DEVICE_OPS
 from barlowtwins.transforms.device import decode_batch
 from barlowtwins.transforms.params import view_params
 from barlowtwins.transforms.spec import AugmentConfig, run_ops
+
+log = get_logger(__name__)
 
 # SOF markers nvJPEG decodes: baseline (C0), extended 8-bit Huffman (C1), progressive (C2). Lossless (C3,
 # C7, CB, CF), arithmetic-coded (C9-CB, CD-CF) and hierarchical (C5-C7, CD-CF) JPEGs, 12-bit samples and
@@ -185,9 +187,8 @@ class DevicePath(_FilePath):
         """One warning line for the files the device decoder refused in a batch (the first three named)."""
         self.refused_names += paths
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-        print(f"warning: the device JPEG decoder refused {len(paths)} file(s) ({shown}); they are decoded with PIL "
-              f"in the loader workers from now on ({len(self.refused_names)} in this run)", file=sys.stderr,
-              flush=True)
+        log.warning(f"warning: the device JPEG decoder refused {len(paths)} file(s) ({shown}); they are decoded "
+                    f"with PIL in the loader workers from now on ({len(self.refused_names)} in this run)")
 
     def _cpu_decode(self, i: int, data: torch.Tensor, reason: str) -> torch.Tensor:
         """A JPEG refused by the device decoder, decoded by PIL; if PIL cannot read it either, the next

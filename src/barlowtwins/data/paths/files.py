@@ -8,7 +8,6 @@ memory it hands batches over in (`prefetch_for_shm`).
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -18,8 +17,11 @@ from barlowtwins.data.paths.base import DataPath
 from barlowtwins.data.sampling import GlobalBatchSampler
 from barlowtwins.errors import DataError
 from barlowtwins.runtime.distributed import local_world_size
+from barlowtwins.runtime.log import get_logger
 from barlowtwins.transforms.progressive import ViewSizes
 from barlowtwins.transforms.spec import AugmentConfig
+
+log = get_logger(__name__)
 
 MAX_REPLACEMENTS = 32  # files tried after an unreadable one before giving up
 
@@ -51,9 +53,9 @@ def prefetch_for_shm(batch_bytes: int | None, workers: int, shm: str = SHM,
     mb = lambda n: f"{n / 2**20:.0f} MB"  # noqa: E731
     who = f"{workers} loader workers" + (f" x {ranks} ranks on this node" if ranks > 1 else "")
     if fit >= 1:
-        print(f"warning: {shm} has {mb(free)} free for {who}: the loader prepares {fit} batch(es) ahead per worker "
-              f"instead of {PREFETCH}; give it more shared memory (docker run --shm-size=2g) for full speed",
-              file=sys.stderr, flush=True)
+        log.warning(f"warning: {shm} has {mb(free)} free for {who}: the loader prepares {fit} batch(es) ahead per "
+                    f"worker instead of {PREFETCH}; give it more shared memory (docker run --shm-size=2g) for full "
+                    "speed")
         return fit
     raise DataError(f"{shm} has {mb(free)} free, but {who} need {mb(batch_bytes * holders)} for one batch each; "
                     "give the container more shared memory (docker run --shm-size=2g), or lower --workers or "
