@@ -127,7 +127,9 @@ def run_barlow_twins(name: str, overrides: dict, seed: int, budget: float | None
         z = torch.cat([model.projector(fte[i: i + 1024].to(device)).float().cpu() for i in range(0, len(fte), 1024)])
     records = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
     rates = [r["images_per_sec"] for r in records if "images_per_sec" in r]
+    start = next((r for r in records if r.get("event") == "start"), {})
     result.update({"name": name, "seed": seed, "pretrain_minutes": minutes, "steps": summary["step"],
+                   "precision": start.get("precision"), "precision_reason": start.get("precision_reason"),
                    "epochs": summary["step"] * cfg.batch_size / len(train),
                    "images_per_sec": statistics.median(rates) if rates else None,
                    "erank_backbone": effective_rank(fte), "erank_projector": effective_rank(z),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import re
 import socket
 import struct
 import sys
@@ -21,6 +23,9 @@ from barlowtwins.transforms.spec import augment_config
 from barlowtwins.weights.save import write_run_backbone
 
 torch.set_num_threads(2)
+# --precision auto as on a CPU without native bf16 (float32), in this process and in the ones it starts: results
+# must not depend on the machine the suite runs on. The bf16 tests ask for it (or mock the CPU) explicitly.
+os.environ.setdefault("BARLOWTWINS_CPU_BF16", "0")
 # The library's log records printed as the CLI prints them (stdout / stderr looked up per line, so capsys sees
 # them): a test of a library function reads the lines a user of the command reads.
 enable_console()
@@ -156,3 +161,16 @@ def folder(tmp_path: Path) -> Path:
 def path_aug(size: int = 24, **kw):
     """The views the data-path tests compare: ``size`` px, a 5-px blur kernel (what small views use)."""
     return augment_config(size, blur_kernel=5, **kw)
+
+
+def python_names(message: str) -> str:
+    """A message as the library says it: each ``--flag-name`` as the field ``flag_name``."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"), message)
+
+
+def says_both(error: BaseException, flagged: str) -> None:
+    """``error`` holds ``flagged`` as the CLI prints it (flags) and, with Python's names, as its message."""
+    assert flagged in getattr(error, "cli", str(error)), (getattr(error, "cli", None), flagged)
+    assert python_names(flagged) in str(error), (str(error), flagged)
+    assert "\n" not in str(error)
+

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_fashion_mnist, write_idx
+from conftest import make_fashion_mnist, says_both, write_idx
 
 from barlowtwins.cli.pretrain import printed_config
 from barlowtwins.data.datasets import (
@@ -101,7 +101,7 @@ def test_folder_errors(tmp_path):
         labelled_folder(tmp_path / "empty", "train")
     with pytest.raises(DataError, match="no images found"):
         image_folder(tmp_path / "empty")
-    with pytest.raises(DataError, match="needs --data-dir"):
+    with pytest.raises(DataError, match="needs data_dir"):
         build_dataset("images", None)
     with pytest.raises(DataError, match="unknown data set"):
         build_dataset("mnist2")
@@ -117,7 +117,7 @@ def test_a_file_given_as_the_data_folder_says_it_is_a_file(tmp_path, image_tree)
                          (lambda: build_dataset("images", photo), "a folder of images")):
         with pytest.raises(DataError) as e:
             make()
-        assert f"data folder {photo} is a file, not a folder; --data-dir takes {needed}" in str(e.value), e.value
+        says_both(e.value, f"data folder {photo} is a file, not a folder; --data-dir takes {needed}")
         assert "does not exist" not in str(e.value)
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "train").write_text("x")  # the split a file

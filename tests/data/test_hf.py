@@ -64,9 +64,9 @@ def test_parquet_splits_and_named_columns(tmp_path):
     assert len(train) == 6 and len(test) == 4 and train.labels.tolist() == [0, 1, 0, 1, 0, 1]
     auto = build_dataset("hf", str(tmp_path / "data"), "train")  # the binary column found; no label column named
     assert len(auto) == 6 and auto.labels.tolist() == [-1] * 6
-    with pytest.raises(DataError, match="has no column 'picture'.*--image-column"):
+    with pytest.raises(DataError, match="has no column 'picture'.*image_column"):
         build_dataset("hf", str(tmp_path / "data"), "train", image_column="picture")
-    with pytest.raises(DataError, match="has no column 'y'.*--label-column"):
+    with pytest.raises(DataError, match="has no column 'y'.*label_column"):
         build_dataset("hf", str(tmp_path / "data"), "train", label_column="y")
 
 

@@ -97,7 +97,7 @@ def test_choice_of_path(folder, fmnist_dir):
     assert choose_data_path("auto", files, CPU) == "cpu"
     assert choose_data_path("auto", files, torch.device("cuda")) == "device"
     assert choose_data_path("device", memory, CPU) == "memory"
-    with pytest.raises(ConfigError, match="unknown --data-path 'gpu'; choose auto, cpu, device"):
+    with pytest.raises(ConfigError, match="unknown data_path 'gpu'; choose auto, cpu, device"):
         choose_data_path("gpu", files, CPU)
 
 
@@ -175,7 +175,7 @@ def test_progressive_resolution_makes_the_views_of_a_run_at_that_size(kind, fold
 
 def test_progressive_start_above_the_image_size_is_one_line(folder):
     ds = build_dataset("folder", folder, "train")
-    with pytest.raises(ConfigError, match="progressive-start 32 is above --image-size 24"):
+    with pytest.raises(ConfigError, match="progressive_start 32 is above image_size 24"):
         build_pipeline(ds, aug(24), batch_size=4, seed=0, device=CPU, data_path="cpu", workers=0,
                        progressive=(32, 2))
 

@@ -241,7 +241,7 @@ def test_shard_sizes_and_options():
     for bad in ("big", "-5MB", "0", "5XB"):
         with pytest.raises(ConfigError, match="--shard-size"):
             parse_size(bad)
-    with pytest.raises(DataError, match="--image-column applies to hf, not --dataset webdataset"):
+    with pytest.raises(DataError, match="image_column applies to hf, not dataset webdataset"):
         build_dataset("webdataset", "x", image_column="img")
 
 

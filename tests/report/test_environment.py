@@ -38,3 +38,15 @@ def test_cuda_devices_are_described(monkeypatch):
     text = format_text(info)
     assert "cuda:0 GPU-A, 80.0 GiB, compute capability 8.0, bf16 yes" in text
     assert "cuda:1 GPU-V, 32.0 GiB, compute capability 7.0, bf16 no" in text
+
+
+def test_the_cpus_native_bf16_and_what_auto_picks_are_shown(monkeypatch):
+    import barlowtwins.runtime.hardware as H
+
+    monkeypatch.setenv(H.CPU_BF16_ENV, "1")
+    info = collect()
+    assert info["cpu"]["bf16"] == "AVX512-BF16 (BARLOWTWINS_CPU_BF16=1)"
+    assert "native bf16 AVX512-BF16 (BARLOWTWINS_CPU_BF16=1): --precision auto picks bf16 on the CPU" in \
+        format_text(info)
+    monkeypatch.setenv(H.CPU_BF16_ENV, "0")
+    assert "native bf16 no: --precision auto picks fp32 on the CPU" in format_text(collect())

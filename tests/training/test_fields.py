@@ -31,21 +31,32 @@ def test_defaults_pass_and_each_declared_bound_is_one_line():
     Toy()
     cases = [
         (dict(name="c"), "unknown name 'c'; choose a, b"),
-        (dict(count=0), "--count must be >= 1 and <= 10 (a toy bound), got 0"),
-        (dict(count=2.5), "--count: 2.5 is not a whole number"),
-        (dict(count=True), "--count: True is not a whole number"),
-        (dict(rate=0.0), "--rate must be > 0, got 0.0"),
-        (dict(rate=float("nan")), "--rate: nan is not a finite number"),
-        (dict(pair=(0.9, 0.1)), "--pair takes the low value first, got 0.9 0.1; write --pair 0.1 0.9"),
-        (dict(pair=(-1.0, 1.0)), "each value of --pair must be >= 0, got -1.0 1.0"),
-        (dict(flag_on=1), "--flag-on: 1 is not true or false"),
-        (dict(odd=4), "--odd 4 is not valid; use an odd number"),
-        (dict(name=None), "--name cannot be empty"),
+        (dict(count=0), "count must be >= 1 and <= 10 (a toy bound), got 0"),
+        (dict(count=2.5), "count: 2.5 is not a whole number"),
+        (dict(count=True), "count: True is not a whole number"),
+        (dict(rate=0.0), "rate must be > 0, got 0.0"),
+        (dict(rate=float("nan")), "rate: nan is not a finite number"),
+        (dict(pair=(0.9, 0.1)), "pair takes the low value first, got 0.9 0.1; write pair=(0.1, 0.9)"),
+        (dict(pair=(-1.0, 1.0)), "each value of pair must be >= 0, got -1.0 1.0"),
+        (dict(flag_on=1), "flag_on: 1 is not true or false"),
+        (dict(odd=4), "odd 4 is not valid; use an odd number"),
+        (dict(name=None), "name cannot be empty"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ConfigError) as e:
             Toy(**kwargs)
-        assert str(e.value) == message, kwargs
+        assert str(e.value) == message, kwargs  # Python's names, for a program
+
+
+def test_each_field_error_also_carries_the_command_lines_spelling():
+    """The CLI prints ``cli``: the same message with the flags (``--flag-on``) where Python names the field."""
+    for kwargs, said in [(dict(flag_on=1), "--flag-on: 1 is not true or false"),
+                         (dict(pair=(0.9, 0.1)), "--pair takes the low value first, got 0.9 0.1; write --pair 0.1 0.9"),
+                         (dict(count=0), "--count must be >= 1 and <= 10 (a toy bound), got 0"),
+                         (dict(name=None), "--name cannot be empty")]:
+        with pytest.raises(ConfigError) as e:
+            Toy(**kwargs)
+        assert e.value.cli == said
 
 
 def test_yaml_values_are_coerced_to_the_field_types():

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import says_both, tiny_config
 
 from barlowtwins.training.monitor import RunMonitor, heatmap_rgb, read_snapshots
 from barlowtwins.training.trainer import pretrain
@@ -118,6 +118,7 @@ def test_tensorboard_event_file_holds_the_scalars_and_heat_maps(fmnist_dir, tmp_
 def test_bad_monitoring_settings_fail_before_work(fmnist_dir, tmp_path, kw, match):
     from barlowtwins.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError) as e:
         pretrain(tiny_config(fmnist_dir, tmp_path / "r", **kw))
+    says_both(e.value, match)
     assert not (tmp_path / "r" / "metrics.jsonl").exists()

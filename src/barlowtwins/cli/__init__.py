@@ -109,7 +109,9 @@ def _main(argv: list[str]) -> int:
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except BarlowTwinsError as e:
-        print(f"barlowtwins {args.command}: error: {printable(cli_message(_one_line(e)))}", file=sys.stderr)
+        said = getattr(e, "cli", None)  # the message with flags where the library's names Python fields
+        text = " ".join(said.split()) if said else cli_message(_one_line(e))
+        print(f"barlowtwins {args.command}: error: {printable(text)}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only file system, a name too long: whatever command met it
         doing = "write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"

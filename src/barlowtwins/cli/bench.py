@@ -23,7 +23,7 @@ from barlowtwins.cli.common import add_strict_data_arg, printable, report_skippe
 from barlowtwins.data.pipeline import AUTO, DATA_PATHS
 from barlowtwins.errors import ConfigError
 from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check_int
-from barlowtwins.runtime.hardware import select_device
+from barlowtwins.runtime.hardware import PRECISION_HELP, select_device
 
 
 def add_parser(sub, name: str) -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def add_parser(sub, name: str) -> argparse.ArgumentParser:
     m.add_argument("--projector", default="8192-8192-8192")
     m.add_argument("--image-size", type=int, default=224)
     m.add_argument("--batch-size", type=int, default=64, help="samples per step (two views each)")
-    m.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    m.add_argument("--precision", default="auto", help=PRECISION_HELP)
     m.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     d = p.add_argument_group("data")
     d.add_argument("--data-path", nargs="+", default=None, choices=tuple(DATA_PATHS),

@@ -13,6 +13,7 @@ from barlowtwins.evaluate.backbone import load_eval_backbone
 from barlowtwins.evaluate.protocols import LINEAR_PROTOCOLS
 from barlowtwins.models.backbones import STEMS
 from barlowtwins.runtime import distributed as D
+from barlowtwins.runtime.hardware import PRECISION_HELP
 from barlowtwins.weights.load import warn_default_image_size
 
 
@@ -65,7 +66,7 @@ def add_architecture_args(g: argparse._ArgumentGroup) -> None:
 
 def add_device_args(h: argparse._ArgumentGroup) -> None:
     h.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    h.add_argument("--precision", default="auto", help="auto (bf16 on CUDA), fp32 or bf16")
+    h.add_argument("--precision", default="auto", help=PRECISION_HELP)
     h.add_argument("--workers", type=int, default=None, help="data-loader processes for image folders")
 
 

@@ -35,7 +35,7 @@ from barlowtwins.data.hf import table_dataset
 from barlowtwins.data.image_files import ImageFiles, split_folders
 from barlowtwins.data.images import IMAGE_EXTENSIONS, find_image_files, folder_key
 from barlowtwins.data.shards import shard_dataset
-from barlowtwins.errors import DataError
+from barlowtwins.errors import DataError, field_error
 from barlowtwins.runtime.log import NOTE, get_logger
 from barlowtwins.runtime.registry import Registry
 
@@ -131,8 +131,9 @@ def find_fashion_mnist(root: str | os.PathLike | None = None) -> Path:
         if _find_idx(c, "train-images-idx3-ubyte") is not None:
             return c
     where = ", ".join(str(c) for c in candidates)
-    raise DataError(f"Fashion-MNIST not found (looked in {where}); on Debian/Ubuntu run "
-                    "'apt-get install dataset-fashion-mnist', or pass --data-dir with train-images-idx3-ubyte.gz")
+    raise field_error(lambda n: f"Fashion-MNIST not found (looked in {where}); on Debian/Ubuntu run 'apt-get install "
+                                f"dataset-fashion-mnist', or pass {n('data_dir')} with train-images-idx3-ubyte.gz",
+                      DataError)
 
 
 def load_fashion_mnist(root: str | os.PathLike | None = None, split: str = "train",
@@ -182,8 +183,9 @@ def _torchvision_dataset(name: str, root: str | os.PathLike | None, split: str, 
             images = torch.from_numpy(np.asarray(ds.data))  # already (N, 3, 96, 96)
             return InMemoryImages(images, torch.as_tensor(ds.labels, dtype=torch.int64), ds.classes, name)
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        raise DataError(f"{name} not found under {root} ({e}); pass --download on a machine with internet, "
-                        "or --data-dir pointing at an existing copy") from None
+        why = str(e)
+        raise field_error(lambda n: f"{name} not found under {root} ({why}); pass {n('download')} on a machine with "
+                                    f"internet, or {n('data_dir')} pointing at an existing copy", DataError) from None
     raise DataError(f"unknown data set '{name}'")
 
 
@@ -200,16 +202,16 @@ def labelled_folder(root: str | os.PathLike, split: str | None = "train",
     base = Path(root).expanduser()
     folder = base / split if split else base
     if base.exists() and not base.is_dir():  # a file given as --data-dir
-        raise DataError(f"data folder {base} is a file, not a folder; --data-dir takes a folder of "
-                        f"{split + '/' if split else ''}<class>/<image> (the ImageNet layout)")
+        raise field_error(lambda n: f"data folder {base} is a file, not a folder; {n('data_dir')} takes a folder of "
+                                    f"{split + '/' if split else ''}<class>/<image> (the ImageNet layout)", DataError)
     if not folder.is_dir():
         hint = f" (expected {base}/{split}/<class>/<image>, the ImageNet layout)" if split else ""
         what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise DataError(f"data folder {folder} {what}{hint}; check --data-dir")
+        raise field_error(lambda n: f"data folder {folder} {what}{hint}; check {n('data_dir')}", DataError)
     classes = sorted(n for n in os.listdir(folder) if not n.startswith(".") and os.path.isdir(folder / n))
     if not classes:
-        raise DataError(f"data folder {folder} has no class sub-folders; put images in {folder}/<class>/, "
-                        "or use --dataset images for unlabelled images")
+        raise field_error(lambda n: f"data folder {folder} has no class sub-folders; put images in "
+                                    f"{folder}/<class>/, or use {n('dataset')} images for unlabelled images", DataError)
     files, labels = [], []
     for label, cls in enumerate(classes):
         # Each class is walked by itself (a folder two classes link to counts in both); a link back to the
@@ -238,10 +240,10 @@ def image_folder(root: str | os.PathLike, transform: Callable | None = None, *, 
     """
     folder = Path(root).expanduser()
     if folder.exists() and not folder.is_dir():  # a file given as --data-dir
-        raise DataError(f"data folder {folder} is a file, not a folder; --data-dir takes a folder of images (at any "
-                        "depth)")
+        raise field_error(lambda n: f"data folder {folder} is a file, not a folder; {n('data_dir')} takes a folder "
+                                    "of images (at any depth)", DataError)
     if not folder.is_dir():
-        raise DataError(f"data folder {folder} does not exist; check --data-dir")
+        raise field_error(lambda n: f"data folder {folder} does not exist; check {n('data_dir')}", DataError)
     if split is None:
         splits = split_folders(folder)
         if splits:
@@ -453,11 +455,10 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, split: str =
     options = {k: v for k, v in options.items() if v is not None}
     unknown = [k for k in options if k not in spec.options]
     if unknown:
-        raise DataError(f"--{unknown[0].replace('_', '-')} applies to "
-                        f"{' and '.join(s.name for s in DATASETS.values() if unknown[0] in s.options) or 'no data set'}"
-                        f", not --dataset {name}")
+        takers = " and ".join(s.name for s in DATASETS.values() if unknown[0] in s.options) or "no data set"
+        raise field_error(lambda n: f"{n(unknown[0])} applies to {takers}, not {n('dataset')} {name}", DataError)
     if spec.needs_root and root is None:
-        raise DataError(f"--dataset {name} needs --data-dir pointing at your images")
+        raise field_error(lambda n: f"{n('dataset')} {name} needs {n('data_dir')} pointing at your images", DataError)
     if spec.splits and split not in spec.splits:
         raise DataError(f"{name} has splits {', '.join(spec.splits)}, not '{split}'")
     return spec.reader(root, split, download, **options)

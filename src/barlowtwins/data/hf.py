@@ -30,7 +30,7 @@ from pathlib import Path
 from barlowtwins.data.image_files import ImageFiles
 from barlowtwins.data.images import SampleRef
 from barlowtwins.data.labels import read_labels
-from barlowtwins.errors import DataError
+from barlowtwins.errors import DataError, field_error
 
 LABEL_NAMES = ("label", "labels", "cls")
 
@@ -41,7 +41,8 @@ def _pyarrow():
         import pyarrow.ipc  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise DataError("--dataset hf needs pyarrow: pip install 'barlowtwins[hf]'") from None
+        raise field_error(lambda n: f"{n('dataset')} hf needs pyarrow: pip install 'barlowtwins[hf]'",
+                          DataError) from None
     return pyarrow
 
 
@@ -118,7 +119,7 @@ def table_files(root: str, split: str | None) -> tuple[list[str], dict]:
     if path.is_file():
         return [str(path)], {}
     if not path.is_dir():
-        raise DataError(f"data folder {path} does not exist; check --data-dir")
+        raise field_error(lambda n: f"data folder {path} does not exist; check {n('data_dir')}", DataError)
     if (path / "dataset_dict.json").is_file():  # a DatasetDict: one save_to_disk folder per split
         splits = _json(path / "dataset_dict.json").get("splits", [])
         if split is None or split not in splits:
@@ -138,8 +139,8 @@ def table_files(root: str, split: str | None) -> tuple[list[str], dict]:
         files = sorted(str(p) for p in candidates)
         if files:
             return files, {}
-    raise DataError(f"no data set in {path}: expected a folder written by save_to_disk (state.json) or .parquet "
-                    "files; check --data-dir")
+    raise field_error(lambda n: f"no data set in {path}: expected a folder written by save_to_disk (state.json) or "
+                                f".parquet files; check {n('data_dir')}", DataError)
 
 
 def _columns(schema, features: dict, image_column: str | None, label_column: str | None, where: str):
@@ -156,18 +157,18 @@ def _columns(schema, features: dict, image_column: str | None, label_column: str
         image_column = next((n for n in tagged if n in names), None) or \
             next((f.name for f in schema if looks_like_image(f)), None)
         if image_column is None:
-            raise DataError(f"{where} has no image column (columns: {', '.join(names)}); name it with "
-                            "--image-column")
+            raise field_error(lambda n: f"{where} has no image column (columns: {', '.join(names)}); name it with "
+                                        f"{n('image_column')}", DataError)
     elif image_column not in names:
-        raise DataError(f"{where} has no column '{image_column}' (columns: {', '.join(names)}); check "
-                        "--image-column")
+        raise field_error(lambda n: f"{where} has no column '{image_column}' (columns: {', '.join(names)}); check "
+                                    f"{n('image_column')}", DataError)
     if label_column is None:
         tagged = [n for n, f in features.items() if isinstance(f, dict) and f.get("_type") == "ClassLabel"]
         label_column = next((n for n in tagged if n in names), None) or next((n for n in LABEL_NAMES if n in names),
                                                                             None)
     elif label_column not in names:
-        raise DataError(f"{where} has no column '{label_column}' (columns: {', '.join(names)}); check "
-                        "--label-column")
+        raise field_error(lambda n: f"{where} has no column '{label_column}' (columns: {', '.join(names)}); check "
+                                    f"{n('label_column')}", DataError)
     return image_column, label_column
 
 

@@ -47,7 +47,7 @@ from barlowtwins.data.paths.base import DataPath
 from barlowtwins.data.paths.cpu import CpuPath
 from barlowtwins.data.paths.device import DevicePath
 from barlowtwins.data.paths.memory import MemoryPath
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import field_error
 from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.registry import Registry
 from barlowtwins.transforms.device import check_device_decoder
@@ -93,7 +93,8 @@ def data_path_help() -> str:
 def choose_data_path(data_path: str, dataset, device: torch.device) -> str:
     """``memory`` for in-memory data; for files a registered path (``auto``: device on CUDA, else cpu)."""
     if data_path not in data_path_choices():
-        raise ConfigError(f"unknown --data-path '{data_path}'; choose {', '.join(data_path_choices())}")
+        raise field_error(lambda n: f"unknown {n('data_path')} '{data_path}'; choose "
+                                    f"{', '.join(data_path_choices())}")
     if is_in_memory(dataset):
         return MemoryPath.kind
     if data_path == AUTO:

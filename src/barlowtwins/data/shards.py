@@ -47,7 +47,7 @@ from barlowtwins.data.images import SampleRef
 from barlowtwins.data.labels import read_labels
 from barlowtwins.data.manifest import BLOCK, Manifest, read_manifest, sample_key
 from barlowtwins.data.sampling import GlobalBatchSampler
-from barlowtwins.errors import DataError
+from barlowtwins.errors import DataError, field_error
 from barlowtwins.runtime.files import file_sha256
 from barlowtwins.runtime.log import get_logger
 
@@ -104,9 +104,9 @@ def shard_sources(spec: str) -> list[str]:
     if path.is_dir():
         found = sorted(str(p) for p in path.glob("*.tar"))
         if not found:
-            raise DataError(f"no .tar shards in {path}; point --data-dir at the shards (a folder, a pattern such as "
-                            "'shards/train-{000000..000099}.tar', or a list file), or write them with 'barlowtwins "
-                            "shard'")
+            raise field_error(lambda n: f"no .tar shards in {path}; point {n('data_dir')} at the shards (a folder, a "
+                                        "pattern such as 'shards/train-{000000..000099}.tar', or a list file), or "
+                                        "write them with 'barlowtwins shard'", DataError)
         return found
     if path.is_file() and path.suffix != ".tar" and not tarfile.is_tarfile(path):  # a list file
         base = path.parent
@@ -125,15 +125,15 @@ def shard_sources(spec: str) -> list[str]:
         for item in expand_braces(str(path)):
             out += sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
         if not out:
-            raise DataError(f"the shard pattern {spec} matches nothing; check --data-dir")
+            raise field_error(lambda n: f"the shard pattern {spec} matches nothing; check {n('data_dir')}", DataError)
     dirs = [s for s in out if not s.startswith("pipe:") and os.path.isdir(s)]
     if dirs:
-        raise DataError(f"{dirs[0]} is a folder, not a shard (from {spec}); name .tar files, or give the folder "
-                        "itself as --data-dir")
+        raise field_error(lambda n: f"{dirs[0]} is a folder, not a shard (from {spec}); name .tar files, or give the "
+                                    f"folder itself as {n('data_dir')}", DataError)
     missing = [s for s in out if not s.startswith("pipe:") and not os.path.isfile(s)]
     if missing:
-        raise DataError(f"shard {missing[0]} does not exist ({len(missing)} of {len(out)} missing, from {spec}); "
-                        "check --data-dir, or copy the missing shards")
+        raise field_error(lambda n: f"shard {missing[0]} does not exist ({len(missing)} of {len(out)} missing, from "
+                                    f"{spec}); check {n('data_dir')}, or copy the missing shards", DataError)
     return out
 
 
@@ -318,8 +318,9 @@ def scan_shard(path: str) -> ShardIndex:
                     entry["label:" + ext] = f.read(m.size)
                     f.seek(here)
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"shard {path} is truncated or not a tar file ({type(e).__name__}: {str(e)[:120]}); "
-                        "re-create it, or leave it out of --data-dir") from None
+        why = f"{type(e).__name__}: {str(e)[:120]}"
+        raise field_error(lambda n: f"shard {path} is truncated or not a tar file ({why}); re-create it, or leave it "
+                                    f"out of {n('data_dir')}", DataError) from None
     samples, without = [], []
     for key, entry in groups:
         image = next((entry[k] for k in IMAGE_KEYS if k in entry), None)
@@ -398,9 +399,10 @@ class ShardImages(ImageFiles):
         whose bytes differ from its manifest's SHA-256 (each shard with a manifest is read once, in full)."""
         lost = [(p, n) for p, _, n in self.checks if n]
         if lost:
-            raise DataError(f"shard {lost[0][0]} is truncated: {lost[0][1]} of the samples its manifest lists are "
-                            f"gone{f' ({len(lost)} shards cut short)' if len(lost) > 1 else ''}; re-create or copy "
-                            "it again, or run without --strict-data to train on what is left")
+            more = f" ({len(lost)} shards cut short)" if len(lost) > 1 else ""
+            raise field_error(lambda n: f"shard {lost[0][0]} is truncated: {lost[0][1]} of the samples its manifest "
+                                        f"lists are gone{more}; re-create or copy it again, or run without "
+                                        f"{n('strict_data')} to train on what is left", DataError)
         for path, sha, _ in self.checks:
             if sha and file_sha256(path) != sha:
                 raise DataError(f"shard {path} does not match the SHA-256 its manifest records (damaged or "

@@ -21,7 +21,7 @@ import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import ConfigError, field_error
 from barlowtwins.runtime.console import did_you_mean
 
 STEMS = ("standard", "small", "small-pool")
@@ -101,8 +101,8 @@ def _create_timm_backbone(name: str, *, stem: str, width: int | None, weights: s
     """A timm model without its classifier (``num_classes=0``: pooled features of size ``num_features``)."""
     timm = timm_module()  # installed and the name known: `check_backbone_name` ran first
     if stem != "standard" or width is not None:
-        raise ConfigError("--stem and --width apply to torchvision ResNets only, not to timm models; "
-                          "pick a timm variant instead (e.g. timm:resnet10t)")
+        raise field_error(lambda n: f"{n('stem')} and {n('width')} apply to torchvision ResNets only, not to timm "
+                                    "models; pick a timm variant instead (e.g. timm:resnet10t)")
     if weights is not None:
         raise ConfigError("timm weights are not downloaded here; load a checkpoint file with --checkpoint instead")
     model = timm.create_model(name, pretrained=False, num_classes=0)
@@ -207,7 +207,8 @@ def create_backbone(name: str, *, stem: str = "standard", zero_init_residual: bo
     if width is not None:
         width = check_int("width (channels of the first stage)", width, 1, MAX_WIDTH)
     if width is not None and weights is not None:
-        raise ConfigError("--width changes the architecture and cannot be combined with pretrained weights")
+        raise field_error(lambda n: f"{n('width')} changes the architecture and cannot be combined with pretrained "
+                                    "weights")
     kwargs = {}
     if name.startswith(("googlenet", "inception")):
         kwargs["aux_logits"] = False  # torchvision drops the auxiliary heads after loading weights

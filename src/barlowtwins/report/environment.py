@@ -17,7 +17,7 @@ import torch
 
 from barlowtwins.data.datasets import FASHION_MNIST_DIRS, find_fashion_mnist
 from barlowtwins.data.sampling import default_workers
-from barlowtwins.runtime.hardware import select_device, usable_cpus
+from barlowtwins.runtime.hardware import cpu_bf16_feature, select_device, usable_cpus
 from barlowtwins.version import __version__
 
 # Optional packages: (what it is for, module, how to install). The report's extras are declared in pyproject.toml.
@@ -101,8 +101,8 @@ def collect() -> dict:
         "mps": bool(mps is not None and mps.is_available()),
         "default_device": str(select_device("auto")),
         "cpu": {"count": os.cpu_count(), "usable": usable_cpus(), "threads": torch.get_num_threads(),
-                "capability": torch.backends.cpu.get_cpu_capability()
-                if hasattr(torch.backends, "cpu") else None},
+                "capability": torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else None,
+                "bf16": cpu_bf16_feature()},
         "workers": {"default": default_workers(1), "rule": "usable CPUs per process - 1, between 1 and 10"},
         "compile": _compile_status(),
         "distributed": {"available": torch.distributed.is_available(),
@@ -134,7 +134,8 @@ def format_text(info: dict) -> str:
     lines += [f"mps         {yes(info['mps'])}",
               f"device      {info['default_device']} (what --device auto picks)",
               f"cpus        {cpu['count']} ({cpu['usable']} usable, torch threads {cpu['threads']}, "
-              f"{cpu['capability']})",
+              f"{cpu['capability']}, native bf16 {cpu.get('bf16') or 'no'}: --precision auto picks "
+              f"{'bf16' if cpu.get('bf16') else 'fp32'} on the CPU)",
               f"workers     {info['workers']['default']} data-loader processes by default "
               f"({info['workers']['rule']})",
               f"compile     torch.compile {yes(info['compile']['available'] and info['compile']['dynamo'])}"

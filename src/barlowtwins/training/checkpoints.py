@@ -17,7 +17,7 @@ import errno
 import os
 from pathlib import Path
 
-from barlowtwins.errors import CheckpointError
+from barlowtwins.errors import CheckpointError, field_error
 from barlowtwins.runtime.files import file_sha256, save_atomic, stale_temp_pid, write_text_atomic
 from barlowtwins.weights.run_files import CHECKPOINT_NAME, FORMAT, load_checkpoint
 
@@ -52,7 +52,8 @@ def check_training_checkpoint(ckpt: dict, path: Path) -> None:
     """Raise a one-line `CheckpointError` unless ``ckpt`` has what a resume needs."""
     if ckpt.get("format") != FORMAT or not isinstance(ckpt.get("model"), dict) \
             or not isinstance(ckpt.get("optimizer"), dict):
-        raise CheckpointError(f"{path} is not a barlowtwins training checkpoint; choose a new --out")
+        raise field_error(lambda n: f"{path} is not a barlowtwins training checkpoint; choose a new {n('out')}",
+                          CheckpointError)
     step = ckpt.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"{path} has no valid step count (found {step!r}); it is damaged")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -24,6 +25,7 @@ from barlowtwins.models.backbones import MAX_IMAGE_SIZE, MAX_WIDTH, STEMS, check
 from barlowtwins.models.loss import TERMS
 from barlowtwins.models.projector import parse_projector_spec
 from barlowtwins.runtime.files import write_text_atomic
+from barlowtwins.runtime.hardware import PRECISION_HELP
 from barlowtwins.training import fields as config_fields
 from barlowtwins.training.fields import (  # noqa: F401  (re-exported: the names users import from here)
     MAX_YAML_ALIASES,
@@ -181,7 +183,7 @@ class PretrainConfig:
                                                  gt=0, why="the input is divided by it")
     # Hardware and run
     device: str = opt("auto", "where to train: auto, cuda, cuda:<index>, mps or cpu", check=_device_ok)
-    precision: str = opt("auto", "arithmetic: auto (bf16 on CUDA when supported), fp32 or bf16",
+    precision: str = opt("auto", "arithmetic: " + PRECISION_HELP,
                          choices=("auto", "fp32", "bf16"))
     channels_last: bool = opt(True, "channels-last memory format (faster convolutions on GPUs)")
     compile: bool = opt(False, "compile the network with torch.compile")
@@ -384,10 +386,17 @@ def resolved_dict(cfg, channels: int | None = None) -> dict:
     return values
 
 
-def save_config(cfg, path: Path, channels: int | None = None) -> None:
+def save_config(cfg, path: Path, channels: int | None = None, notes: Mapping[str, str] | None = None) -> None:
     """Write the resolved config as YAML (`resolved_dict`: the augmentation values that ran, not ``null``),
-    atomically (a kill mid-write leaves the previous file). ``channels``: the data's (default `config_channels`)."""
-    write_text_atomic(path, yaml.safe_dump(resolved_dict(cfg, channels), sort_keys=False))
+    atomically (a kill mid-write leaves the previous file). ``channels``: the data's (default `config_channels`).
+    ``notes``: a comment after a field's line (``precision: auto  # ran bf16 autocast (...)``): what the run made
+    of a setting, for the reader, while the value stays what was asked (a config read back asks the same)."""
+    lines = yaml.safe_dump(resolved_dict(cfg, channels), sort_keys=False).splitlines()
+    for name, note in (notes or {}).items():
+        i = next((i for i, line in enumerate(lines) if line.startswith(f"{name}: ")), None)
+        if i is not None:
+            lines[i] += "  # " + " ".join(str(note).split())
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 PretrainConfig.__doc__ = class_doc(PretrainConfig, derived=_derived_words)

@@ -20,7 +20,7 @@ from dataclasses import field, fields
 
 import yaml
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import ConfigError, field_error
 from barlowtwins.runtime.console import did_you_mean
 
 # A field name -> its derived default in words, or None where the field's own default is what is shown.
@@ -54,7 +54,7 @@ def _base_type(cls, name: str):
 
 def _check_type(name: str, value, base) -> None:
     def bad(what: str):
-        raise ConfigError(f"{flag(name)}: {short(value)} is not {what}")
+        raise field_error(lambda n: f"{n(name)}: {short(value)} is not {what}")
 
     if typing.get_origin(base) is tuple:
         n = len(typing.get_args(base))
@@ -101,7 +101,7 @@ def validate_config(cfg) -> None:
         if value is None:
             if optional:
                 continue
-            raise ConfigError(f"{flag(f.name)} cannot be empty")
+            raise field_error(lambda n: f"{n(f.name)} cannot be empty")
         _check_type(f.name, value, base)
         meta = f.metadata
         if not meta:
@@ -114,10 +114,12 @@ def validate_config(cfg) -> None:
                 why = f" ({meta['why']})" if meta.get("why") else ""
                 each = "each value of " if len(numbers) > 1 else ""
                 shown = " ".join(str(x) for x in value) if isinstance(value, (tuple, list)) else value
-                raise ConfigError(f"{each}{flag(f.name)} must be {_describe_range(meta)}{why}, got {shown}")
+                raise field_error(lambda n: f"{each}{n(f.name)} must be {_describe_range(meta)}{why}, got {shown}")
         if meta["ordered"] and value[0] > value[1]:
-            raise ConfigError(f"{flag(f.name)} takes the low value first, got {value[0]} {value[1]}; "
-                              f"write {flag(f.name)} {value[1]} {value[0]}")
+            low, high = value[1], value[0]
+            raise field_error(lambda n: f"{n(f.name)} takes the low value first, got {high} {low}; write "
+                              + (f"{n(f.name)} {low} {high}" if n(f.name).startswith("--")
+                                 else f"{f.name}=({low}, {high})"))
         if meta["choices"] is not None:
             choices = choice_values(meta)
             assert choices is not None  # None only when meta has no choices; it has, just checked
@@ -128,7 +130,7 @@ def validate_config(cfg) -> None:
         if meta["check"] is not None:
             allowed = meta["check"](value)
             if allowed:
-                raise ConfigError(f"{flag(f.name)} {short(value)} is not valid; use {allowed}")
+                raise field_error(lambda n: f"{n(f.name)} {short(value)} is not valid; use {allowed}")
 
 
 MAX_YAML_ALIASES = 20  # a config is a few flat fields; more aliases only serve to blow up memory

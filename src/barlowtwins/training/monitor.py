@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import field_error
 from barlowtwins.runtime.files import append_line, as_write_error
 
 CORRELATION_FILE = "correlation.jsonl"
@@ -77,8 +77,8 @@ class RunMonitor:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ConfigError("--tensorboard needs the tensorboard package: pip install 'barlowtwins[tensorboard]'"
-                                  ) from None
+                raise field_error(lambda n: f"{n('tensorboard')} needs the tensorboard package: pip install "
+                                            "'barlowtwins[tensorboard]'") from None
             self.writer = SummaryWriter(str(self.out / TENSORBOARD_DIR))
         self.wait = 0.0
         self.window_start: float | None = None

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import field_error
 from barlowtwins.training.knn_monitor import KnnMonitor
 
 # Fields that must not change when a run is resumed: they define the network, the meaning of a step, or (seed)
@@ -24,21 +24,25 @@ def check_output_folder(out: str | os.PathLike) -> None:
     out = Path(out)
     for part in out.parts:
         if len(os.fsencode(part)) > 255:  # NAME_MAX of every common file system
-            raise ConfigError(f"--out has a folder name of {len(os.fsencode(part))} bytes ({part[:40]}...); "
-                              "file systems allow at most 255: choose a shorter --out")
+            raise field_error(lambda n: f"{n('out')} has a folder name of {len(os.fsencode(part))} bytes "
+                                        f"({part[:40]}...); file systems allow at most 255: choose a shorter "
+                                        f"{n('out')}")
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder; choose another --out")
+        raise field_error(lambda n: f"{n('out')} {out} is a file, not a folder; choose another {n('out')}")
     existing = out
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"--out {out} cannot be created: {existing} is a file; choose another --out")
+        raise field_error(lambda n: f"{n('out')} {out} cannot be created: {existing} is a file; choose another "
+                                    f"{n('out')}")
     try:  # os.access says yes to root on a read-only mount: try a real write
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise ConfigError(f"--out {out} is not writable ({e.strerror or e}); choose another --out") from None
+        why = e.strerror or str(e)
+        raise field_error(lambda n: f"{n('out')} {out} is not writable ({why}); choose another "
+                                    f"{n('out')}") from None
 
 
 def check_knn_data(cfg) -> KnnMonitor | None:
@@ -47,8 +51,9 @@ def check_knn_data(cfg) -> KnnMonitor | None:
     if not cfg.knn_every:
         return None
     if (cfg.knn_dataset or cfg.dataset) == "images":
-        raise ConfigError("--knn-every needs labelled data: give --knn-dataset (and --knn-data-dir), e.g. "
-                          "--knn-dataset folder --knn-data-dir /data/imagenet")
+        raise field_error(lambda n: f"{n('knn_every')} needs labelled data: give {n('knn_dataset')} (and "
+                                    f"{n('knn_data_dir')}), e.g. {n('knn_dataset')} folder {n('knn_data_dir')} "
+                                    "/data/imagenet")
     return KnnMonitor(cfg)
 
 
@@ -59,15 +64,16 @@ def check_resume(saved: dict, cfg, path: Path) -> None:
     now = {k: getattr(cfg, k) for k in RESUME_KEYS}
     diffs = [f"{k}={was[k]!r} (now {now[k]!r})" for k in RESUME_KEYS if was[k] != now[k]]
     if diffs:
-        raise ConfigError(f"run folder {path.parent} was started with {', '.join(diffs)}; "
-                          "resume with the same settings or choose a new --out")
+        raise field_error(lambda n: f"run folder {path.parent} was started with {', '.join(diffs)}; resume with the "
+                                    f"same settings or choose a new {n('out')}")
     budget_was, budget_now = saved.get("time_budget_minutes"), cfg.time_budget_minutes
     if budget_was and budget_now and budget_was != budget_now:
         # the budget's plan (its step count, the corrections made) is in the checkpoint: another number of minutes
         # would be silently ignored
-        raise ConfigError(f"run folder {path.parent} was planned for --time-budget-minutes {budget_was:g}, not "
-                          f"{budget_now:g}; a budget cannot change on resume: rerun with {budget_was:g}, or set the "
-                          "length with --epochs N --time-budget-minutes 0, or choose a new --out")
+        raise field_error(lambda n: f"run folder {path.parent} was planned for {n('time_budget_minutes')} "
+                                    f"{budget_was:g}, not {budget_now:g}; a budget cannot change on resume: rerun "
+                                    f"with {budget_was:g}, or set the length with {n('epochs')} N "
+                                    f"{n('time_budget_minutes')} 0, or choose a new {n('out')}")
 
 
 def schedule_changes(saved: dict, cfg) -> list[str]:

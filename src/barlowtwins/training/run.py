@@ -24,10 +24,10 @@ from torch import nn
 from barlowtwins.data.datasets import build_dataset, data_options
 from barlowtwins.data.fingerprint import compare, fingerprint
 from barlowtwins.data.pipeline import pipeline_from_config
-from barlowtwins.errors import CheckpointError, DataError
+from barlowtwins.errors import CheckpointError, DataError, field_error
 from barlowtwins.models.barlow_twins import BarlowTwins, build_model
 from barlowtwins.runtime import distributed as D
-from barlowtwins.runtime.hardware import autocast_dtype, select_device
+from barlowtwins.runtime.hardware import Precision, choose_precision, select_device
 from barlowtwins.runtime.log import get_logger
 from barlowtwins.runtime.placement import per_rank_batch, place_model
 from barlowtwins.training.budget import TimeBudget, warmup_steps
@@ -85,6 +85,7 @@ class Run:
     cfg: PretrainConfig
     info: D.DistInfo
     device: torch.device
+    precision: Precision  # what autocast does (its dtype: amp_dtype) and why, said on the run's first line
     amp_dtype: torch.dtype | None
     out: Path
     store: CheckpointStore
@@ -104,6 +105,7 @@ class Run:
     saved_step: int | None = None  # the step of the newest checkpoint on disk
     resumed_from: Path | None = None
     resume_changes: list[str] = field(default_factory=list)  # what a rerun changed in the schedule
+    resumed_precision: str | None = None  # the precision the resumed checkpoint was trained in (None: not recorded)
 
     @property
     def world(self) -> int:
@@ -136,8 +138,9 @@ def check_same_data(saved: dict | None, now: dict, cfg: PretrainConfig, info: D.
     if change is None:
         return
     if not cfg.accept_data_change:
-        raise DataError(f"{change}; resuming would train on other images than the interrupted run: restore "
-                        "the data set, choose a new --out, or pass --accept-data-change to resume anyway")
+        raise field_error(lambda n: f"{change}; resuming would train on other images than the interrupted run: "
+                                    f"restore the data set, choose a new {n('out')}, or pass "
+                                    f"{n('accept_data_change')} to resume anyway", DataError)
     if info.is_main:
         log.warning(f"warning: {change}; resuming anyway (--accept-data-change)")
 
@@ -150,8 +153,9 @@ def resume(model: nn.Module, optimizer: torch.optim.Optimizer, resumed: _Resumed
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{resumed.path} does not match this network ({str(e).splitlines()[0]}); "
-                              "choose a new --out") from None
+        why = str(e).splitlines()[0]
+        raise field_error(lambda n: f"{resumed.path} does not match this network ({why}); choose "
+                                    f"a new {n('out')}", CheckpointError) from None
     step = int(ckpt["step"])
     if not cfg.time_budget_minutes:
         return step, None
@@ -166,7 +170,7 @@ def build_run(cfg: PretrainConfig, info: D.DistInfo, lock) -> Run:
     """Every part of the run ``cfg`` describes, in the order of the module docstring. ``lock``: the run folder's
     `RunFolderLock`, taken before an existing folder is read and, for a new one, once every check has passed."""
     device = select_device(cfg.device, info.local_rank)
-    amp_dtype = autocast_dtype(cfg.precision, device)
+    precision = choose_precision(cfg.precision, device)  # a bf16 the device cannot do natively: one line, here
     out = Path(cfg.out)
     store = CheckpointStore(out, cfg.keep_checkpoints)
     # Up front: what depends on the process layout, the run folder, resume compatibility, the online-kNN data.
@@ -188,8 +192,8 @@ def build_run(cfg: PretrainConfig, info: D.DistInfo, lock) -> Run:
     pipeline = pipeline_from_config(cfg, dataset, info.rank, info.world_size, device)
     steps_per_epoch = len(pipeline)
     if steps_per_epoch == 0:
-        raise DataError(f"the data set has {len(dataset)} images, fewer than one batch of {cfg.batch_size}; "
-                        "lower --batch-size or add images")
+        raise field_error(lambda n: f"the data set has {len(dataset)} images, fewer than one batch of "
+                                    f"{cfg.batch_size}; lower {n('batch_size')} or add images", DataError)
     optimizer = build_optimizer(cfg.optimizer, model, cfg.lr_weights, cfg.lr_biases, cfg.weight_decay,
                                 cfg.momentum, cfg.eta)
     start_step, budget_state = resume(model, optimizer, resumed, cfg) if resumed is not None else (0, None)
@@ -197,8 +201,9 @@ def build_run(cfg: PretrainConfig, info: D.DistInfo, lock) -> Run:
     try:
         budget = TimeBudget(cfg.time_budget_minutes, start_step, total_steps, budget_state)
     except CheckpointError as e:  # only a resumed budget state can be wrong
-        where = resumed.path if resumed is not None else out
-        raise CheckpointError(f"{where}: {e}; resume from an earlier checkpoint or choose a new --out") from None
+        where, why = (resumed.path if resumed is not None else out), str(e)
+        raise field_error(lambda n: f"{where}: {why}; resume from an earlier checkpoint or choose a new {n('out')}",
+                          CheckpointError) from None
     if budget.estimated_total is not None:  # a resumed budget run keeps the length it chose
         total_steps = budget.estimated_total
     plan = Plan(total_steps, round(cfg.warmup_epochs * steps_per_epoch), cfg.final_lr_ratio, cfg.log_every,
@@ -211,14 +216,16 @@ def build_run(cfg: PretrainConfig, info: D.DistInfo, lock) -> Run:
     log = RunMonitor.for_run(cfg, MetricsLog(out / "metrics.jsonl" if info.is_main else None), placed.raw,
                              out if info.is_main else None)
     log.log_every = plan.log_every
-    return Run(cfg=cfg, info=info, device=device, amp_dtype=amp_dtype, out=out, store=store, knn=knn,
+    return Run(cfg=cfg, info=info, device=device, precision=precision, amp_dtype=precision.dtype, out=out,
+               store=store, knn=knn,
                dataset=dataset, data_fingerprint=data_fingerprint, pipeline=pipeline, steps_per_epoch=steps_per_epoch,
                model=cast(BarlowTwins, placed.raw), called=placed.called, channels_last=placed.channels_last,
                optimizer=optimizer,
                budget=budget, plan=plan, log=log, start_step=start_step,
                saved_step=start_step if resumed is not None else None,
                resumed_from=resumed.path if resumed is not None else None,
-               resume_changes=resumed.changes if resumed is not None else [])
+               resume_changes=resumed.changes if resumed is not None else [],
+               resumed_precision=resumed.checkpoint.get("precision") if resumed is not None else None)
 
 
 __all__ = ["LOG_POINTS", "Plan", "Run", "build_pretrain_model", "build_run", "check_same_data", "read_resume",

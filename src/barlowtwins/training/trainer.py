@@ -321,7 +321,8 @@ class Trainer:
                 "total_steps": r.plan.total_steps, "budget": r.budget.state(),
                 "budget_total_steps": r.budget.estimated_total,
                 "model": r.model.state_dict(), "optimizer": r.optimizer.state_dict(),
-                "config": self.cfg.to_dict(), "world_size": r.world, "data_fingerprint": r.data_fingerprint}
+                "config": self.cfg.to_dict(), "world_size": r.world, "data_fingerprint": r.data_fingerprint,
+                "precision": r.precision.name}
 
     def save_checkpoint(self, reason: str) -> None:
         """The one place the run writes its state: a finiteness check, then the checkpoint (rank 0).
@@ -357,7 +358,7 @@ class Trainer:
             remove_stale_temps(r.out)
             try:
                 r.log.rewind(self.step)  # records after the checkpoint are about to be written again
-                save_config(cfg, r.out / "config.yaml")
+                save_config(cfg, r.out / "config.yaml", notes={"precision": f"ran {r.precision.describe()}"})
                 if self.saved_step is not None:
                     # the backbone files hold the resumed state, whatever a kill between files left behind
                     write_run_backbone(r.model.backbone, r.out, cfg.to_dict())
@@ -365,8 +366,15 @@ class Trainer:
                 raise CheckpointError(describe_os_error(e)) from None
             if self.saved_step is not None:
                 self._say_resumed()
+                if r.resumed_precision not in (None, r.precision.name):  # auto, resumed on another processor
+                    log.warning(f"warning: this run trained in {r.resumed_precision} up to step {self.step} and goes "
+                                f"on in {r.precision.describe()}: it will not end bit-identical to a run trained "
+                                f"straight through in one precision")
+            self._say(f"training on {r.device} ({r.world} process{'es' if r.world > 1 else ''}) in "
+                      f"{r.precision.describe()}")
             r.log.write({"event": "start" if self.step == 0 else "resume", "step": self.step,
                          "world_size": r.world, "device": str(r.device),
+                         "precision": r.precision.name, "precision_reason": r.precision.reason,
                          "steps_per_epoch": r.steps_per_epoch, "total_steps": r.plan.total_steps,
                          "images": len(r.dataset), "time": time.time()})
             if cfg.progress:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import field_error
 from barlowtwins.transforms.params import ViewParams, view_params
 from barlowtwins.transforms.spec import AugmentConfig, blur_kernel_for
 
@@ -41,21 +41,24 @@ def check_multicrop(count: int, size: int, image_size: int) -> None:
     if count <= 0:
         return
     if image_size <= MIN_SIZE:
-        raise ConfigError(f"--multicrop-count {count} needs --image-size above {MIN_SIZE}: the small crops are at "
-                          f"least {MIN_SIZE} px and smaller than the full views; raise --image-size or set "
-                          "--multicrop-count 0")
+        raise field_error(lambda n: f"{n('multicrop_count')} {count} needs {n('image_size')} above {MIN_SIZE}: the "
+                                    f"small crops are at least {MIN_SIZE} px and smaller than the full views; raise "
+                                    f"{n('image_size')} or set {n('multicrop_count')} 0")
     default = default_size(image_size)
-    fix = f"use {MIN_SIZE} to {image_size - 1}" + (", or 0 for 3/7 of --image-size" if default >= MIN_SIZE else "")
+    def fix(n) -> str:
+        return f"use {MIN_SIZE} to {image_size - 1}" + (f", or 0 for 3/7 of {n('image_size')}" if default >= MIN_SIZE
+                                                         else "")
+
     if size and size < MIN_SIZE:
-        raise ConfigError(f"--multicrop-size {size} is below {MIN_SIZE} px, too small for the network's strides; "
-                          f"{fix}")
+        raise field_error(lambda n: f"{n('multicrop_size')} {size} is below {MIN_SIZE} px, too small for the network's "
+                                    f"strides; {fix(n)}")
     if size >= image_size:
-        raise ConfigError(f"--multicrop-size {size} is not smaller than --image-size {image_size}: the small crops "
-                          f"are low-resolution views of a part of the image; {fix}")
+        raise field_error(lambda n: f"{n('multicrop_size')} {size} is not smaller than {n('image_size')} {image_size}: "
+                                    f"the small crops are low-resolution views of a part of the image; {fix(n)}")
     if not size and default < MIN_SIZE:
-        raise ConfigError(f"multi-crop's default --multicrop-size at --image-size {image_size} is {default} px (3/7 "
-                          f"of it), below {MIN_SIZE} px; set --multicrop-size {MIN_SIZE} to {image_size - 1}, or "
-                          "raise --image-size")
+        raise field_error(lambda n: f"multi-crop's default {n('multicrop_size')} at {n('image_size')} {image_size} is "
+                                    f"{default} px (3/7 of it), below {MIN_SIZE} px; set {n('multicrop_size')} "
+                                    f"{MIN_SIZE} to {image_size - 1}, or raise {n('image_size')}")
 
 
 def default_scale(image_size: int) -> tuple[float, float]:

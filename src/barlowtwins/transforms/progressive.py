@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from barlowtwins.errors import ConfigError
+from barlowtwins.errors import field_error
 from barlowtwins.transforms.spec import AugmentConfig, blur_kernel_for
 
 
@@ -24,26 +24,28 @@ def check_progressive_start(start: int, image_size: int) -> None:
     """One line (`ConfigError`) when progressive resolution would start above the image size, or at a size that
     is not a multiple of the step of its sizes (`size_multiple`; ``start`` 0: off, always valid)."""
     if start > image_size:
-        raise ConfigError(f"--progressive-start {start} is above --image-size {image_size}: progressive "
-                          "resolution starts smaller and ends at the image size")
+        raise field_error(lambda n: f"{n('progressive_start')} {start} is above {n('image_size')} {image_size}: "
+                                    "progressive resolution starts smaller and ends at the image size")
     m = size_multiple(image_size)
     if start and start != image_size and start % m:
         below, above = start // m * m, start // m * m + m
         nearest = " or ".join(str(s) for s in (below, above) if 0 < s < image_size) or "0 (off)"
         other = "8 px above 64" if m == 4 else "4 px at 64 and below"
-        raise ConfigError(f"--progressive-start {start} is not a multiple of {m}: the view sizes grow in steps of {m} "
-                          f"px at --image-size {image_size} ({other}); use {nearest}")
+        raise field_error(lambda n: f"{n('progressive_start')} {start} is not a multiple of {m}: the view sizes grow "
+                                    f"in steps of {m} px at {n('image_size')} {image_size} ({other}); use {nearest}")
 
 
 def check_progressive_epochs(start: int, epochs: float) -> None:
     """One line (`ConfigError`) when only one of the two settings of progressive resolution is given: a start
     size without epochs to grow over, or epochs without a start size, would be silently ignored."""
     if start and not epochs:
-        raise ConfigError(f"--progressive-start {start} needs --progressive-epochs, the epochs over which the views "
-                          "grow to --image-size; set both, or --progressive-start 0 to train at the full size")
+        raise field_error(lambda n: f"{n('progressive_start')} {start} needs {n('progressive_epochs')}, the epochs "
+                                    f"over which the views grow to {n('image_size')}; set both, or "
+                                    f"{n('progressive_start')} 0 to train at the full size")
     if epochs and not start:
-        raise ConfigError(f"--progressive-epochs {epochs:g} needs --progressive-start, the view size of the first "
-                          "epoch; set both, or --progressive-epochs 0 to train at the full size")
+        raise field_error(lambda n: f"{n('progressive_epochs')} {epochs:g} needs {n('progressive_start')}, the view "
+                                    f"size of the first epoch; set both, or {n('progressive_epochs')} 0 to train at "
+                                    "the full size")
 
 
 def size_multiple(size: int) -> int:
