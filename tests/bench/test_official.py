@@ -1,6 +1,8 @@
 """The official Barlow Twins pipeline the bench compares with: two normalised views per image (torchvision v1 and
 PIL, per image), behind the official script's DataLoader; unreadable files dropped and counted when asked."""
 
+import random
+
 import pytest
 import torch
 from conftest import make_image_folder
@@ -20,6 +22,7 @@ def files(tmp_path):
 def test_two_different_normalised_views_of_the_size_asked(files):
     from PIL import Image
 
+    random.seed(0)  # the official blur and solarisation draw from Python's random module, the crops from torch
     torch.manual_seed(0)
     with Image.open(files[0]) as img:
         v1, v2 = official_transform(24)(img.convert("RGB"))
